@@ -2,6 +2,13 @@
 from __future__ import annotations
 
 from codec.chunk import decode_chunk, encode_chunk, histogram
+from codec.container import (
+    DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, ChunkEntry, decode_frame, encode_frame, read_seek_table,
+)
 from codec.errors import FormatError
 
-__all__ = ["FormatError", "histogram", "encode_chunk", "decode_chunk"]
+__all__ = [
+    "FormatError", "histogram", "encode_chunk", "decode_chunk",
+    "DEFAULT_CHUNK_SIZE", "MAX_CHUNK_SIZE", "ChunkEntry", "encode_frame", "decode_frame",
+    "read_seek_table",
+]
