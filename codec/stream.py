@@ -1,0 +1,235 @@
+"""Whole-file API over the `.dcz` container: in memory, streaming, ranged reads, info and verify."""
+from __future__ import annotations
+
+import bisect
+import io
+from typing import BinaryIO, Callable
+
+from codec.chunk import CODEC_HUFFMAN, CODEC_STORED
+from codec.container import (
+    DEFAULT_CHUNK_SIZE, FOOTER_SIZE, FORMAT_VERSION, FRAME_HEADER_SIZE, FRAME_MAGIC, HEADER_SIZE,
+    SEEK_ENTRY_SIZE, TABLE_MAGIC, ChunkEntry, decode_frame, decode_payload,
+    encode_frame, frame_offsets, header_bytes, original_offsets, parse_frame_header, parse_header,
+    parse_seek_table, read_exactly, read_seek_table, seek_table_bytes, trailer_size,
+)
+from codec.errors import FormatError
+
+__all__ = ["encode", "decode", "compress_stream", "decompress_stream", "decode_range", "info", "verify"]
+
+Progress = Callable[[int], None]
+_CODEC_NAMES = {CODEC_STORED: "stored", CODEC_HUFFMAN: "huffman"}
+
+
+def encode(data, chunk_size: int = DEFAULT_CHUNK_SIZE, shared_histogram=None) -> bytes:
+    """Compresses `data` into a whole container in memory (the same bytes `compress_stream` writes)."""
+    out = io.BytesIO()
+    compress_stream(io.BytesIO(data), out, chunk_size=chunk_size, shared_histogram=shared_histogram)
+    return out.getvalue()
+
+
+def decode(blob, max_size: int | None = None) -> bytes:
+    """Decodes a whole container in memory; `max_size` caps the declared original size.
+
+    Everything is checked (header, seek table, every frame and CRC) before any byte is returned.
+    """
+    f, file_size = _as_file(blob)
+    entries = read_seek_table(f, file_size, max_size)
+    return b"".join(_decode_chunks(f, entries, range(len(entries))))
+
+
+def compress_stream(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                    progress: Progress | None = None, shared_histogram=None) -> dict:
+    """Reads `src` to its end, one chunk at a time, and writes a container to `dst`.
+
+    Neither needs to seek (pipes work). Memory holds one chunk and its frame at a time.
+    `progress(original_bytes_done)` is called after each chunk.
+    """
+    header = header_bytes(chunk_size)
+    dst.write(header)
+    compressed_size = len(header)
+    entries: list[ChunkEntry] = []
+    original_size = 0
+    while True:
+        chunk = _read_up_to(src, chunk_size)
+        if not chunk:
+            break
+        frame, entry = encode_frame(chunk, shared_histogram)
+        del chunk
+        dst.write(frame)
+        entries.append(entry)
+        original_size += entry.original_size
+        compressed_size += entry.frame_size
+        if progress is not None:
+            progress(original_size)
+    trailer = seek_table_bytes(entries)
+    dst.write(trailer)
+    compressed_size += len(trailer)
+    return {"original_size": original_size, "compressed_size": compressed_size, "chunks": len(entries)}
+
+
+def decompress_stream(src: BinaryIO, dst: BinaryIO, max_size: int | None = None,
+                      progress: Progress | None = None) -> dict:
+    """Reads a container from `src` front to back and writes the original bytes to `dst`.
+
+    Works on pipes: frames are read in order (`"DCZC"` markers) up to the `"DCZS"` seek table, which
+    is then checked against the frames seen, and nothing may follow the footer. When `src` is
+    seekable and at offset 0 the seek table is checked first, so a truncated or corrupt trailer
+    fails before anything is written. A chunk's bytes are written only after its CRC32C matched,
+    but on a FormatError the chunks before the bad one are already in `dst`: callers that need an
+    all-or-nothing output write to a temporary file and rename it on success (services does).
+    `max_size` caps the total original size (decompression-bomb guard); memory holds one frame
+    and its decoded chunk at a time.
+    """
+    expected = _seek_table_if_seekable(src, max_size)
+    parse_header(read_exactly(src, HEADER_SIZE, "file header"))
+    seen: list[ChunkEntry] = []
+    original_size = 0
+    compressed_size = HEADER_SIZE
+    while True:
+        marker = read_exactly(src, 4, "chunk frame or seek table marker")
+        if marker == TABLE_MAGIC:
+            break
+        if marker != FRAME_MAGIC:
+            raise FormatError(f"expected a chunk frame ({FRAME_MAGIC!r}) or the seek table "
+                              f"({TABLE_MAGIC!r}) at byte {compressed_size}, found {marker!r}")
+        if expected is not None and len(seen) == len(expected):
+            raise FormatError(f"container has more chunk frames than its seek table's {len(expected)}")
+        header = parse_frame_header(marker + read_exactly(src, FRAME_HEADER_SIZE - 4, "frame header"),
+                                    expected[len(seen)] if expected is not None else None)
+        if max_size is not None and original_size + header.original_size > max_size:
+            raise FormatError(f"container holds more than the limit of {max_size} original bytes")
+        data = decode_payload(header, read_exactly(src, header.payload_size, "chunk payload"))
+        dst.write(data)
+        del data
+        seen.append(ChunkEntry(FRAME_HEADER_SIZE + header.payload_size, header.original_size, header.crc))
+        original_size += header.original_size
+        compressed_size += FRAME_HEADER_SIZE + header.payload_size
+        if progress is not None:
+            progress(original_size)
+    table = marker + read_exactly(src, SEEK_ENTRY_SIZE * len(seen), "seek table")
+    footer = read_exactly(src, FOOTER_SIZE, "footer")
+    compressed_size += trailer_size(len(seen))
+    entries = parse_seek_table(table, footer, compressed_size, max_size)
+    if entries != seen:
+        raise FormatError("the seek table does not describe the chunk frames in the container")
+    if src.read(1):
+        raise FormatError(f"unexpected bytes after the footer at byte {compressed_size}")
+    return {"original_size": original_size, "compressed_size": compressed_size, "chunks": len(seen)}
+
+
+def decode_range(blob_or_file, offset: int, length: int) -> bytes:
+    """Original bytes `[offset, offset + length)` (clipped at the end, like slicing), reading and
+    decoding only the chunks that overlap them, plus the header and seek table."""
+    if offset < 0 or length < 0:
+        raise ValueError(f"offset and length must be non-negative, got {offset} and {length}")
+    f, file_size = _as_file(blob_or_file)
+    entries = read_seek_table(f, file_size)
+    starts = original_offsets(entries)
+    total = starts[-1] + entries[-1].original_size if entries else 0
+    end = min(offset + length, total)
+    if offset >= end:
+        return b""
+    first = bisect.bisect_right(starts, offset) - 1
+    last = bisect.bisect_left(starts, end) - 1
+    data = b"".join(_decode_chunks(f, entries, range(first, last + 1)))
+    skip = offset - starts[first]
+    return data[skip:skip + end - offset]
+
+
+def info(f, file_size: int | None = None) -> dict:
+    """A JSON-ready description of a container: version, chunk count, sizes, ratio, codec ids and
+    CRC32Cs. Reads the header, the seek table and each frame header, not the payloads."""
+    f, file_size = _as_file(f, file_size)
+    entries = read_seek_table(f, file_size)
+    f.seek(0)
+    chunk_size = parse_header(read_exactly(f, HEADER_SIZE, "file header"))
+    chunks = []
+    for index, (entry, offset, original_offset) in enumerate(
+            zip(entries, frame_offsets(entries), original_offsets(entries))):
+        f.seek(offset)
+        header = parse_frame_header(read_exactly(f, FRAME_HEADER_SIZE, "frame header"), entry)
+        chunks.append({
+            "index": index, "offset": offset, "frame_size": entry.frame_size,
+            "original_offset": original_offset, "original_size": entry.original_size,
+            "codec": header.codec, "codec_name": _CODEC_NAMES[header.codec],
+            "crc32c": f"{entry.crc:08x}",
+        })
+    original_size = sum(e.original_size for e in entries)
+    codecs = {name: sum(1 for c in chunks if c["codec"] == codec_id)
+              for codec_id, name in _CODEC_NAMES.items()}
+    return {
+        "format": "dcz",
+        "format_version": FORMAT_VERSION,
+        "chunk_size": chunk_size,
+        "chunks": len(entries),
+        "original_size": original_size,
+        "compressed_size": file_size,
+        # compression ratio, original / compressed: higher is better, below 1 means it grew.
+        "ratio": round(original_size / file_size, 4),
+        "codecs": codecs,
+        "entries": chunks,
+    }
+
+
+def verify(f, file_size: int | None = None, max_size: int | None = None,
+           progress: Progress | None = None) -> dict:
+    """Decodes every chunk and checks every CRC32C, one chunk in memory at a time; raises FormatError
+    on the first fault, returns `{"ok": True, "chunks", "original_size", "compressed_size"}`."""
+    f, file_size = _as_file(f, file_size)
+    entries = read_seek_table(f, file_size, max_size)
+    done = 0
+    for data in _decode_chunks(f, entries, range(len(entries))):
+        done += len(data)
+        if progress is not None:
+            progress(done)
+    return {"ok": True, "chunks": len(entries), "original_size": done, "compressed_size": file_size}
+
+
+def _decode_chunks(f: BinaryIO, entries: list[ChunkEntry], indexes: range):
+    """Yields the checked original bytes of chunks `indexes`, reading each frame with one read."""
+    offsets = frame_offsets(entries)
+    for index in indexes:
+        entry = entries[index]
+        f.seek(offsets[index])
+        yield decode_frame(read_exactly(f, entry.frame_size, "chunk frame"), entry)
+
+
+def _as_file(blob_or_file, file_size: int | None = None) -> tuple[BinaryIO, int]:
+    """A seekable file object and its size, for bytes-like containers and open files alike."""
+    if isinstance(blob_or_file, (bytes, bytearray, memoryview)):
+        # BytesIO shares a `bytes` object's buffer instead of copying it.
+        blob = blob_or_file if isinstance(blob_or_file, bytes) else bytes(blob_or_file)
+        return io.BytesIO(blob), len(blob)
+    if file_size is None:
+        file_size = blob_or_file.seek(0, io.SEEK_END)
+    return blob_or_file, file_size
+
+
+def _seek_table_if_seekable(src: BinaryIO, max_size: int | None) -> list[ChunkEntry] | None:
+    """The checked seek table of `src` if it can be read without disturbing a sequential read."""
+    try:
+        if not src.seekable() or src.tell() != 0:
+            return None
+        file_size = src.seek(0, io.SEEK_END)
+    except (AttributeError, OSError, ValueError):
+        return None
+    entries = read_seek_table(src, file_size, max_size)
+    src.seek(0)
+    return entries
+
+
+def _read_up_to(src: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes; fewer only at the end of `src` (pipes may return short reads)."""
+    first = src.read(size)
+    if len(first) == size or not first:
+        return first
+    parts = [first]
+    got = len(first)
+    while got < size:
+        part = src.read(size - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
