@@ -1,0 +1,70 @@
+"""(Re)generates the `.dcz` test vectors that pin the container and payload formats.
+
+Run `python tests/vectors/make_vectors.py` after a deliberate format change (which needs a new
+format version: see docs/format.md) or to check the committed files with `--check`. Each vector is
+`NAME.bin` (the original bytes) and `NAME.dcz` (what `codec.encode(original, chunk_size)` writes).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import codec
+
+VECTOR_DIR = Path(__file__).resolve().parent
+
+TEXT = (b"It was the best of times, it was the worst of times, it was the age of wisdom, it was "
+        b"the age of foolishness, it was the epoch of belief, it was the epoch of incredulity.\n")
+
+
+def pseudo_random(size: int, seed: bytes) -> bytes:
+    """Deterministic incompressible bytes (SHA-256 in counter mode), the same on every platform."""
+    blocks = (hashlib.sha256(seed + i.to_bytes(8, "little")).digest() for i in range(-(-size // 32)))
+    return b"".join(blocks)[:size]
+
+
+def skewed_binary() -> bytes:
+    """All 256 byte values, most of them rare: compressible, and every symbol needs a code."""
+    noise = pseudo_random(1024, b"skewed")
+    return bytes(range(256)) + bytes(b & b >> 3 & 0x3F for b in noise)
+
+
+# name -> (original bytes, chunk size the vector is written with)
+VECTORS: dict[str, tuple[bytes, int]] = {
+    "empty": (b"", 4096),
+    "one_byte": (b"A", 4096),
+    "one_symbol": (b"\x00" * 1000, 4096),
+    "text": (TEXT * 4, 4096),
+    "all_bytes": (skewed_binary(), 4096),
+    "multi_chunk": (TEXT * 6, 256),
+    "stored": (pseudo_random(300, b"stored"), 4096),
+}
+
+
+def build() -> dict[str, tuple[bytes, bytes]]:
+    """name -> (original, container) for every vector."""
+    return {name: (original, codec.encode(original, chunk_size=chunk_size))
+            for name, (original, chunk_size) in VECTORS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare with the committed files, write nothing")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, (original, container) in build().items():
+        for path, content in ((VECTOR_DIR / f"{name}.bin", original), (VECTOR_DIR / f"{name}.dcz", container)):
+            if path.exists() and path.read_bytes() == content:
+                continue
+            stale.append(path.name)
+            if not args.check:
+                path.write_bytes(content)
+    if stale:
+        print(("differs: " if args.check else "wrote: ") + ", ".join(stale))
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
