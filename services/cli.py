@@ -1,0 +1,224 @@
+"""The `dcas` command line: a thin argparse front end over `services.compression`."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+from typing import NoReturn, Sequence, TextIO
+
+from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from codec.errors import FormatError
+from services import compression
+from services.progress import ProgressBar, format_bytes
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+SUFFIX = ".dcz"
+STDIO = "-"
+
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+_SIZE_PATTERN = re.compile(r"\s*(\d+)\s*([kmg]?)(?:i?b)?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """`4194304`, `64K`, `4M`, `4MiB`, `1G` → bytes. K/M/G are binary (1024-based), as in zstd and
+    dd; `MB` is read the same way because nobody means 4,000,000-byte chunks."""
+    match = _SIZE_PATTERN.fullmatch(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (examples: 65536, 64K, 4M, 4MiB)")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _chunk_size_argument(text: str) -> int:
+    try:
+        size = parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not 1 <= size <= MAX_CHUNK_SIZE:
+        raise argparse.ArgumentTypeError(f"chunk size must be between 1 byte and 1GiB, got {text!r}")
+    return size
+
+
+def _size_argument(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class UsageError(Exception):
+    """Wrong arguments; reported with exit status 2, like argparse's own complaints."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the whole usage and names the subcommand ("dcas compress: error: ...");
+    # we promise one line that starts with "dcas: error:".
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dcas", description="Compress files into the seekable .dcz container "
+                     "(chunked canonical Huffman) and back.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    compress = commands.add_parser("compress", help="compress SRC into a .dcz container",
+                                   description="Compress SRC ('-' for stdin) into DST.")
+    compress.add_argument("src", metavar="SRC")
+    compress.add_argument("-o", "--output", metavar="DST",
+                          help="output file, '-' for stdout (default: SRC.dcz)")
+    compress.add_argument("--chunk-size", type=_chunk_size_argument, default=DEFAULT_CHUNK_SIZE,
+                          metavar="SIZE", help="bytes per independent chunk, e.g. 64K, 4M, 4MiB "
+                          f"(default: {DEFAULT_CHUNK_SIZE // 2**20}MiB)")
+
+    decompress = commands.add_parser("decompress", help="decompress a .dcz container",
+                                     description="Decompress the .dcz file SRC ('-' for stdin).")
+    decompress.add_argument("src", metavar="SRC")
+    decompress.add_argument("-o", "--output", metavar="DST",
+                            help="output file, '-' for stdout (default: SRC without .dcz)")
+    decompress.add_argument("--max-size", type=_size_argument, default=None, metavar="SIZE",
+                            help="refuse containers that declare more than SIZE original bytes")
+
+    for sub in (compress, decompress):
+        sub.add_argument("-f", "--force", action="store_true", help="overwrite an existing DST")
+        sub.add_argument("-q", "--quiet", action="store_true",
+                         help="no progress bar and no summary")
+
+    info = commands.add_parser("info", help="describe a .dcz file as JSON",
+                               description="Print chunks, sizes, ratio and checksums as JSON.")
+    info.add_argument("file", metavar="FILE")
+
+    verify = commands.add_parser("verify", help="decode every chunk and check every checksum",
+                                 description="Decode FILE in full and check every CRC32C.")
+    verify.add_argument("file", metavar="FILE")
+    verify.add_argument("-q", "--quiet", action="store_true", help="print nothing when FILE is OK")
+    return parser
+
+
+def default_output(command: str, src: str) -> str:
+    """DST when -o is not given: SRC.dcz for compress, SRC without .dcz for decompress."""
+    if src == STDIO:
+        return STDIO
+    if command == "compress":
+        return src + SUFFIX
+    if not src.endswith(SUFFIX) or len(src) == len(SUFFIX):
+        raise UsageError(f"cannot pick an output name: {src} does not end in {SUFFIX} (use -o DST)")
+    return src[: -len(SUFFIX)]
+
+
+def summary_line(verb: str, src: str, dst: str, stats: dict) -> str:
+    """`compressed a -> a.dcz: 27.1 MB -> 14.0 MB, ratio 1.94, 0.32 s, 84.7 MB/s`.
+
+    The ratio is original / compressed, as `dcas info` reports it; the speed counts original bytes.
+    """
+    original, compressed = stats["original_size"], stats["compressed_size"]
+    seconds = stats["seconds"]
+    before, after = (original, compressed) if verb == "compressed" else (compressed, original)
+    ratio = f", ratio {original / compressed:.2f}" if original and compressed else ""
+    speed = f", {original / seconds / 1e6:.1f} MB/s" if seconds > 0 else ""
+    return f"{verb} {src} -> {dst}: {format_bytes(before)} -> {format_bytes(after)}{ratio}, {seconds:.2f} s{speed}"
+
+
+def main(argv: Sequence[str] | None = None, *, stdin=None, stdout=None,
+         stderr: TextIO | None = None) -> int:
+    """Runs one `dcas` command and returns its exit status; never raises (bar SystemExit from
+    --help)."""
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    progress: ProgressBar | None = None
+    input_name = "input"
+
+    def fail(message: str, status: int) -> int:
+        if progress is not None:
+            progress.clear()
+        print(f"dcas: error: {message}", file=stderr)
+        return status
+
+    try:
+        args = build_parser().parse_args(argv)
+        input_name = getattr(args, "src", None) or getattr(args, "file", None) or input_name
+        if input_name == STDIO:
+            input_name = "stdin"
+        if args.command in ("compress", "decompress"):
+            dst = args.output if args.output is not None else default_output(args.command, args.src)
+            if dst == STDIO and args.command == "compress" and stdout.isatty():
+                raise UsageError("refusing to write compressed data to a terminal (use -o DST)")
+            src_arg = stdin.buffer if args.src == STDIO else args.src
+            dst_arg = stdout.buffer if dst == STDIO else dst
+            show = not args.quiet and stderr.isatty()
+            if args.command == "compress":
+                total = compression.source_size(src_arg) if show else None
+                progress = ProgressBar("compress", total, stderr, enabled=show)
+                stats = compression.compress_file(src_arg, dst_arg, chunk_size=args.chunk_size,
+                                                  progress=progress, overwrite=args.force)
+            else:
+                total = compression.original_size(src_arg) if show else None
+                progress = ProgressBar("decompress", total, stderr, enabled=show)
+                stats = compression.decompress_file(src_arg, dst_arg, max_size=args.max_size,
+                                                    progress=progress, overwrite=args.force)
+            progress.clear()
+            if not args.quiet:
+                verb = "compressed" if args.command == "compress" else "decompressed"
+                src_name = "stdin" if args.src == STDIO else args.src
+                dst_name = "stdout" if dst == STDIO else dst
+                print(summary_line(verb, src_name, dst_name, stats), file=stderr)
+        elif args.command == "info":
+            _require_file(args.file)
+            print(json.dumps(compression.file_info(args.file), indent=2), file=stdout)
+        elif args.command == "verify":
+            _require_file(args.file)
+            show = not args.quiet and stderr.isatty()
+            total = compression.original_size(args.file) if show else None
+            progress = ProgressBar("verify", total, stderr, enabled=show)
+            result = compression.verify_file(args.file, progress=progress)
+            progress.clear()
+            if not args.quiet:
+                print(f"{args.file}: OK ({result.get('chunks', '?')} chunks, "
+                      f"{format_bytes(result.get('original_size', 0))})", file=stdout)
+        return EXIT_OK
+    except UsageError as e:
+        return fail(str(e), EXIT_USAGE)
+    except compression.OutputExistsError as e:
+        return fail(f"{e} (use --force to overwrite)", EXIT_FAILURE)
+    except compression.ServiceError as e:
+        return fail(str(e), EXIT_FAILURE)
+    except FormatError as e:
+        return fail(f"{input_name}: {e}", EXIT_FAILURE)
+    except BrokenPipeError:
+        # The reader of our stdout went away (`dcas decompress x.dcz -o - | head`): not our error,
+        # and Python's exit-time flush of the dead pipe must not print a traceback either.
+        _silence_stdout(stdout)
+        return EXIT_FAILURE
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        return fail(f"{e.strerror or e}{where}", EXIT_FAILURE)
+    except MemoryError:
+        return fail("out of memory (try a smaller --chunk-size)", EXIT_FAILURE)
+    except KeyboardInterrupt:
+        return fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as e:  # a bug: still one line, but keep the traceback one variable away
+        if os.environ.get("DCAS_DEBUG"):
+            raise
+        return fail(f"internal error: {type(e).__name__}: {e} (set DCAS_DEBUG=1 for a traceback)",
+                    EXIT_FAILURE)
+
+
+def _silence_stdout(stdout) -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout.fileno())
+
+
+def _require_file(path: str) -> None:
+    if path == STDIO:
+        raise UsageError("info and verify need a file they can seek in, not stdin")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
