@@ -1,0 +1,192 @@
+"""Smoke tests of the benchmark harness on small synthetic data, so the benchmark code cannot rot."""
+from __future__ import annotations
+
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# benchmarks/ is a top-level folder, not an installed package: make it importable under a bare
+# `pytest` too (`python -m pytest` from the repo root already has the root on sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import corpora, e2e, run  # noqa: E402
+
+
+def _write_files(directory: Path, contents: list[bytes]) -> list[Path]:
+    paths = []
+    for index, content in enumerate(contents):
+        path = directory / f"file{index:02d}.txt"
+        path.write_bytes(content)
+        paths.append(path)
+    return paths
+
+
+def _text_like(size: int, seed: int) -> bytes:
+    """Skewed byte frequencies, as in text: compressible by any order-0 coder."""
+    rng = np.random.default_rng(seed)
+    alphabet = np.frombuffer(b"etaoin shrdlu\n(){}=._,:", dtype=np.uint8)
+    weights = np.linspace(3.0, 0.2, len(alphabet))
+    return rng.choice(alphabet, size=size, p=weights / weights.sum()).tobytes()
+
+
+# --- corpora -------------------------------------------------------------------------------------
+
+def test_a_corpus_is_the_sources_concatenated_and_cut_at_the_target_size(tmp_path):
+    paths = _write_files(tmp_path, [b"a" * 300, b"b" * 300, b"c" * 300])
+    out = tmp_path / "corpus.bin"
+    manifest = corpora.write_corpus(corpora.read_pieces(paths), 500, out)
+    assert out.read_bytes() == b"a" * 300 + b"b" * 200
+    assert manifest["size"] == 500 and manifest["files"] == 2
+    assert manifest["sources"] == [(str(paths[0]), 300), (str(paths[1]), 200)]
+    assert manifest["sha256"] == corpora.sha256_of_file(out)
+
+
+def test_building_twice_gives_the_same_bytes_and_reuses_the_cache(tmp_path):
+    paths = _write_files(tmp_path, [_text_like(5000, seed) for seed in range(4)])
+    spec = corpora.CorpusSpec("tiny", "synthetic files", lambda: corpora.read_pieces(paths))
+    first, manifest = corpora.build(spec, 12_000, tmp_path / "cache")
+    mtime = first.stat().st_mtime_ns
+    again, manifest_again = corpora.build(spec, 12_000, tmp_path / "cache")
+    assert again == first and again.stat().st_mtime_ns == mtime
+    assert manifest_again["sha256"] == manifest["sha256"]
+    rebuilt, manifest_rebuilt = corpora.build(spec, 12_000, tmp_path / "cache", rebuild=True)
+    assert manifest_rebuilt["sha256"] == manifest["sha256"]
+
+
+def test_a_cached_corpus_that_was_changed_is_not_reused(tmp_path):
+    paths = _write_files(tmp_path, [_text_like(4000, 1)])
+    spec = corpora.CorpusSpec("tiny", "synthetic files", lambda: corpora.read_pieces(paths))
+    path, _ = corpora.build(spec, 3000, tmp_path / "cache")
+    path.write_bytes(b"x" * 3000)
+    assert corpora.cached_manifest(path, 3000) is None
+    rebuilt, _ = corpora.build(spec, 3000, tmp_path / "cache")
+    assert rebuilt.read_bytes() == paths[0].read_bytes()[:3000]
+
+
+def test_interleave_keeps_the_sources_about_equal_in_bytes():
+    big = iter([("big", b"x" * 1000)] * 10)
+    small = iter([("small", b"y" * 100)] * 200)
+    taken = {"big": 0, "small": 0}
+    for index, (name, data) in enumerate(corpora.interleave([big, small])):
+        taken[name] += len(data)
+        if index == 50:
+            break
+    assert abs(taken["big"] - taken["small"]) <= 1000
+
+
+def test_per_file_cap_takes_only_the_head_of_each_file(tmp_path):
+    paths = _write_files(tmp_path, [b"1" * 50, b"2" * 5])
+    assert list(corpora.read_pieces(paths, max_bytes_per_file=10)) == [
+        (str(paths[0]), b"1" * 10), (str(paths[1]), b"2" * 5)]
+
+
+def test_symlinked_duplicates_count_once(tmp_path):
+    (real,) = _write_files(tmp_path, [b"data"])
+    (tmp_path / "link.so").symlink_to(real)
+    assert corpora.unique_regular_files([tmp_path / "link.so", real]) == [real]
+
+
+# --- the codec benchmark -------------------------------------------------------------------------
+
+def test_entropy_bound_of_two_equally_frequent_symbols_is_one_bit_each():
+    assert run.order0_entropy_bytes(b"ab" * 800) == 200
+    assert run.order0_entropy_bytes(b"a" * 1000) == 0
+
+
+def test_codec_benchmark_measures_every_codec_and_renders_the_targets():
+    data = _text_like(300_000, seed=7)
+    codecs = [run.our_codec(), run.zlib_huffman_codec(), run.zstd_codec(3)]
+    run.warm_up(codecs, data[:4096])
+    measurements = run.measure_corpus(data, codecs, repeats=2)
+    assert [m.codec for m in measurements] == [c.name for c in codecs]
+    assert all(len(m.encode_cpu) == 2 and len(m.decode_wall) == 2 for m in measurements)
+    zlib_size = len(zlib.compress(data, 9))
+    assert measurements[1].size < len(data) and measurements[2].size <= zlib_size * 1.2
+    result = run.CorpusResult("synthetic", len(data), run.order0_entropy_bytes(data),
+                              {"description": "skewed bytes", "files": 1, "sha256": "0" * 64},
+                              measurements)
+    ratios = run.target_ratios(result)
+    assert ratios["size"] == measurements[0].size / measurements[1].size
+    conditions = {**run.conditions(), "repeats": 2}
+    text = run.render_markdown([result], conditions)
+    assert "| zlib Huffman-only |" in text and "order-0 entropy bound" in text
+    assert text.count("met**") == 3
+
+
+def test_a_codec_that_loses_data_fails_the_benchmark():
+    broken = run.Codec("broken", lambda d: d, lambda b: b[:-1])
+    with pytest.raises(AssertionError, match="broken"):
+        run.measure_corpus(b"some bytes", [broken], repeats=1)
+
+
+def test_rerunning_replaces_only_its_own_section_of_the_document():
+    document = "# Benchmarks\n\nprose stays\n"
+    once = run.replace_between_markers(document, "codec-benchmark", "table one\n")
+    twice = run.replace_between_markers(once, "codec-benchmark", "table two\n")
+    both = run.replace_between_markers(twice, "e2e-benchmark", "e2e table\n")
+    assert "prose stays" in both and "table two" in both and "table one" not in both
+    assert "e2e table" in both and both.count("table two") == 1
+    assert run.replace_between_markers(both, "e2e-benchmark", "e2e table\n") == both
+
+
+def test_peak_memory_sees_a_large_allocation():
+    _, peak = run.peak_memory(lambda: np.ones(20_000_000, dtype=np.uint8).sum())
+    assert peak["rss_peak_extra"] >= 19_000_000 and peak["traced_peak"] >= 19_000_000
+
+
+def test_memory_probe_reports_encode_and_decode_of_one_chunk(tmp_path):
+    corpus = tmp_path / "corpus.bin"
+    corpus.write_bytes(_text_like(1 << 18, seed=3))
+    report = run.measure_memory(corpus, chunk_size=1 << 18)
+    assert report is not None and report["chunk_size"] == 1 << 18
+    assert {"rss_peak_extra", "traced_peak"} <= set(report["encode"]) and "decode" in report
+
+
+# --- the end-to-end benchmark --------------------------------------------------------------------
+
+_ALLOCATE_AND_SPAWN = """
+import subprocess, sys, time
+held = bytearray(60_000_000)
+child = subprocess.Popen([sys.executable, "-c",
+                          "import time; held = bytearray(30_000_000); time.sleep(1.0)"])
+time.sleep(1.0)
+child.wait()
+"""
+
+
+def test_watching_a_command_finds_the_peak_memory_of_its_processes():
+    stats = e2e.run_watched(e2e.Command([sys.executable, "-c", _ALLOCATE_AND_SPAWN]), interval=0.05)
+    assert stats.peak_rss_root >= 60_000_000
+    assert 30_000_000 <= stats.peak_rss_worker < 60_000_000
+    assert stats.peak_rss_sum >= 90_000_000 and stats.processes == 2
+    assert stats.wall >= 1.0
+
+
+def test_a_failing_command_is_reported_with_its_error():
+    with pytest.raises(RuntimeError, match="boom"):
+        e2e.run_watched(e2e.Command([sys.executable, "-c", "import sys; sys.exit('boom')"]))
+
+
+def _python_zlib_tool() -> e2e.Tool:
+    """A real compressor for the harness test that needs no Debian package."""
+    compress = "import sys, zlib; sys.stdout.buffer.write(zlib.compress(open(sys.argv[1], 'rb').read(), 1))"
+    decompress = "import sys, zlib; sys.stdout.buffer.write(zlib.decompress(open(sys.argv[1], 'rb').read()))"
+    return e2e.Tool("python-zlib", ".z",
+                    lambda src, dst, w: e2e.Command([sys.executable, "-c", compress, str(src)], dst),
+                    lambda src, dst, w: e2e.Command([sys.executable, "-c", decompress, str(src)], dst))
+
+
+def test_end_to_end_harness_round_trips_through_the_dcas_cli_and_a_reference(tmp_path):
+    source = tmp_path / "input.bin"
+    source.write_bytes(_text_like(1 << 20, seed=5))
+    tools = [_python_zlib_tool(), e2e.dcas_tool(e2e.dcas_worker_flag())]
+    cases, manifest = e2e.run_benchmark([1], [1], tools, repeats=1, work_dir=tmp_path / "work",
+                                        given_input=source)
+    assert [c.tool for c in cases] == ["python-zlib", "dcas"]
+    assert all(c.compressed_size > 0 and c.median("compress") > 0 for c in cases)
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == []  # outputs cleaned up
+    conditions = {**run.conditions(), "repeats": 1}
+    text = e2e.render_markdown(cases, conditions, manifest, e2e.dcas_worker_flag())
+    assert "| python-zlib | 1 |" in text and "| dcas | 1 |" in text
