@@ -1,0 +1,49 @@
+"""Shared pytest fixtures: the GCS emulator (fake-gcs-server) and a bucket in it, started only when a test asks."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from emulators import start_fake_gcs_server  # tests/ is on sys.path (pytest puts conftest dirs there)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """fake-gcs-server for the whole session; STORAGE_EMULATOR_HOST is set in os.environ while it runs.
+
+    Set in os.environ (not monkeypatched per test) so that Beam's multi-processing workers, which
+    are started later as subprocesses, inherit it. The server runs in its own process group and the
+    whole group is stopped at the end of the session, also when tests fail or are interrupted.
+    """
+    emulator = start_fake_gcs_server()
+    saved = {name: os.environ.get(name) for name in emulator.env}
+    os.environ.update(emulator.env)
+    try:
+        from transforms.storage import configure_beam_for_storage_emulator
+        configure_beam_for_storage_emulator()
+        yield emulator
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket(gcs_emulator) -> str:
+    """The name of an empty bucket in the session's fake-gcs-server."""
+    from google.cloud import storage
+    name = f"dcas-test-{uuid.uuid4().hex[:12]}"
+    client = storage.Client(project="dcas-test")
+    client.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def gcs_dir(gcs_bucket, request) -> str:
+    """A gs:// folder of its own for one test, ending in '/'."""
+    return f"gs://{gcs_bucket}/{request.node.name}-{uuid.uuid4().hex[:8]}/"

