@@ -76,10 +76,10 @@ def compress_file(src: Source, dst: Destination, *, chunk_size: int = DEFAULT_CH
                   engine: Engine | None = None) -> dict:
     """Compresses `src` into the `.dcz` container `dst`; returns the engine's stats plus `seconds`."""
     engine = engine or DEFAULT_ENGINE
+    started = time.perf_counter()  # fsync and rename count: the output is not safe before them
     with _open_input(src) as src_file, _open_output(dst, src, overwrite) as dst_file:
-        started = time.perf_counter()
         stats = engine.compress(src_file, dst_file, chunk_size=chunk_size, progress=progress)
-        return {**stats, "seconds": time.perf_counter() - started}
+    return {**stats, "seconds": time.perf_counter() - started}
 
 
 def decompress_file(src: Source, dst: Destination, *, max_size: int | None = None,
@@ -88,10 +88,10 @@ def decompress_file(src: Source, dst: Destination, *, max_size: int | None = Non
     """Decompresses the `.dcz` file `src` into `dst`; a bad container raises `codec.FormatError`
     and leaves no output behind."""
     engine = engine or DEFAULT_ENGINE
+    started = time.perf_counter()  # fsync and rename count: the output is not safe before them
     with _open_input(src) as src_file, _open_output(dst, src, overwrite) as dst_file:
-        started = time.perf_counter()
         stats = engine.decompress(src_file, dst_file, max_size=max_size, progress=progress)
-        return {**stats, "seconds": time.perf_counter() - started}
+    return {**stats, "seconds": time.perf_counter() - started}
 
 
 def file_info(path: str | os.PathLike) -> dict:
