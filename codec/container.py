@@ -16,7 +16,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE", "MAX_CHUNK_SIZE", "FORMAT_VERSION",
     "HEADER_MAGIC", "FRAME_MAGIC", "TABLE_MAGIC", "FOOTER_MAGIC",
     "ChunkEntry", "FrameHeader",
-    "crc32c", "header_bytes", "parse_header", "encode_frame", "frame_header_bytes",
+    "crc32c", "header_bytes", "parse_header", "encode_frame", "encode_frame_parts", "frame_header_bytes",
     "parse_frame_header", "decode_payload", "decode_frame", "seek_table_bytes", "trailer_size",
     "parse_footer", "parse_seek_table", "read_seek_table", "frame_offsets", "original_offsets",
     "read_exactly",
@@ -134,6 +134,12 @@ def encode_frame(data, shared_histogram=None) -> tuple[bytes, ChunkEntry]:
     Falls back to storing the bytes whenever the codec's payload would not be smaller, so every
     payload is at most `original_size` bytes (a rule readers enforce).
     """
+    header, payload, entry = encode_frame_parts(data, shared_histogram)
+    return b"".join((header, payload)), entry
+
+
+def encode_frame_parts(data, shared_histogram=None) -> tuple[bytes, bytes, ChunkEntry]:
+    """`encode_frame` as (24-byte header, payload, entry), for writers that can skip the join."""
     original_size = len(data)
     if not 1 <= original_size <= MAX_CHUNK_SIZE:
         raise ValueError(f"a chunk holds 1 to {MAX_CHUNK_SIZE} bytes, got {original_size}")
@@ -142,8 +148,7 @@ def encode_frame(data, shared_histogram=None) -> tuple[bytes, ChunkEntry]:
         codec, payload = CODEC_STORED, data
     crc = crc32c(data)
     header = frame_header_bytes(codec, original_size, len(payload), crc)
-    frame = b"".join((header, payload))
-    return frame, ChunkEntry(len(frame), original_size, crc)
+    return header, payload, ChunkEntry(FRAME_HEADER_SIZE + len(payload), original_size, crc)
 
 
 def parse_frame_header(header, entry: ChunkEntry | None = None,

@@ -8,9 +8,9 @@ from typing import BinaryIO, Callable
 from codec.chunk import CODEC_HUFFMAN, CODEC_STORED
 from codec.container import (
     DEFAULT_CHUNK_SIZE, FOOTER_SIZE, FORMAT_VERSION, FRAME_HEADER_SIZE, FRAME_MAGIC, HEADER_SIZE,
-    SEEK_ENTRY_SIZE, TABLE_MAGIC, ChunkEntry, decode_frame, decode_payload,
-    encode_frame, frame_offsets, header_bytes, original_offsets, parse_frame_header, parse_header,
-    parse_seek_table, read_exactly, read_seek_table, seek_table_bytes, trailer_size,
+    SEEK_ENTRY_SIZE, TABLE_MAGIC, ChunkEntry, decode_frame, decode_payload, encode_frame_parts,
+    frame_offsets, header_bytes, original_offsets, parse_frame_header, parse_header, parse_seek_table,
+    read_exactly, read_seek_table, seek_table_bytes, trailer_size,
 )
 from codec.errors import FormatError
 
@@ -32,9 +32,14 @@ def decode(blob, max_size: int | None = None) -> bytes:
 
     Everything is checked (header, seek table, every frame and CRC) before any byte is returned.
     """
-    f, file_size = _as_file(blob)
-    entries = read_seek_table(f, file_size, max_size)
-    return b"".join(_decode_chunks(f, entries, range(len(entries))))
+    source = _Source.of(blob)
+    entries = read_seek_table(source.file, source.size, max_size)
+    # BytesIO.getvalue() hands over its buffer without a copy; b"".join of the chunks would copy
+    # the whole output once more, and first-touching that much fresh memory is the slow part.
+    out = io.BytesIO()
+    for data in _decode_chunks(source, entries, range(len(entries))):
+        out.write(data)
+    return out.getvalue()
 
 
 def compress_stream(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -53,9 +58,10 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUN
         chunk = _read_up_to(src, chunk_size)
         if not chunk:
             break
-        frame, entry = encode_frame(chunk, shared_histogram)
-        del chunk
-        dst.write(frame)
+        frame_header, payload, entry = encode_frame_parts(chunk, shared_histogram)
+        dst.write(frame_header)
+        dst.write(payload)
+        del chunk, payload
         entries.append(entry)
         original_size += entry.original_size
         compressed_size += entry.frame_size
@@ -122,8 +128,8 @@ def decode_range(blob_or_file, offset: int, length: int) -> bytes:
     decoding only the chunks that overlap them, plus the header and seek table."""
     if offset < 0 or length < 0:
         raise ValueError(f"offset and length must be non-negative, got {offset} and {length}")
-    f, file_size = _as_file(blob_or_file)
-    entries = read_seek_table(f, file_size)
+    source = _Source.of(blob_or_file)
+    entries = read_seek_table(source.file, source.size)
     starts = original_offsets(entries)
     total = starts[-1] + entries[-1].original_size if entries else 0
     end = min(offset + length, total)
@@ -131,7 +137,7 @@ def decode_range(blob_or_file, offset: int, length: int) -> bytes:
         return b""
     first = bisect.bisect_right(starts, offset) - 1
     last = bisect.bisect_left(starts, end) - 1
-    data = b"".join(_decode_chunks(f, entries, range(first, last + 1)))
+    data = b"".join(_decode_chunks(source, entries, range(first, last + 1)))
     skip = offset - starts[first]
     return data[skip:skip + end - offset]
 
@@ -139,7 +145,8 @@ def decode_range(blob_or_file, offset: int, length: int) -> bytes:
 def info(f, file_size: int | None = None) -> dict:
     """A JSON-ready description of a container: version, chunk count, sizes, ratio, codec ids and
     CRC32Cs. Reads the header, the seek table and each frame header, not the payloads."""
-    f, file_size = _as_file(f, file_size)
+    source = _Source.of(f, file_size)
+    f, file_size = source.file, source.size
     entries = read_seek_table(f, file_size)
     f.seek(0)
     chunk_size = parse_header(read_exactly(f, HEADER_SIZE, "file header"))
@@ -175,34 +182,66 @@ def verify(f, file_size: int | None = None, max_size: int | None = None,
            progress: Progress | None = None) -> dict:
     """Decodes every chunk and checks every CRC32C, one chunk in memory at a time; raises FormatError
     on the first fault, returns `{"ok": True, "chunks", "original_size", "compressed_size"}`."""
-    f, file_size = _as_file(f, file_size)
-    entries = read_seek_table(f, file_size, max_size)
+    source = _Source.of(f, file_size)
+    entries = read_seek_table(source.file, source.size, max_size)
     done = 0
-    for data in _decode_chunks(f, entries, range(len(entries))):
+    for data in _decode_chunks(source, entries, range(len(entries))):
         done += len(data)
         if progress is not None:
             progress(done)
-    return {"ok": True, "chunks": len(entries), "original_size": done, "compressed_size": file_size}
+    return {"ok": True, "chunks": len(entries), "original_size": done, "compressed_size": source.size}
 
 
-def _decode_chunks(f: BinaryIO, entries: list[ChunkEntry], indexes: range):
-    """Yields the checked original bytes of chunks `indexes`, reading each frame with one read."""
+class _Source:
+    """A container to read frames from: an open seekable file, or bytes in memory (sliced, not read)."""
+
+    def __init__(self, file: BinaryIO, size: int, view: memoryview | None = None):
+        self.file, self.size, self.view = file, size, view
+
+    @classmethod
+    def of(cls, blob_or_file, file_size: int | None = None) -> "_Source":
+        if isinstance(blob_or_file, (bytes, bytearray, memoryview)):
+            view = memoryview(blob_or_file).cast("B")
+            return cls(_ViewFile(view), len(view), view)
+        if file_size is None:
+            file_size = blob_or_file.seek(0, io.SEEK_END)
+        return cls(blob_or_file, file_size)
+
+    def frame(self, offset: int, size: int):
+        """The bytes of one frame; whole, because the seek table was checked against the size."""
+        if self.view is not None:
+            return self.view[offset:offset + size]
+        self.file.seek(offset)
+        return read_exactly(self.file, size, "chunk frame")
+
+
+class _ViewFile:
+    """The read/seek/tell of a binary file over a memoryview, without copying it (as BytesIO would)."""
+
+    def __init__(self, view: memoryview):
+        self.view, self.position = view, 0
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: len(self.view)}[whence]
+        self.position = max(base + offset, 0)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self.view) if size < 0 else self.position + size
+        data = self.view[self.position:end].tobytes()
+        self.position += len(data)
+        return data
+
+
+def _decode_chunks(source: _Source, entries: list[ChunkEntry], indexes: range):
+    """Yields the checked original bytes of chunks `indexes`, one frame in memory at a time."""
     offsets = frame_offsets(entries)
     for index in indexes:
         entry = entries[index]
-        f.seek(offsets[index])
-        yield decode_frame(read_exactly(f, entry.frame_size, "chunk frame"), entry)
-
-
-def _as_file(blob_or_file, file_size: int | None = None) -> tuple[BinaryIO, int]:
-    """A seekable file object and its size, for bytes-like containers and open files alike."""
-    if isinstance(blob_or_file, (bytes, bytearray, memoryview)):
-        # BytesIO shares a `bytes` object's buffer instead of copying it.
-        blob = blob_or_file if isinstance(blob_or_file, bytes) else bytes(blob_or_file)
-        return io.BytesIO(blob), len(blob)
-    if file_size is None:
-        file_size = blob_or_file.seek(0, io.SEEK_END)
-    return blob_or_file, file_size
+        yield decode_frame(source.frame(offsets[index], entry.frame_size), entry)
 
 
 def _seek_table_if_seekable(src: BinaryIO, max_size: int | None) -> list[ChunkEntry] | None:

@@ -11,7 +11,7 @@ from codec import FormatError
 from codec.chunk import CODEC_STORED
 from codec.container import (
     FOOTER_SIZE, FRAME_HEADER_SIZE, HEADER_SIZE, MAX_CHUNK_SIZE, SEEK_ENTRY_SIZE, ChunkEntry,
-    crc32c, decode_frame, encode_frame, frame_header_bytes, frame_offsets, header_bytes,
+    crc32c, decode_frame, encode_frame, encode_frame_parts, frame_header_bytes, frame_offsets, header_bytes,
     original_offsets, parse_footer, parse_frame_header, parse_header, parse_seek_table,
     read_exactly, read_seek_table, seek_table_bytes, trailer_size,
 )
@@ -71,6 +71,12 @@ def test_frame_round_trips_and_its_entry_describes_it():
     assert frame[:4] == b"DCZC"
     assert decode_frame(frame) == TEXT
     assert decode_frame(memoryview(frame), entry) == TEXT
+
+
+def test_frame_parts_are_the_frame_split_at_its_header():
+    header, payload, entry = encode_frame_parts(TEXT)
+    assert (header + payload, entry) == encode_frame(TEXT)
+    assert len(header) == FRAME_HEADER_SIZE
 
 
 def test_incompressible_chunk_is_stored_and_grows_by_the_frame_header_only():

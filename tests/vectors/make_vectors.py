@@ -51,11 +51,13 @@ def build() -> dict[str, tuple[bytes, bytes]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare with the committed files, write nothing")
+    parser.add_argument("--check", action="store_true",
+                        help="compare with the committed files, write nothing")
     args = parser.parse_args(argv)
     stale = []
     for name, (original, container) in build().items():
-        for path, content in ((VECTOR_DIR / f"{name}.bin", original), (VECTOR_DIR / f"{name}.dcz", container)):
+        for suffix, content in ((".bin", original), (".dcz", container)):
+            path = VECTOR_DIR / f"{name}{suffix}"
             if path.exists() and path.read_bytes() == content:
                 continue
             stale.append(path.name)
