@@ -330,3 +330,15 @@ def test_not_a_container_is_a_format_error_everywhere():
                  lambda: codec.decompress_stream(Pipe(junk), Sink())):
         with pytest.raises(FormatError, match="magic"):
             call()
+
+
+def test_bytearray_and_memoryview_containers_are_read_like_bytes():
+    data = TEXT[:3 * CHUNK]
+    blob = codec.encode(data, chunk_size=CHUNK)
+    for container in (bytearray(blob), memoryview(blob), memoryview(bytearray(blob))):
+        assert codec.decode(container) == data
+        assert codec.decode_range(container, CHUNK - 5, 10) == data[CHUNK - 5:CHUNK + 5]
+        assert codec.info(container) == codec.info(blob)
+        assert codec.verify(container)["ok"]
+    assert codec.encode(bytearray(data), chunk_size=CHUNK) == blob
+    assert codec.encode(memoryview(data), chunk_size=CHUNK) == blob
