@@ -161,8 +161,9 @@ def peak_traced_bytes(function) -> int:
 
 
 def test_stream_memory_is_bounded_by_the_chunk_size_not_the_file_size():
-    chunk_size = 64 * 1024
-    data = (TEXT * 40)[:48 * chunk_size]
+    chunk_size = 256 * 1024
+    data = (TEXT * 300)[:24 * chunk_size]
+    assert len(data) == 24 * chunk_size
     blob = codec.encode(data, chunk_size=chunk_size)
     codec.decode(blob)  # warm any compiled kernels outside the measurement
     compress_peak = peak_traced_bytes(
