@@ -93,7 +93,8 @@ def start_emulator(name: str, argv: Sequence[str], ready: Callable[[], bool], *,
     with os.fdopen(log_fd, "wb") as log:
         process = subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})}, start_new_session=True)
+            env={**os.environ, **(env or {})}, start_new_session=True,
+            preexec_fn=_die_with_parent)
     emulator = EmulatorProcess(name, process, Path(log_name), dict(client_env or {}))
     deadline = time.monotonic() + timeout
     try:
@@ -127,6 +128,19 @@ def start_fake_gcs_server(port: int | None = None) -> EmulatorProcess:
             "-external-url", url, "-log-level", "warn"]
     return start_emulator("fake-gcs-server", argv, http_ready(f"{url}/storage/v1/b"),
                           client_env={"STORAGE_EMULATOR_HOST": url})
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it if pytest itself is killed (no finaliser runs then).
+
+    Covers the direct child only; a wrapper's own children are still reached by stop()'s killpg.
+    """
+    try:
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the session fixture's stop() still runs on every normal exit
 
 
 def _signal_group(group: int, signum: int) -> None:

@@ -120,7 +120,7 @@ def temp_dir_for(destination: str, job_id: str) -> str:
 
 
 def read_range(path: str, offset: int, length: int) -> bytes:
-    """Exactly `length` bytes of `path` from `offset`; EOFError if the object is shorter."""
+    """Exactly `length` bytes of `path` from `offset`; EOFError if the object is shorter, FileNotFoundError if missing."""
     if offset < 0 or length < 0:
         raise ValueError(f"offset and length must be >= 0, got offset={offset!r} length={length!r}")
     if length == 0:
@@ -386,12 +386,14 @@ def _gcs_read_range(path: str, offset: int, length: int) -> bytes:
     # (`end` is inclusive) is what an encoder/decoder of one chunk needs.
     bucket_name, name = _split_gcs(path)
     blob = _gcs_client().bucket(bucket_name).blob(name)
-    from google.api_core.exceptions import RequestRangeNotSatisfiable
+    from google.api_core.exceptions import NotFound, RequestRangeNotSatisfiable
     try:
         return blob.download_as_bytes(start=offset, end=offset + length - 1, checksum=None,
                                       raw_download=True, retry=_gcs_retry())
     except RequestRangeNotSatisfiable:
         return b""  # offset at or past the end: reported as a short read by the caller
+    except NotFound as e:
+        raise FileNotFoundError(f"no such object: {path}") from e  # as for a local path
 
 
 def configure_beam_for_storage_emulator() -> None:
