@@ -73,6 +73,15 @@ def dcas_tool(worker_flag: list[str] | None) -> Tool:
                                      *workers_args(w)]))
 
 
+def beam_pipeline_tool() -> Tool:
+    """The batch pipeline called directly (what `dcas` runs once it has switched to Beam)."""
+    def command(mode: str) -> Callable[[Path, Path, int], Command]:
+        return lambda src, dst, w: Command([sys.executable, "-m", "pipelines.batch", "--input", str(src),
+                                            "--output", str(dst), "--mode", mode,
+                                            f"--direct_num_workers={w}"])
+    return Tool("beam pipeline", ".dcz", command("compress"), command("decompress"))
+
+
 def pigz_tool() -> Tool:
     # pigz compresses with -p threads; its decompression is one thread (plus helper threads for
     # reading, writing and the check), whatever -p says.
@@ -342,14 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1", help="input sizes in GB, comma-separated (e.g. 1,4)")
     parser.add_argument("--workers", default="2,1", help="worker counts, comma-separated")
-    parser.add_argument("--tools", default="pigz,dcas", help="pigz, dcas or both")
+    parser.add_argument("--tools", default="pigz,dcas", help="comma-separated: pigz, dcas, beam "
+                        "(python -m pipelines.batch directly)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--input", type=Path, help="benchmark this file instead of the built 1 GB input")
     args = parser.parse_args(argv)
 
     worker_flag = dcas_worker_flag()
-    available = {"pigz": pigz_tool(), "dcas": dcas_tool(worker_flag)}
+    available = {"pigz": pigz_tool(), "dcas": dcas_tool(worker_flag), "beam": beam_pipeline_tool()}
     tools = [available[name] for name in args.tools.split(",")]
     if "pigz" in args.tools and shutil.which("pigz") is None:
         parser.error("pigz is not installed: run `make bench-e2e`, which installs Debian's pigz")
