@@ -1,0 +1,282 @@
+"""The pipeline's building blocks: pure functions alone, transforms in a TestPipeline."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.io.filesystem import FileMetadata
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+import codec
+from codec import container
+from transforms import storage
+from transforms.assemble import container_metadata, failure_reason, ordered_parts
+from transforms.decode import ContainerJob, decode_part, decode_part_tasks, read_container_table
+from transforms.encode import PartRecord, PartTask, encode_part, part_tasks
+from transforms.failures import FAILED, failure, failures_csv
+from transforms.frequencies import FrequencyTableCombineFn, FrequencyTables
+from transforms.planning import (
+    ChunkDescriptor, FileJob, PlanChunks, PlanFiles, chunk_count, chunk_descriptors, destination_for,
+)
+
+
+def local_pipeline() -> beam.Pipeline:
+    """A TestPipeline on the FnApiRunner in this process: Beam's DirectRunner would first try to
+    download the Prism runner, which costs seconds (and fails offline) before it falls back."""
+    return test_pipeline.TestPipeline(runner="FnApiRunner")
+
+
+def sample_bytes(size: int, seed: int = 0) -> bytes:
+    """Skewed bytes (a few symbols common, the rest rare), so Huffman has something to do."""
+    rng = np.random.default_rng(seed)
+    return rng.choice(256, size=size, p=np.arange(256, 0, -1) ** 3 / np.sum(np.arange(256, 0, -1) ** 3)
+                      ).astype(np.uint8).tobytes()
+
+
+def write(path, data: bytes) -> str:
+    with open(path, "wb") as f:
+        f.write(data)
+    return str(path)
+
+
+# --- planning -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size, chunk_size", [(0, 10), (1, 10), (10, 10), (11, 10), (95, 10), (7, 1)])
+def test_chunk_descriptors_cover_the_file_exactly_once_in_order(size, chunk_size):
+    chunks = list(chunk_descriptors("f", size, chunk_size))
+    assert len(chunks) == chunk_count(size, chunk_size)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert sum(c.length for c in chunks) == size
+    assert all(0 < c.length <= chunk_size for c in chunks)
+    assert all(a.offset + a.length == b.offset for a, b in zip(chunks, chunks[1:]))
+
+
+def test_chunk_descriptors_of_a_range_are_the_same_chunks_as_the_whole():
+    whole = list(chunk_descriptors("f", 95, 10))
+    assert list(chunk_descriptors("f", 95, 10, start=3, stop=7)) == whole[3:7]
+
+
+def test_compress_and_decompress_names_are_each_others_inverse():
+    compressed = destination_for("/data/report.csv", "/out", "compress", False)
+    assert compressed == "/out/report.csv.dcz"
+    assert destination_for(compressed, "/back", "decompress", False) == "/back/report.csv"
+    assert destination_for("gs://b/in/x", "gs://b/out/", "compress", False) == "gs://b/out/x.dcz"
+
+
+def test_decompress_refuses_to_guess_a_name_for_a_file_without_the_dcz_suffix():
+    with pytest.raises(ValueError, match="does not end in '.dcz'"):
+        destination_for("/data/report.zip", "/out", "decompress", False)
+
+
+def test_an_output_file_name_is_used_as_given():
+    assert destination_for("/data/a.dcz", "/tmp/result.bin", "decompress", True) == "/tmp/result.bin"
+
+
+def test_plan_files_names_outputs_and_fails_inputs_that_would_share_one(tmp_path):
+    for sub in ("x", "y"):
+        os.mkdir(tmp_path / sub)
+        write(tmp_path / sub / "same.txt", b"abc")
+    write(tmp_path / "x" / "own.txt", b"")
+    with local_pipeline() as p:
+        jobs, failures = p | PlanFiles(str(tmp_path / "*" / "*.txt"), str(tmp_path / "out"), "compress", False)
+        assert_that(jobs, equal_to([FileJob(str(tmp_path / "x" / "own.txt"), 0,
+                                            str(tmp_path / "out" / "own.txt.dcz"))]), label="check:jobs")
+        assert_that(failures | "Failed files" >> beam.Keys(),
+                    equal_to([str(tmp_path / sub / "same.txt") for sub in "xy"]),
+                    label="check:failures")
+
+
+def test_plan_chunks_emits_every_chunk_of_every_file():
+    jobs = [FileJob("a", 25, "a.dcz"), FileJob("b", 0, "b.dcz"), FileJob("c", 10, "c.dcz")]
+    with local_pipeline() as p:
+        chunks = p | beam.Create(jobs) | PlanChunks(chunk_size=10)
+        assert_that(chunks, equal_to([ChunkDescriptor("a", 0, 0, 10), ChunkDescriptor("a", 1, 10, 10),
+                                      ChunkDescriptor("a", 2, 20, 5), ChunkDescriptor("c", 0, 0, 10)]))
+
+
+# --- frequency tables -----------------------------------------------------------------------
+
+
+def test_combine_fn_by_hand_sums_shards_like_one_histogram_of_everything():
+    data = sample_bytes(30_000)
+    shards = [data[:7_000], data[7_000:7_001], data[7_001:20_000], data[20_000:]]
+    fn = FrequencyTableCombineFn()
+    accumulators = []
+    for shard in shards:
+        accumulator = fn.create_accumulator()
+        accumulators.append(fn.add_input(accumulator, codec.histogram(shard)))
+    untouched = [a.copy() for a in accumulators[1:]]
+    merged = fn.merge_accumulators(accumulators)
+    table = fn.extract_output(fn.compact(merged))
+    assert table.dtype == np.uint64 and table.shape == (256,)
+    np.testing.assert_array_equal(table, codec.histogram(data))
+    for before, after in zip(untouched, accumulators[1:]):
+        np.testing.assert_array_equal(before, after)  # only the first accumulator may change
+
+
+def test_combine_fn_with_no_input_extracts_an_all_zero_table():
+    fn = FrequencyTableCombineFn()
+    empty = fn.extract_output(fn.merge_accumulators([]))
+    np.testing.assert_array_equal(empty, np.zeros(256, dtype=np.uint64))
+    np.testing.assert_array_equal(fn.extract_output(fn.create_accumulator()), empty)
+
+
+def test_extracted_table_does_not_change_when_its_accumulator_does():
+    fn = FrequencyTableCombineFn()
+    accumulator = fn.add_input(fn.create_accumulator(), codec.histogram(b"aab"))
+    table = fn.extract_output(accumulator)
+    fn.add_input(accumulator, codec.histogram(b"zzz"))
+    assert table[ord("z")] == 0 and table[ord("a")] == 2
+
+
+def test_frequency_tables_sum_chunk_histograms_per_file(tmp_path):
+    a, b = sample_bytes(5_000, seed=1), b"hello"
+    path_a, path_b = write(tmp_path / "a", a), write(tmp_path / "b", b)
+    chunks = [*chunk_descriptors(path_a, len(a), 1_000), *chunk_descriptors(path_b, len(b), 1_000)]
+    with local_pipeline() as p:
+        tables, failures = p | beam.Create(chunks) | FrequencyTables()
+        as_lists = tables | beam.MapTuple(lambda source, table: (source, table.tolist()))
+        assert_that(as_lists, equal_to([(path_a, codec.histogram(a).tolist()),
+                                        (path_b, codec.histogram(b).tolist())]), label="check:tables")
+        assert_that(failures, equal_to([]), label="check:failures")
+
+
+def test_a_chunk_that_cannot_be_read_fails_its_file_and_not_the_others(tmp_path):
+    path = write(tmp_path / "short", b"0123456789")
+    chunks = [ChunkDescriptor(path, 0, 0, 10), ChunkDescriptor(path + ".gone", 0, 0, 10)]
+    with local_pipeline() as p:
+        tables, failures = p | beam.Create(chunks) | FrequencyTables()
+        assert_that(tables | "Table files" >> beam.Keys(), equal_to([path]), label="check:tables")
+        assert_that(failures | "Failed files" >> beam.Keys(), equal_to([path + ".gone"]),
+                    label="check:failures")
+
+
+# --- encode ---------------------------------------------------------------------------------
+
+
+def test_encoded_parts_concatenate_into_the_container_codec_encode_writes(tmp_path):
+    data = sample_bytes(10_000, seed=2)
+    chunk_size = 1_024
+    job = FileJob(write(tmp_path / "in", data), len(data), str(tmp_path / "in.dcz"))
+    table = codec.histogram(data)
+    records = [encode_part(task, chunk_size, table, str(tmp_path / f"part-{task.index}"))[0]
+               for task in part_tasks(job, chunk_size)]
+    entries = [e for r in records for e in r.entries]
+    body = b"".join(open(r.path, "rb").read() for r in records)
+    blob = container.header_bytes(chunk_size) + body + container.seek_table_bytes(entries)
+    assert blob == codec.encode(data, chunk_size, shared_histogram=table)
+    assert sum(r.bytes_in for r in records) == len(data)
+    assert sum(r.bytes_out for r in records) == len(body)
+
+
+def test_part_tasks_respect_the_part_plan_of_storage():
+    job = FileJob("f", 10 * 2500 + 1, "f.dcz")
+    tasks = part_tasks(job, 10)
+    assert [(t.chunk_start, t.chunk_stop) for t in tasks] == storage.plan_parts(2501)
+    assert [t.index for t in tasks] == list(range(len(tasks)))
+
+
+def test_a_file_that_shrank_fails_to_encode_and_leaves_no_part_object(tmp_path):
+    job = FileJob(write(tmp_path / "in", b"x" * 100), 200, str(tmp_path / "in.dcz"))
+    part = tmp_path / "part"
+    with pytest.raises(EOFError):
+        encode_part(PartTask(job, 0, 0, 2), 100, None, str(part))
+    assert not part.exists()
+
+
+# --- decode ---------------------------------------------------------------------------------
+
+
+def container_job(tmp_path, data: bytes, chunk_size: int) -> ContainerJob:
+    blob = codec.encode(data, chunk_size)
+    path = write(tmp_path / "in.dcz", blob)
+    return read_container_table(FileJob(path, len(blob), str(tmp_path / "out")))
+
+
+def test_read_container_table_reads_the_same_table_as_the_codec(tmp_path):
+    data = sample_bytes(5_000, seed=3)
+    job = container_job(tmp_path, data, 700)
+    with open(job.job.source, "rb") as f:
+        assert list(job.entries) == container.read_seek_table(f, job.job.size)
+
+
+def test_decoded_parts_concatenate_to_the_original(tmp_path):
+    data = sample_bytes(5_000, seed=4)
+    job = container_job(tmp_path, data, 700)
+    records = [decode_part(task, str(tmp_path / f"part-{task.index}"))[0] for task in decode_part_tasks(job)]
+    assert b"".join(open(r.path, "rb").read() for r in records) == data
+    assert sum(r.chunks for r in records) == len(job.entries)
+
+
+def test_a_damaged_chunk_fails_with_its_number_and_leaves_no_part_object(tmp_path):
+    data = sample_bytes(5_000, seed=5)
+    job = container_job(tmp_path, data, 700)
+    damaged_offset = container.frame_offsets(job.entries)[3] + container.FRAME_HEADER_SIZE + 5
+    with open(job.job.source, "r+b") as f:
+        f.seek(damaged_offset)
+        byte = f.read(1)
+        f.seek(damaged_offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    (task,) = [t for t in decode_part_tasks(job) if t.chunk_start <= 3 < t.chunk_start + len(t.entries)]
+    part = tmp_path / "part"
+    with pytest.raises(codec.FormatError, match="chunk 3 "):
+        decode_part(task, str(part))
+    assert not part.exists()
+
+
+def test_a_file_that_is_not_a_container_has_no_seek_table(tmp_path):
+    path = write(tmp_path / "x.dcz", b"this is not a container, only text" * 3)
+    with pytest.raises(codec.FormatError, match="not a .dcz container"):
+        read_container_table(FileJob(path, os.path.getsize(path), str(tmp_path / "x")))
+
+
+# --- assembly and failures ------------------------------------------------------------------
+
+
+def record(index: int) -> PartRecord:
+    return PartRecord("f", index, f"p{index}", 1, 10, 5, 0.1)
+
+
+def test_ordered_parts_sorts_records_by_part_index():
+    assert [r.index for r in ordered_parts("f", [record(2), record(0), record(1)], 3)] == [0, 1, 2]
+
+
+def test_ordered_parts_refuses_to_publish_with_a_part_missing():
+    with pytest.raises(RuntimeError, match=r"missing \[1\]"):
+        ordered_parts("f", [record(0), record(2)], 3)
+
+
+def test_failure_reason_keeps_a_few_distinct_reasons_and_counts_the_rest():
+    assert failure_reason(["b", "a", "b"]) == "a; b"
+    assert failure_reason([f"r{i}" for i in range(10)]) == "r0; r1; r2; and 7 more"
+
+
+def test_failure_is_one_line_naming_stage_and_error_type():
+    assert failure("f", "encode part 2", OSError("disk\nfull")) == ("f", "encode part 2: OSError: disk full")
+
+
+def test_failures_csv_quotes_commas_and_sorts_by_file():
+    text = failures_csv([("b,c", 'said "no"'), ("a", "x")])
+    assert list(csv.reader(io.StringIO(text))) == [["file", "error"], ["a", "x"], ["b,c", 'said "no"']]
+
+
+def test_metadata_has_the_seed_fields_and_the_per_chunk_checksums():
+    data = sample_bytes(3_000, seed=6)
+    frames = [container.encode_frame(data[i:i + 1_000]) for i in range(0, 3_000, 1_000)]
+    entries = [entry for _, entry in frames]
+    size = 16 + sum(e.frame_size for e in entries) + container.trailer_size(3)
+    meta = container_metadata(FileJob("/in/data.bin", 3_000, "/out/data.bin.dcz"), entries, 1_000,
+                              codec.histogram(data), size, {"encode_seconds": 0.5})
+    assert (meta["filename"], meta["og_size"], meta["cp_size"], meta["chunks"]) == ("data.bin", 3_000, size, 3)
+    assert meta["ratio"] == pytest.approx(3_000 / size)
+    assert meta["checksums"]["chunks"] == [f"{container.crc32c(data[i:i + 1_000]):08x}" for i in (0, 1_000, 2_000)]
+    assert meta["codec"]["format_version"] == container.FORMAT_VERSION
+    assert sum(meta["frequencies"]) == 3_000
+    json.dumps(meta)  # JSON-ready

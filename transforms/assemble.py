@@ -1,0 +1,269 @@
+"""Per-file publication: order a file's part records, add header and seek table, publish atomically."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from importlib import metadata as package_metadata
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from codec import container
+from transforms import storage
+from transforms.decode import ContainerJob
+from transforms.encode import PartRecord
+from transforms.failures import FAILED
+from transforms.observability import inc_counter, log_event
+from transforms.planning import FileJob, chunk_count, part_path
+
+__all__ = ["METADATA_SUFFIX", "FileResult", "metadata_path", "ordered_parts", "failure_reason",
+           "container_metadata", "publish_container", "publish_decoded",
+           "PublishContainers", "PublishDecoded"]
+
+# The metadata object sits beside its container: `name.dcz` -> `name.dcz.meta.json`.
+METADATA_SUFFIX = ".meta.json"
+# A file whose every part failed would otherwise carry a thousand reasons in one CSV cell.
+_MAX_REASONS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class FileResult:
+    """One published output: what was read, what was written, how many chunks."""
+
+    source: str
+    destination: str
+    bytes_in: int
+    bytes_out: int
+    chunks: int
+    seconds: float
+
+
+def metadata_path(destination: str) -> str:
+    return destination + METADATA_SUFFIX
+
+
+def ordered_parts(source: str, records, part_count: int) -> list[PartRecord]:
+    """The records of parts 0..part_count-1 in order; raises if any part is missing."""
+    by_index = {record.index: record for record in records}
+    missing = [index for index in range(part_count) if index not in by_index]
+    if missing or len(by_index) != part_count:
+        raise RuntimeError(f"{source}: expected {part_count} parts, missing {missing[:10]}, "
+                           f"got indices {sorted(by_index)[:10]}...")
+    return [by_index[index] for index in range(part_count)]
+
+
+def failure_reason(reasons) -> str:
+    """The stage failures of one file as one line: the first few distinct reasons, then a count."""
+    distinct = sorted(set(reasons))
+    line = "; ".join(distinct[:_MAX_REASONS])
+    if len(distinct) > _MAX_REASONS:
+        line += f"; and {len(distinct) - _MAX_REASONS} more"
+    return line
+
+
+def _package_version() -> str:
+    try:
+        return package_metadata.version("dcas")
+    except package_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def container_metadata(job: FileJob, entries, chunk_size: int, table, compressed_size: int,
+                       timings: dict) -> dict:
+    """The JSON metadata of one container: the seed's `filename`/`og_size`/`cp_size` and more.
+
+    `ratio` is og_size / cp_size (how many times smaller; 0 for an empty file); `frequencies` is
+    the shared byte-frequency table the encoders were given.
+    """
+    return {
+        "filename": FileSystems.split(job.source)[1],
+        "source": job.source,
+        "container": job.destination,
+        "og_size": job.size,
+        "cp_size": compressed_size,
+        "ratio": round(job.size / compressed_size, 6) if job.size else 0.0,
+        "chunks": len(entries),
+        "chunk_size": chunk_size,
+        "checksums": {"algorithm": "crc32c", "chunks": [f"{e.crc:08x}" for e in entries]},
+        "codec": {"name": "dcz", "format_version": container.FORMAT_VERSION,
+                  "dcas_version": _package_version()},
+        "frequencies": [int(count) for count in table] if table is not None else None,
+        "timings": timings,
+    }
+
+
+def _write_object(path: str, data: bytes) -> None:
+    with storage.open_write(path) as f:
+        f.write(data)
+
+
+def _already_published(destination: str, size: int) -> bool:
+    """A retried bundle finds its parts gone because the first attempt published them."""
+    try:
+        return FileSystems.match([destination])[0].metadata_list[0].size_in_bytes == size
+    except Exception:  # noqa: BLE001 - "cannot tell" means "not published"
+        return False
+
+
+def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: str) -> FileResult:
+    """Writes header and trailer objects, the metadata, then publishes header+parts+trailer atomically."""
+    started = time.perf_counter()
+    parts = ordered_parts(job.source, records, _compress_part_count(job, chunk_size))
+    entries = [entry for part in parts for entry in part.entries]
+    compressed_size = (container.HEADER_SIZE + sum(e.frame_size for e in entries)
+                       + container.trailer_size(len(entries)))
+    name = FileSystems.split(job.destination)[1]
+    header, trailer, meta = (FileSystems.join(temp_dir, f"{name}.{what}")
+                             for what in ("header", "trailer", "meta"))
+    _write_object(header, container.header_bytes(chunk_size))
+    _write_object(trailer, container.seek_table_bytes(entries))
+    timings = {"encode_seconds": round(sum(part.seconds for part in parts), 6)}
+    description = container_metadata(job, entries, chunk_size, table, compressed_size, timings)
+    _write_object(meta, json.dumps(description, separators=(",", ":")).encode("utf-8") + b"\n")
+    # Metadata first, so a published container always has its description beside it.
+    storage.publish_concatenation([meta], metadata_path(job.destination), temp_dir=temp_dir)
+    try:
+        storage.publish_concatenation([header, *(part.path for part in parts), trailer],
+                                      job.destination, temp_dir=temp_dir)
+    except Exception:
+        if _already_published(job.destination, compressed_size):
+            return FileResult(job.source, job.destination, job.size, compressed_size, len(entries),
+                              time.perf_counter() - started)
+        storage.delete([metadata_path(job.destination), header, trailer])
+        raise
+    return FileResult(job.source, job.destination, job.size, compressed_size, len(entries),
+                      time.perf_counter() - started)
+
+
+def publish_decoded(container_job: ContainerJob, records, temp_dir: str) -> FileResult:
+    """Publishes the decoded parts, in order, as the output file (an empty file for no chunks)."""
+    started = time.perf_counter()
+    job = container_job.job
+    parts = ordered_parts(job.source, records, len(storage.plan_parts(len(container_job.entries))))
+    original_size = sum(e.original_size for e in container_job.entries)
+    try:
+        storage.publish_concatenation([part.path for part in parts], job.destination, temp_dir=temp_dir)
+    except Exception:
+        if parts and _already_published(job.destination, original_size):
+            return FileResult(job.source, job.destination, job.size, original_size, len(container_job.entries),
+                              time.perf_counter() - started)
+        raise
+    return FileResult(job.source, job.destination, job.size, original_size, len(container_job.entries),
+                      time.perf_counter() - started)
+
+
+def _compress_part_count(job: FileJob, chunk_size: int) -> int:
+    return len(storage.plan_parts(chunk_count(job.size, chunk_size)))
+
+
+def _part_paths(destination: str, temp_dir: str, part_count: int) -> list[str]:
+    return [part_path(temp_dir, destination, index) for index in range(part_count)]
+
+
+class _PublishFn(beam.DoFn):
+    """(source, {jobs, records, failures}) -> FileResult, or one failure per file with its parts removed."""
+
+    def __init__(self, job_id: str):
+        self._job_id = job_id
+
+    def publish(self, job, records, temp_dir: str, **side_inputs) -> FileResult:
+        raise NotImplementedError
+
+    def part_count(self, job) -> int:
+        raise NotImplementedError
+
+    @staticmethod
+    def file_job(job) -> FileJob:
+        return job
+
+    def process(self, keyed, **side_inputs):
+        source, grouped = keyed
+        jobs, records, reasons = list(grouped["jobs"]), list(grouped["records"]), list(grouped["failures"])
+        temp_dir = storage.temp_dir_for(self.file_job(jobs[0]).destination, self._job_id) if jobs else None
+        if not reasons:
+            try:
+                result = self.publish(jobs[0], records, temp_dir, **side_inputs)
+            except Exception as e:  # noqa: BLE001 - any error fails this file only
+                reasons = [f"publish: {type(e).__name__}: {' '.join(str(e).split())}"]
+            else:
+                inc_counter("bytes-in", result.bytes_in)
+                inc_counter("bytes-out", result.bytes_out)
+                inc_counter("chunks", result.chunks)
+                inc_counter("files-written")
+                log_event("file-published", self._job_id, source=source, destination=result.destination,
+                          bytes_in=result.bytes_in, bytes_out=result.bytes_out, chunks=result.chunks)
+                yield result
+                return
+        if jobs:
+            # Whatever parts did get written are garbage now; the final path was never touched.
+            job = self.file_job(jobs[0])
+            storage.delete(_part_paths(job.destination, temp_dir, self.part_count(jobs[0])))
+        reason = failure_reason(reasons)
+        log_event("file-failed", self._job_id, level=logging.ERROR, source=source, reason=reason)
+        yield beam.pvalue.TaggedOutput(FAILED, (source, reason))
+
+
+class _PublishContainerFn(_PublishFn):
+    def __init__(self, job_id: str, chunk_size: int):
+        super().__init__(job_id)
+        self._chunk_size = chunk_size
+
+    def publish(self, job, records, temp_dir, tables=None):
+        return publish_container(job, records, self._chunk_size, (tables or {}).get(job.source), temp_dir)
+
+    def part_count(self, job) -> int:
+        return _compress_part_count(job, self._chunk_size)
+
+
+class _PublishDecodedFn(_PublishFn):
+    def publish(self, container_job, records, temp_dir):
+        return publish_decoded(container_job, records, temp_dir)
+
+    def part_count(self, container_job) -> int:
+        return len(storage.plan_parts(len(container_job.entries)))
+
+    @staticmethod
+    def file_job(container_job) -> FileJob:
+        return container_job.job
+
+
+def _group_per_file(jobs, records, failures, source_of_job):
+    return ({"jobs": jobs | "Key jobs" >> beam.Map(lambda job: (source_of_job(job), job)),
+             "records": records | "Key records" >> beam.Map(lambda record: (record.source, record)),
+             "failures": failures}
+            | "Group per file" >> beam.CoGroupByKey())
+
+
+@dataclasses.dataclass
+class PublishContainers(beam.PTransform):
+    """`(jobs, records, failures)` -> `(results, failures)`: one published `.dcz` per file that fully succeeded."""
+
+    chunk_size: int
+    job_id: str
+    tables: beam.PCollection  # (source, uint64[256]) per non-empty file, for the metadata
+
+    def expand(self, inputs):
+        jobs, records, failures = inputs
+        published = (
+            _group_per_file(jobs, records, failures, lambda job: job.source)
+            | "Publish container" >> beam.ParDo(
+                _PublishContainerFn(self.job_id, self.chunk_size),
+                tables=beam.pvalue.AsDict(self.tables)).with_outputs(FAILED, main="results"))
+        return published.results, published[FAILED]
+
+
+@dataclasses.dataclass
+class PublishDecoded(beam.PTransform):
+    """`(containers, records, failures)` -> `(results, failures)`: one published output per good container."""
+
+    job_id: str
+
+    def expand(self, inputs):
+        containers, records, failures = inputs
+        published = (
+            _group_per_file(containers, records, failures, lambda container_job: container_job.job.source)
+            | "Publish output" >> beam.ParDo(_PublishDecodedFn(self.job_id)).with_outputs(
+                FAILED, main="results"))
+        return published.results, published[FAILED]

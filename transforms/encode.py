@@ -1,0 +1,109 @@
+"""Compress mode's worker step: each part reads its own chunks, encodes them and writes one part object."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import apache_beam as beam
+
+from codec import container
+from transforms import storage
+from transforms.failures import FAILED, failure
+from transforms.observability import record_distribution
+from transforms.planning import FileJob, chunk_count, chunk_descriptors, part_path
+
+__all__ = ["PartTask", "PartRecord", "part_tasks", "encode_part", "EncodeParts"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PartTask:
+    """Chunks `chunk_start`..`chunk_stop` of one file, which one worker turns into one part object."""
+
+    job: FileJob
+    index: int
+    chunk_start: int
+    chunk_stop: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PartRecord:
+    """What a worker reports about one part object it wrote: small, so it can go through the runner.
+
+    `entries` are the part's seek-table entries in order (compress mode; empty on decompress).
+    """
+
+    source: str
+    index: int
+    path: str
+    chunks: int
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+    entries: tuple[container.ChunkEntry, ...] = ()
+
+
+def part_tasks(job: FileJob, chunk_size: int) -> list[PartTask]:
+    """The parts of one file: consecutive chunk ranges, few enough for one GCS composite object."""
+    return [PartTask(job, index, start, stop)
+            for index, (start, stop) in enumerate(storage.plan_parts(chunk_count(job.size, chunk_size)))]
+
+
+def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) -> tuple[PartRecord, list[float]]:
+    """Encodes the task's chunks one at a time into the part object at `path`.
+
+    Holds one chunk and its frame in memory at a time, whatever the file or part size. Returns the
+    record and the encode time of each chunk in milliseconds.
+    """
+    started = time.perf_counter()
+    entries, encode_ms = [], []
+    bytes_in = bytes_out = 0
+    with storage.open_write(path) as out:
+        for chunk in chunk_descriptors(task.job.source, task.job.size, chunk_size,
+                                       task.chunk_start, task.chunk_stop):
+            data = storage.read_range(chunk.source, chunk.offset, chunk.length)
+            encode_started = time.perf_counter()
+            frame, entry = container.encode_frame(data, shared_histogram)
+            encode_ms.append((time.perf_counter() - encode_started) * 1000)
+            out.write(frame)
+            entries.append(entry)
+            bytes_in += entry.original_size
+            bytes_out += entry.frame_size
+    record = PartRecord(task.job.source, task.index, path, len(entries), bytes_in, bytes_out,
+                        time.perf_counter() - started, tuple(entries))
+    return record, encode_ms
+
+
+class _EncodePartFn(beam.DoFn):
+    """PartTask -> PartRecord; a failure removes the part object and goes to FAILED."""
+
+    def __init__(self, chunk_size: int, job_id: str):
+        self._chunk_size = chunk_size
+        self._job_id = job_id
+
+    def process(self, task: PartTask, tables):
+        path = part_path(storage.temp_dir_for(task.job.destination, self._job_id),
+                         task.job.destination, task.index)
+        try:
+            record, encode_ms = encode_part(task, self._chunk_size, tables.get(task.job.source), path)
+        except Exception as e:  # noqa: BLE001 - any error fails this file only
+            storage.delete([path])
+            yield beam.pvalue.TaggedOutput(FAILED, failure(task.job.source, f"encode part {task.index}", e))
+            return
+        for ms in encode_ms:
+            record_distribution("encode-time-ms", ms)
+        yield record
+
+
+@dataclasses.dataclass
+class EncodeParts(beam.PTransform):
+    """PartTasks -> `(records, failures)`, with the per-file frequency tables as a side input."""
+
+    chunk_size: int
+    job_id: str
+    tables: beam.PCollection  # (source, uint64[256]) per non-empty file
+
+    def expand(self, tasks):
+        encoded = tasks | "Encode part" >> beam.ParDo(
+            _EncodePartFn(self.chunk_size, self.job_id),
+            tables=beam.pvalue.AsDict(self.tables)).with_outputs(FAILED, main="records")
+        return encoded.records, encoded[FAILED]
