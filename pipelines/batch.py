@@ -1,0 +1,263 @@
+"""The batch pipeline: chunk-parallel compression and decompression of files, locally or on gs://."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import re
+import time
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from codec import container
+from transforms import storage
+from transforms.assemble import PublishContainers, PublishDecoded
+from transforms.decode import DecodeParts, ReadSeekTables, decode_part_tasks
+from transforms.encode import EncodeParts, part_tasks
+from transforms.failures import WriteFailures
+from transforms.frequencies import FrequencyTables
+from transforms.observability import METRICS_NAMESPACE, log_event, new_job_id
+from transforms.planning import COMPRESS, DECOMPRESS, MODES, PlanChunks, PlanFiles, output_is_file
+
+__all__ = ["parse_size", "parse_args", "validate_args", "default_failures_path", "build_pipeline",
+           "run", "run_job"]
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from `65536`, `64K`, `64KiB`, `4M`, `4MiB`, `1GiB` (units are binary)."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a size; write e.g. 65536, 64KiB or 4MiB")
+    unit = (match.group(2) or "")[:1].upper()
+    return int(match.group(1)) * _UNITS[unit]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.batch",
+        description="Compress files into .dcz containers, or decompress them, chunk-parallel on Beam. "
+                    "Every other argument is a Beam pipeline option (--runner, --direct_num_workers, ...).")
+    parser.add_argument("--input", required=True,
+                        help="file pattern: a path, a glob, or gs://bucket/prefix/*")
+    parser.add_argument("--output", required=True,
+                        help="output directory (end gs:// directories with '/'); or the output file "
+                             "when --input is one literal path")
+    parser.add_argument("--mode", choices=MODES, default=COMPRESS)
+    parser.add_argument("--chunk_size", type=parse_size, default=container.DEFAULT_CHUNK_SIZE,
+                        help="bytes per chunk on compress, e.g. 4MiB (default)")
+    parser.add_argument("--failures", default=None,
+                        help="where to write the `file,error` CSV of failed files (always written "
+                             "when given); default: <job id>.failures.csv beside the output, only "
+                             "when a file failed")
+    parser.add_argument("--job_id", default=None,
+                        help="id for logs and temp object names (default: a fresh one per run)")
+    return parser
+
+
+def validate_args(known: argparse.Namespace) -> None:
+    """Raises ValueError saying what is wrong with the pipeline's own arguments."""
+    if not 1 <= known.chunk_size <= container.MAX_CHUNK_SIZE:
+        raise ValueError(f"--chunk_size must be between 1 byte and {container.MAX_CHUNK_SIZE} "
+                         f"(1 GiB), got {known.chunk_size}")
+    if not known.input.strip():
+        raise ValueError("--input is empty; pass a file path or pattern")
+    if not known.output.strip():
+        raise ValueError("--output is empty; pass a directory or file")
+    if known.job_id is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", known.job_id):
+        raise ValueError(f"--job_id {known.job_id!r} may hold only lowercase letters, digits and '-'")
+
+
+def _has_option(args: Sequence[str], name: str) -> bool:
+    return any(arg == name or arg.startswith(name + "=") for arg in args)
+
+
+_LOCAL_RUNNERS = ("DirectRunner", "direct", "FnApiRunner", "fnapirunner", "SwitchingDirectRunner")
+
+
+def _with_direct_runner_defaults(pipeline_args: Sequence[str]) -> list[str]:
+    """Local runs use every core in worker processes unless the arguments say otherwise.
+
+    Without --runner we name Beam's FnApiRunner ourselves: Beam's DirectRunner would first try the
+    Prism runner, which downloads a binary from GitHub at run time (and only falls back to the
+    FnApiRunner when that fails), while the FnApiRunner runs our stages in
+    `--direct_num_workers` processes with `--direct_running_mode=multi_processing`.
+    """
+    args = list(pipeline_args)
+    runner = PipelineOptions(args).view_as(StandardOptions).runner
+    if runner is None:
+        args.append("--runner=FnApiRunner")
+    elif runner not in _LOCAL_RUNNERS:
+        return args
+    if not _has_option(args, "--direct_running_mode"):
+        args.append("--direct_running_mode=multi_processing")
+    if not _has_option(args, "--direct_num_workers"):
+        args.append("--direct_num_workers=0")  # 0 = one worker process per CPU core
+    return args
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Splits argv into the pipeline's own arguments and Beam's, validating ours; runs nothing."""
+    parser = _parser()
+    known, pipeline_args = parser.parse_known_args(argv)
+    try:
+        validate_args(known)
+    except ValueError as e:
+        parser.error(str(e))
+    return known, _with_direct_runner_defaults(pipeline_args)
+
+
+def default_failures_path(output: str, output_names_file: bool, job_id: str) -> str:
+    """`<job id>.failures.csv` in the output directory (or beside the output file)."""
+    directory = FileSystems.split(output)[0] if output_names_file else output
+    return FileSystems.join(directory, f"{job_id}.failures.csv")
+
+
+def _remove_temp_dir(temp_dir: str, finished_count: int) -> str:
+    # `finished_count` is only here to order this step after every file is published or failed.
+    storage.remove_temp_dir(temp_dir)
+    if "://" not in temp_dir:
+        # The shared parent (.dcas-tmp) goes too once no other job uses it; rmdir refuses otherwise.
+        try:
+            os.rmdir(os.path.dirname(temp_dir.rstrip(os.sep)))
+        except OSError:
+            pass
+    return temp_dir
+
+
+def _build_compress(jobs, known, job_id):
+    chunks = jobs | "Plan chunks" >> PlanChunks(known.chunk_size)
+    tables, count_failures = chunks | "Frequency tables" >> FrequencyTables()
+    tasks = (jobs
+             | "Plan parts" >> beam.FlatMap(part_tasks, known.chunk_size)
+             | "Spread parts" >> beam.Reshuffle())
+    records, encode_failures = tasks | "Encode" >> EncodeParts(known.chunk_size, job_id, tables)
+    stage_failures = (count_failures, encode_failures) | "Flatten stage failures" >> beam.Flatten()
+    return ((jobs, records, stage_failures)
+            | "Publish" >> PublishContainers(known.chunk_size, job_id, tables))
+
+
+def _build_decompress(jobs, job_id):
+    containers, table_failures = jobs | "Seek tables" >> ReadSeekTables()
+    tasks = (containers
+             | "Plan parts" >> beam.FlatMap(decode_part_tasks)
+             | "Spread parts" >> beam.Reshuffle())
+    records, decode_failures = tasks | "Decode" >> DecodeParts(job_id)
+    stage_failures = (table_failures, decode_failures) | "Flatten stage failures" >> beam.Flatten()
+    return (containers, records, stage_failures) | "Publish" >> PublishDecoded(job_id)
+
+
+def build_pipeline(pipeline: beam.Pipeline, known: argparse.Namespace, job_id: str):
+    """Adds the whole job to `pipeline`; returns `(results, failures)` PCollections. Reads nothing."""
+    names_file = output_is_file(known.input, known.output)
+    jobs, plan_failures = pipeline | "Plan files" >> PlanFiles(
+        known.input, known.output, known.mode, names_file)
+    if known.mode == COMPRESS:
+        results, publish_failures = _build_compress(jobs, known, job_id)
+    else:
+        results, publish_failures = _build_decompress(jobs, job_id)
+    failures = (plan_failures, publish_failures) | "Flatten failures" >> beam.Flatten()
+    failures_path = known.failures or default_failures_path(known.output, names_file, job_id)
+    failed_count = failures | "Report failures" >> WriteFailures(
+        failures_path, write_when_empty=known.failures is not None)
+    finished = ((results | "Count results" >> beam.combiners.Count.Globally(), failed_count)
+                | "Flatten counts" >> beam.Flatten()
+                | "Sum counts" >> beam.CombineGlobally(sum))
+    _ = (jobs
+         | "Temp dirs" >> beam.Map(lambda job: storage.temp_dir_for(job.destination, job_id))
+         | "Distinct temp dirs" >> beam.Distinct()
+         | "Remove temp dirs" >> beam.Map(_remove_temp_dir, beam.pvalue.AsSingleton(finished)))
+    return results, failures
+
+
+def run(argv: Sequence[str] | None = None, save_main_session: bool = False):
+    """Parses argv, builds the graph and runs it to the end; returns the PipelineResult."""
+    known, pipeline_args = parse_args(argv)
+    return _run_parsed(known, pipeline_args)[0]
+
+
+def _run_parsed(known, pipeline_args):
+    job_id = known.job_id or new_job_id()
+    known.job_id = job_id
+    log_event("job-started", job_id, mode=known.mode, input=known.input, output=known.output,
+              chunk_size=known.chunk_size)
+    pipeline = beam.Pipeline(options=PipelineOptions(pipeline_args))
+    build_pipeline(pipeline, known, job_id)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result, job_id
+
+
+def _counter(result, name: str) -> int:
+    counters = result.metrics().query(
+        MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(name))["counters"]
+    return sum((c.committed if c.committed is not None else c.attempted) or 0 for c in counters)
+
+
+def _read_failures(path: str) -> list[tuple[str, str]]:
+    if not FileSystems.exists(path):
+        return []
+    with FileSystems.open(path) as f:
+        rows = list(csv.reader(io.TextIOWrapper(f, encoding="utf-8", newline="")))
+    return [(row[0], row[1]) for row in rows[1:]]
+
+
+def run_job(input: str, output: str, mode: str = COMPRESS, chunk_size: int = container.DEFAULT_CHUNK_SIZE,
+            workers: int = 0, runner: str = "DirectRunner", extra_args: Sequence[str] = (),
+            failures: str | None = None) -> dict:
+    """Runs one whole job and returns its stats; the entry point for `dcas compress/decompress`.
+
+    `workers` is the DirectRunner's worker process count (0 = one per CPU core); ignored by other
+    runners, which take their own options in `extra_args`. Raises ValueError for bad arguments and
+    FileNotFoundError when `input` matches nothing. Files that fail do not raise: they are listed
+    in `stats["failures"]` as `(file, error)` pairs and in the failures CSV.
+    """
+    argv = ["--input", input, "--output", output, "--mode", mode, "--chunk_size", str(chunk_size)]
+    if failures is not None:
+        argv += ["--failures", failures]
+    if runner in _LOCAL_RUNNERS:
+        # See _with_direct_runner_defaults for why the local runner is the FnApiRunner.
+        argv += ["--runner=FnApiRunner", f"--direct_num_workers={int(workers)}",
+                 "--direct_running_mode=multi_processing"]
+    else:
+        argv.append(f"--runner={runner}")
+    argv += list(extra_args)
+    known, pipeline_args = _parser().parse_known_args(argv)
+    validate_args(known)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not FileSystems.match([input])[0].metadata_list:
+        raise FileNotFoundError(f"no file matches {input!r}")
+    started = time.perf_counter()
+    result, job_id = _run_parsed(known, _with_direct_runner_defaults(pipeline_args))
+    seconds = time.perf_counter() - started
+    names_file = output_is_file(known.input, known.output)
+    failures_path = known.failures or default_failures_path(known.output, names_file, job_id)
+    failed = _read_failures(failures_path)
+    stats = {
+        "job_id": job_id,
+        "mode": mode,
+        "files_written": _counter(result, "files-written"),
+        "files_failed": _counter(result, "files-failed"),
+        "bytes_in": _counter(result, "bytes-in"),
+        "bytes_out": _counter(result, "bytes-out"),
+        "chunks": _counter(result, "chunks"),
+        "seconds": round(seconds, 3),
+        "failures": failed,
+        "failures_path": failures_path if failed or known.failures else None,
+    }
+    log_event("job-finished", job_id, **{k: v for k, v in stats.items() if k not in ("job_id", "failures")})
+    return stats
+
+
+if __name__ == "__main__":
+    import logging
+    logging.getLogger().setLevel(logging.INFO)
+    run()
