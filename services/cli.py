@@ -7,7 +7,8 @@ import json
 import os
 import re
 import sys
-from typing import NoReturn, Sequence, TextIO
+from dataclasses import dataclass
+from typing import Callable, NoReturn, Sequence, TextIO
 
 from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from codec.errors import FormatError
@@ -124,20 +125,76 @@ def summary_line(verb: str, src: str, dst: str, stats: dict) -> str:
     return f"{verb} {src} -> {dst}: {format_bytes(before)} -> {format_bytes(after)}{ratio}, {seconds:.2f} s{speed}"
 
 
-def main(argv: Sequence[str] | None = None, *, stdin=None, stdout=None,
-         stderr: TextIO | None = None) -> int:
-    """Runs one `dcas` command and returns its exit status; never raises (bar SystemExit from
-    --help)."""
-    stdin = stdin or sys.stdin
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
+@dataclass
+class _Console:
+    """The streams a command talks to, and the progress bar that must be cleared before an error."""
+    stdin: TextIO
+    stdout: TextIO
+    stderr: TextIO
     progress: ProgressBar | None = None
+
+    def progress_bar(self, label: str, quiet: bool, total: Callable[[], int | None]) -> ProgressBar:
+        show = not quiet and self.stderr.isatty()
+        self.progress = ProgressBar(label, total() if show else None, self.stderr, enabled=show)
+        return self.progress
+
+    def clear_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.clear()
+
+
+def _transfer(args: argparse.Namespace, console: _Console) -> None:
+    """`dcas compress` and `dcas decompress`."""
+    dst = args.output if args.output is not None else default_output(args.command, args.src)
+    if dst == STDIO and args.command == "compress" and console.stdout.isatty():
+        raise UsageError("refusing to write compressed data to a terminal (use -o DST)")
+    src_arg = console.stdin.buffer if args.src == STDIO else args.src
+    dst_arg = console.stdout.buffer if dst == STDIO else dst
+    if args.command == "compress":
+        progress = console.progress_bar("compress", args.quiet, lambda: compression.source_size(src_arg))
+        stats = compression.compress_file(src_arg, dst_arg, chunk_size=args.chunk_size,
+                                          progress=progress, overwrite=args.force)
+    else:
+        progress = console.progress_bar("decompress", args.quiet,
+                                        lambda: compression.original_size(src_arg))
+        stats = compression.decompress_file(src_arg, dst_arg, max_size=args.max_size,
+                                            progress=progress, overwrite=args.force)
+    console.clear_progress()
+    if not args.quiet:
+        verb = "compressed" if args.command == "compress" else "decompressed"
+        src_name = "stdin" if args.src == STDIO else args.src
+        dst_name = "stdout" if dst == STDIO else dst
+        print(summary_line(verb, src_name, dst_name, stats), file=console.stderr)
+
+
+def _info(args: argparse.Namespace, console: _Console) -> None:
+    _require_file(args.file)
+    print(json.dumps(compression.file_info(args.file), indent=2), file=console.stdout)
+
+
+def _verify(args: argparse.Namespace, console: _Console) -> None:
+    _require_file(args.file)
+    progress = console.progress_bar("verify", args.quiet, lambda: compression.original_size(args.file))
+    result = compression.verify_file(args.file, progress=progress)
+    console.clear_progress()
+    if not args.quiet:
+        print(f"{args.file}: OK ({result['chunks']} chunks, {format_bytes(result['original_size'])})",
+              file=console.stdout)
+
+
+_COMMANDS = {"compress": _transfer, "decompress": _transfer, "info": _info, "verify": _verify}
+
+
+def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
+         stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Runs one `dcas` command and returns its exit status. Every failure becomes one
+    `dcas: error:` line; only --help's SystemExit(0) escapes."""
+    console = _Console(stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr)
     input_name = "input"
 
     def fail(message: str, status: int) -> int:
-        if progress is not None:
-            progress.clear()
-        print(f"dcas: error: {message}", file=stderr)
+        console.clear_progress()
+        print(f"dcas: error: {message}", file=console.stderr)
         return status
 
     try:
@@ -145,42 +202,7 @@ def main(argv: Sequence[str] | None = None, *, stdin=None, stdout=None,
         input_name = getattr(args, "src", None) or getattr(args, "file", None) or input_name
         if input_name == STDIO:
             input_name = "stdin"
-        if args.command in ("compress", "decompress"):
-            dst = args.output if args.output is not None else default_output(args.command, args.src)
-            if dst == STDIO and args.command == "compress" and stdout.isatty():
-                raise UsageError("refusing to write compressed data to a terminal (use -o DST)")
-            src_arg = stdin.buffer if args.src == STDIO else args.src
-            dst_arg = stdout.buffer if dst == STDIO else dst
-            show = not args.quiet and stderr.isatty()
-            if args.command == "compress":
-                total = compression.source_size(src_arg) if show else None
-                progress = ProgressBar("compress", total, stderr, enabled=show)
-                stats = compression.compress_file(src_arg, dst_arg, chunk_size=args.chunk_size,
-                                                  progress=progress, overwrite=args.force)
-            else:
-                total = compression.original_size(src_arg) if show else None
-                progress = ProgressBar("decompress", total, stderr, enabled=show)
-                stats = compression.decompress_file(src_arg, dst_arg, max_size=args.max_size,
-                                                    progress=progress, overwrite=args.force)
-            progress.clear()
-            if not args.quiet:
-                verb = "compressed" if args.command == "compress" else "decompressed"
-                src_name = "stdin" if args.src == STDIO else args.src
-                dst_name = "stdout" if dst == STDIO else dst
-                print(summary_line(verb, src_name, dst_name, stats), file=stderr)
-        elif args.command == "info":
-            _require_file(args.file)
-            print(json.dumps(compression.file_info(args.file), indent=2), file=stdout)
-        elif args.command == "verify":
-            _require_file(args.file)
-            show = not args.quiet and stderr.isatty()
-            total = compression.original_size(args.file) if show else None
-            progress = ProgressBar("verify", total, stderr, enabled=show)
-            result = compression.verify_file(args.file, progress=progress)
-            progress.clear()
-            if not args.quiet:
-                print(f"{args.file}: OK ({result.get('chunks', '?')} chunks, "
-                      f"{format_bytes(result.get('original_size', 0))})", file=stdout)
+        _COMMANDS[args.command](args, console)
         return EXIT_OK
     except UsageError as e:
         return fail(str(e), EXIT_USAGE)
@@ -193,7 +215,7 @@ def main(argv: Sequence[str] | None = None, *, stdin=None, stdout=None,
     except BrokenPipeError:
         # The reader of our stdout went away (`dcas decompress x.dcz -o - | head`): not our error,
         # and Python's exit-time flush of the dead pipe must not print a traceback either.
-        _silence_stdout(stdout)
+        _silence_stdout(console.stdout)
         return EXIT_FAILURE
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""

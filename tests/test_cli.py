@@ -330,3 +330,29 @@ def test_console_script_is_installed_and_runs():
     assert result.returncode == 0
     for command in (b"compress", b"decompress", b"info", b"verify"):
         assert command in result.stdout
+
+
+def test_summary_line_reports_sizes_ratio_time_and_speed_of_original_bytes():
+    stats = {"original_size": 27_100_000, "compressed_size": 13_550_000, "seconds": 0.5}
+    assert cli.summary_line("compressed", "a", "a.dcz", stats) == \
+        "compressed a -> a.dcz: 27.1 MB -> 13.6 MB, ratio 2.00, 0.50 s, 54.2 MB/s"
+    assert cli.summary_line("decompressed", "a.dcz", "a", stats).startswith(
+        "decompressed a.dcz -> a: 13.6 MB -> 27.1 MB, ratio 2.00")
+
+
+def test_summary_line_of_an_empty_input_has_no_ratio():
+    stats = {"original_size": 0, "compressed_size": 52, "seconds": 0.0}
+    assert cli.summary_line("compressed", "e", "e.dcz", stats) == "compressed e -> e.dcz: 0 B -> 52 B, 0.00 s"
+
+
+@pytest.mark.parametrize("command, src, dst", [("compress", "a.txt", "a.txt.dcz"),
+                                               ("decompress", "dir/a.txt.dcz", "dir/a.txt"),
+                                               ("compress", "-", "-"), ("decompress", "-", "-")])
+def test_default_output_names(command: str, src: str, dst: str):
+    assert cli.default_output(command, src) == dst
+
+
+@pytest.mark.parametrize("src", ["a.txt", ".dcz", "a.dcz.bak"])
+def test_decompress_has_no_default_output_for_names_without_dcz(src: str):
+    with pytest.raises(cli.UsageError):
+        cli.default_output("decompress", src)
