@@ -1,0 +1,726 @@
+"""Numba kernels of the Huffman v1 chunk codec: block planning, bit packing and the table decoder."""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from codec.huffman import (
+    DECODE_TABLE_SIZE,
+    LENGTH_ALPHABET,
+    LONG_RUN_BITS,
+    LONG_RUN_MIN,
+    MAX_CODE_LENGTH,
+    SHORT_RUN_BITS,
+    SHORT_RUN_MIN,
+    TOKEN_COUNT,
+    TOKEN_LONG_RUN,
+    TOKEN_MAX_LENGTH,
+    TOKEN_SHORT_RUN,
+    canonical_codes,
+    code_lengths,
+    coded_bits,
+    estimated_block_bits,
+    kraft_units,
+    table_plan,
+)
+
+# Block kinds (first byte of every block; docs/format.md "Chunk payload, codec 1").
+KIND_RAW = 0
+KIND_RLE = 1
+KIND_SHARED = 2               # Huffman with the chunk table
+KIND_REPEAT = 3               # Huffman with the previous block's local table
+KIND_LOCAL_FROM_ZERO = 4      # Huffman with a new local table, lengths sent as they are
+KIND_LOCAL_FROM_SHARED = 5    # ... lengths sent as deltas against the chunk table
+KIND_LOCAL_FROM_PREVIOUS = 6  # ... lengths sent as deltas against the previous local table
+KIND_COUNT = 7
+
+FLAG_CHUNK_TABLE = 1
+STREAMS = 4
+# The encoder's bit writer stores 8 bytes at a time; the output buffer carries this much slack.
+WRITE_SLACK = 16
+
+# Decoder status codes (0 = success); codec/chunk.py turns them into FormatError messages.
+ERR_TRUNCATED = -1
+ERR_BAD_FLAGS = -2
+ERR_BAD_TABLE = -3
+ERR_BAD_KIND = -4
+ERR_BAD_SIZE = -5
+ERR_STREAM_OVERRUN = -6
+ERR_STREAM_SIZE = -7
+ERR_NO_TABLE = -8
+ERR_TRAILING = -9
+
+# Planner cost model (bits). A block's header is its kind byte, size and three stream sizes; a
+# local table costs roughly a fixed part plus a few bits per present symbol.
+BLOCK_HEADER_BITS = 8 * 6
+TABLE_FIXED_BITS = 48.0
+TABLE_BITS_PER_SYMBOL = 2.5
+
+
+# ----------------------------------------------------------------------------------------------
+# Small byte-level helpers
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _load_u64(buf, i):
+    """Little-endian 8 bytes at buf[i:i+8] (caller guarantees bounds)."""
+    return (np.uint64(buf[i]) | (np.uint64(buf[i + 1]) << np.uint64(8))
+            | (np.uint64(buf[i + 2]) << np.uint64(16)) | (np.uint64(buf[i + 3]) << np.uint64(24))
+            | (np.uint64(buf[i + 4]) << np.uint64(32)) | (np.uint64(buf[i + 5]) << np.uint64(40))
+            | (np.uint64(buf[i + 6]) << np.uint64(48)) | (np.uint64(buf[i + 7]) << np.uint64(56)))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _load_u64_safe(buf, i, end):
+    """Like _load_u64 but bytes at or past `end` read as zero."""
+    if i + 8 <= end:
+        return _load_u64(buf, i)
+    w = np.uint64(0)
+    for k in range(8):
+        if i + k < end:
+            w |= np.uint64(buf[i + k]) << np.uint64(8 * k)
+    return w
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _store_u64(buf, i, w):
+    for k in range(8):
+        buf[i + k] = np.uint8((w >> np.uint64(8 * k)) & np.uint64(255))
+
+
+@nb.njit(cache=True, nogil=True)
+def _put_varint(out, op, value):
+    while value >= 0x80:
+        out[op] = np.uint8((value & 0x7F) | 0x80)
+        op += 1
+        value >>= 7
+    out[op] = np.uint8(value)
+    return op + 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _get_varint(buf, pos, end):
+    """(value, new_pos); new_pos < 0 on truncation or a varint over 35 bits."""
+    value = 0
+    shift = 0
+    while True:
+        if pos >= end or shift > 28:
+            return 0, ERR_TRUNCATED
+        b = np.int64(buf[pos])
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+
+
+@nb.njit(cache=True, nogil=True)
+def _varint_size(value):
+    size = 1
+    while value >= 0x80:
+        value >>= 7
+        size += 1
+    return size
+
+
+# ----------------------------------------------------------------------------------------------
+# Histograms and block planning
+
+
+@nb.njit(cache=True, nogil=True)
+def leaf_histograms(data, leaf_size):
+    """Byte counts of each `leaf_size` slice of `data`, as int32[leaves, 256]."""
+    n = data.shape[0]
+    leaves = (n + leaf_size - 1) // leaf_size
+    hists = np.zeros((leaves, 256), dtype=np.int32)
+    for leaf in range(leaves):
+        h = hists[leaf]
+        start = leaf * leaf_size
+        stop = min(start + leaf_size, n)
+        for i in range(start, stop):
+            h[data[i]] += 1
+    return hists
+
+
+@nb.njit(cache=True, nogil=True)
+def _present_symbols(counts):
+    present = 0
+    for s in range(256):
+        if counts[s] != 0:
+            present += 1
+    return present
+
+
+@nb.njit(cache=True, nogil=True)
+def _own_cost(counts, chunk_lengths, has_chunk_table):
+    """Estimated bits of one block holding `counts`: the cheaper of a local table and the chunk's."""
+    present = _present_symbols(counts)
+    if present == 0:
+        return 0.0
+    if present == 1:
+        return float(BLOCK_HEADER_BITS)
+    local = estimated_block_bits(counts, TABLE_FIXED_BITS + TABLE_BITS_PER_SYMBOL * present)
+    best = local
+    if has_chunk_table:
+        shared = coded_bits(counts, chunk_lengths)
+        if shared >= 0 and shared < best:
+            best = float(shared)
+    total = 0
+    for s in range(256):
+        total += counts[s]
+    raw = 8.0 * total
+    if raw < best:
+        best = raw
+    return best + BLOCK_HEADER_BITS
+
+
+@nb.njit(cache=True, nogil=True)
+def plan_blocks(hists, chunk_lengths, has_chunk_table):
+    """Block boundaries (in leaves) that minimise the estimated size over dyadic groupings of leaves.
+
+    Bottom-up over a binary tree of leaves: a node becomes one block when that is estimated cheaper
+    than the best split of its two halves. Returns int64 leaf indices [0, ..., leaves]."""
+    leaves = hists.shape[0]
+    width = 1
+    while width < leaves:
+        width *= 2
+    # Heap layout: node 1 is the root, leaves are width..2*width-1.
+    best = np.zeros(2 * width, dtype=np.float64)
+    is_block = np.zeros(2 * width, dtype=np.bool_)
+    level = np.zeros((width, 256), dtype=np.int64)
+    for i in range(leaves):
+        for s in range(256):
+            level[i, s] = hists[i, s]
+        best[width + i] = _own_cost(level[i], chunk_lengths, has_chunk_table)
+        is_block[width + i] = True
+    count = width
+    first = width
+    while count > 1:
+        count //= 2
+        first //= 2
+        for j in range(count):
+            node = first + j
+            for s in range(256):
+                level[j, s] = level[2 * j, s] + level[2 * j + 1, s]
+            split = best[2 * node] + best[2 * node + 1]
+            own = _own_cost(level[j], chunk_lengths, has_chunk_table)
+            if own <= split:
+                best[node] = own
+                is_block[node] = True
+            else:
+                best[node] = split
+    bounds = np.empty(leaves + 1, dtype=np.int64)
+    nb_bounds = 0
+    bounds[nb_bounds] = 0
+    nb_bounds += 1
+    stack = np.empty(64, dtype=np.int64)
+    stack[0] = 1
+    depth = 1
+    while depth > 0:
+        depth -= 1
+        node = stack[depth]
+        span = 1
+        n = node
+        while n < width:
+            n *= 2
+            span *= 2
+        first_leaf = n - width
+        if first_leaf >= leaves:
+            continue
+        if is_block[node]:
+            last = min(first_leaf + span, leaves)
+            bounds[nb_bounds] = last
+            nb_bounds += 1
+        else:
+            stack[depth] = 2 * node + 1
+            stack[depth + 1] = 2 * node
+            depth += 2
+    return bounds[:nb_bounds]
+
+
+# ----------------------------------------------------------------------------------------------
+# Table serialization
+
+
+@nb.njit(cache=True, nogil=True)
+def _write_table(out, op, tokens, extras, token_lengths):
+    """Writes a planned table (see huffman.table_plan) at out[op:]; returns the new byte offset."""
+    acc = 0
+    nbits = 0
+    for t in range(TOKEN_COUNT):
+        acc |= np.int64(token_lengths[t]) << nbits
+        nbits += 3
+        while nbits >= 8:
+            out[op] = np.uint8(acc & 255)
+            op += 1
+            acc >>= 8
+            nbits -= 8
+    token_codes = canonical_codes(token_lengths)
+    for i in range(tokens.shape[0]):
+        t = tokens[i]
+        acc |= np.int64(token_codes[t]) << nbits
+        nbits += np.int64(token_lengths[t])
+        if t == TOKEN_SHORT_RUN:
+            acc |= extras[i] << nbits
+            nbits += SHORT_RUN_BITS
+        elif t == TOKEN_LONG_RUN:
+            acc |= extras[i] << nbits
+            nbits += LONG_RUN_BITS
+        while nbits >= 8:
+            out[op] = np.uint8(acc & 255)
+            op += 1
+            acc >>= 8
+            nbits -= 8
+    if nbits > 0:
+        out[op] = np.uint8(acc & 255)
+        op += 1
+    return op
+
+
+@nb.njit(cache=True, nogil=True)
+def _read_table(buf, pos, end, reference, lengths):
+    """Reads a table written by _write_table into `lengths`; returns the new byte offset or an error.
+
+    Rejects any table that is not a complete prefix code of at least two symbols with lengths
+    <= MAX_CODE_LENGTH, so every 11-bit pattern decodes to a symbol afterwards."""
+    acc = 0
+    nbits = 0
+    token_lengths = np.zeros(TOKEN_COUNT, dtype=np.uint8)
+    for t in range(TOKEN_COUNT):
+        while nbits < 3:
+            if pos >= end:
+                return ERR_TRUNCATED
+            acc |= np.int64(buf[pos]) << nbits
+            pos += 1
+            nbits += 8
+        token_lengths[t] = acc & 7
+        acc >>= 3
+        nbits -= 3
+    if kraft_units(token_lengths, TOKEN_MAX_LENGTH) != (1 << TOKEN_MAX_LENGTH):
+        return ERR_BAD_TABLE
+    token_codes = canonical_codes(token_lengths)
+    token_table = np.zeros(1 << TOKEN_MAX_LENGTH, dtype=np.int64)
+    for t in range(TOKEN_COUNT):
+        d = np.int64(token_lengths[t])
+        if d != 0:
+            step = 1 << d
+            for k in range(np.int64(token_codes[t]), 1 << TOKEN_MAX_LENGTH, step):
+                token_table[k] = (d << 8) | t
+    i = 0
+    virtual = 0  # zero bytes loaded past `end`; fine unless their bits end up consumed
+    while i < 256:
+        while nbits < TOKEN_MAX_LENGTH + LONG_RUN_BITS:
+            if pos < end:
+                acc |= np.int64(buf[pos]) << nbits
+                pos += 1
+            else:
+                virtual += 1
+            nbits += 8
+        entry = token_table[acc & ((1 << TOKEN_MAX_LENGTH) - 1)]
+        d = entry >> 8
+        t = entry & 255
+        acc >>= d
+        nbits -= d
+        if t < LENGTH_ALPHABET:
+            lengths[i] = np.uint8((np.int64(reference[i]) + t) % LENGTH_ALPHABET)
+            i += 1
+        else:
+            if t == TOKEN_SHORT_RUN:
+                run = SHORT_RUN_MIN + (acc & ((1 << SHORT_RUN_BITS) - 1))
+                acc >>= SHORT_RUN_BITS
+                nbits -= SHORT_RUN_BITS
+            else:
+                run = LONG_RUN_MIN + (acc & ((1 << LONG_RUN_BITS) - 1))
+                acc >>= LONG_RUN_BITS
+                nbits -= LONG_RUN_BITS
+            if i + run > 256:
+                return ERR_BAD_TABLE
+            for k in range(i, i + run):
+                lengths[k] = reference[k]
+            i += run
+    pos = pos + virtual - nbits // 8
+    if pos > end:
+        return ERR_TRUNCATED
+    if kraft_units(lengths, MAX_CODE_LENGTH) != DECODE_TABLE_SIZE:
+        return ERR_BAD_TABLE
+    return pos
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoder
+
+
+@nb.njit(cache=True, nogil=True)
+def _encode_stream(data, start, stop, codes, lens, out, op):
+    """Packs data[start:stop] LSB-first at out[op:]; returns the byte offset after the stream."""
+    acc = np.uint64(0)
+    nbits = np.uint64(0)
+    i = start
+    while i + 5 <= stop:
+        s = data[i]
+        acc |= codes[s] << nbits
+        nbits += lens[s]
+        s = data[i + 1]
+        acc |= codes[s] << nbits
+        nbits += lens[s]
+        s = data[i + 2]
+        acc |= codes[s] << nbits
+        nbits += lens[s]
+        s = data[i + 3]
+        acc |= codes[s] << nbits
+        nbits += lens[s]
+        s = data[i + 4]
+        acc |= codes[s] << nbits
+        nbits += lens[s]
+        _store_u64(out, op, acc)
+        op += np.int64(nbits >> np.uint64(3))
+        acc >>= nbits & np.uint64(56)
+        nbits &= np.uint64(7)
+        i += 5
+    while i < stop:
+        s = data[i]
+        acc |= codes[s] << nbits
+        nbits += lens[s]
+        _store_u64(out, op, acc)
+        op += np.int64(nbits >> np.uint64(3))
+        acc >>= nbits & np.uint64(56)
+        nbits &= np.uint64(7)
+        i += 1
+    if nbits > 0:
+        out[op] = np.uint8(acc & np.uint64(255))
+        op += 1
+    return op
+
+
+@nb.njit(cache=True, nogil=True)
+def _stream_bounds(start, n):
+    """Symbol ranges of a block's 4 streams: quarters of ceil(n/4), the last one shorter."""
+    q = (n + STREAMS - 1) // STREAMS
+    bounds = np.empty(STREAMS + 1, dtype=np.int64)
+    for k in range(STREAMS + 1):
+        bounds[k] = start + min(k * q, n)
+    return bounds
+
+
+@nb.njit(cache=True, nogil=True)
+def _write_huffman_block(data, start, n, lengths, out, op):
+    """Writes stream sizes and the 4 streams of one block; returns the new byte offset."""
+    codes32 = canonical_codes(lengths)
+    codes = np.zeros(256, dtype=np.uint64)
+    lens = np.zeros(256, dtype=np.uint64)
+    for s in range(256):
+        codes[s] = np.uint64(codes32[s])
+        lens[s] = np.uint64(lengths[s])
+    bounds = _stream_bounds(start, n)
+    # Streams go after the room their sizes could need, then slide down next to the sizes.
+    gap = 3 * 5
+    sp = op + gap
+    sizes = np.empty(STREAMS, dtype=np.int64)
+    for k in range(STREAMS):
+        end = _encode_stream(data, bounds[k], bounds[k + 1], codes, lens, out, sp)
+        sizes[k] = end - sp
+        sp = end
+    hp = op
+    for k in range(STREAMS - 1):
+        hp = _put_varint(out, hp, sizes[k])
+    src = op + gap
+    for i in range(sp - src):
+        out[hp + i] = out[src + i]
+    return hp + (sp - src)
+
+
+@nb.njit(cache=True, nogil=True)
+def _block_counts(hists, first_leaf, last_leaf):
+    counts = np.zeros(256, dtype=np.int64)
+    for leaf in range(first_leaf, last_leaf):
+        for s in range(256):
+            counts[s] += hists[leaf, s]
+    return counts
+
+
+@nb.njit(cache=True, nogil=True)
+def _huffman_bytes(payload_bits, n):
+    """Bytes of a Huffman block's streams and sizes, from its exact bit count (padding estimated)."""
+    return (payload_bits + 7) // 8 + STREAMS // 2 + 3 * _varint_size(max(1, payload_bits // 32))
+
+
+@nb.njit(cache=True, nogil=True)
+def encode_payload(data, leaf_size, hists, bounds, chunk_lengths, use_chunk_table, out):
+    """Writes a whole codec-1 payload into `out` and returns its size.
+
+    `bounds` are the planned block boundaries in leaves; each block picks the smallest of: raw,
+    single-symbol run, the chunk table, the previous local table, or a new local table (sent as
+    lengths or as deltas against the chunk table or the previous local table). Returns
+    (payload size, number of blocks that used the chunk table)."""
+    chunk_table_uses = 0
+    n_total = data.shape[0]
+    zero = np.zeros(256, dtype=np.uint8)
+    previous = np.zeros(256, dtype=np.uint8)
+    has_previous = False
+    op = 0
+    out[op] = np.uint8(FLAG_CHUNK_TABLE if use_chunk_table else 0)
+    op += 1
+    op = _put_varint(out, op, bounds.shape[0] - 1)
+    if use_chunk_table:
+        tokens, extras, token_lengths, _ = table_plan(chunk_lengths, zero)
+        op = _write_table(out, op, tokens, extras, token_lengths)
+    for b in range(bounds.shape[0] - 1):
+        start = bounds[b] * leaf_size
+        stop = min(bounds[b + 1] * leaf_size, n_total)
+        n = stop - start
+        counts = _block_counts(hists, bounds[b], bounds[b + 1])
+        present = _present_symbols(counts)
+        if present == 1:
+            out[op] = KIND_RLE
+            op = _put_varint(out, op + 1, n)
+            out[op] = data[start]
+            op += 1
+            continue
+        best_kind = KIND_RAW
+        best_bytes = n
+        if use_chunk_table:
+            bits = coded_bits(counts, chunk_lengths)
+            if bits >= 0 and _huffman_bytes(bits, n) < best_bytes:
+                best_kind = KIND_SHARED
+                best_bytes = _huffman_bytes(bits, n)
+        if has_previous:
+            bits = coded_bits(counts, previous)
+            if bits >= 0 and _huffman_bytes(bits, n) < best_bytes:
+                best_kind = KIND_REPEAT
+                best_bytes = _huffman_bytes(bits, n)
+        local = code_lengths(counts, MAX_CODE_LENGTH)
+        local_bits = coded_bits(counts, local)
+        local_kind = KIND_LOCAL_FROM_ZERO
+        plan = table_plan(local, zero)
+        if use_chunk_table:
+            candidate = table_plan(local, chunk_lengths)
+            if candidate[3] < plan[3]:
+                plan = candidate
+                local_kind = KIND_LOCAL_FROM_SHARED
+        if has_previous:
+            candidate = table_plan(local, previous)
+            if candidate[3] < plan[3]:
+                plan = candidate
+                local_kind = KIND_LOCAL_FROM_PREVIOUS
+        local_bytes = _huffman_bytes(local_bits, n) + (plan[3] + 7) // 8
+        if local_bytes < best_bytes:
+            best_kind = local_kind
+            best_bytes = local_bytes
+        if best_kind == KIND_SHARED or best_kind == KIND_LOCAL_FROM_SHARED:
+            chunk_table_uses += 1
+        out[op] = np.uint8(best_kind)
+        op = _put_varint(out, op + 1, n)
+        if best_kind == KIND_RAW:
+            out[op:op + n] = data[start:stop]
+            op += n
+        elif best_kind == KIND_SHARED:
+            op = _write_huffman_block(data, start, n, chunk_lengths, out, op)
+        elif best_kind == KIND_REPEAT:
+            op = _write_huffman_block(data, start, n, previous, out, op)
+        else:
+            op = _write_table(out, op, plan[0], plan[1], plan[2])
+            op = _write_huffman_block(data, start, n, local, out, op)
+            previous[:] = local
+            has_previous = True
+    return op, chunk_table_uses
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoder
+
+
+@nb.njit(cache=True, nogil=True)
+def _build_decode_table(lengths, table):
+    """Fills the 2^11-entry lookup table: entry = (code length << 8) | symbol."""
+    codes = canonical_codes(lengths)
+    for s in range(256):
+        d = np.int64(lengths[s])
+        if d != 0:
+            entry = np.uint16((d << 8) | s)
+            for k in range(np.int64(codes[s]), DECODE_TABLE_SIZE, 1 << d):
+                table[k] = entry
+
+
+@nb.njit(cache=True, nogil=True)
+def _decode_huffman_block(buf, pos, end, table, out, start, n):
+    """Decodes one block's 4 interleaved streams; returns the offset after the block or an error."""
+    sizes = np.empty(STREAMS, dtype=np.int64)
+    for k in range(STREAMS - 1):
+        value, pos = _get_varint(buf, pos, end)
+        if pos < 0:
+            return pos
+        sizes[k] = value
+    starts = np.empty(STREAMS, dtype=np.int64)
+    starts[0] = pos
+    for k in range(1, STREAMS):
+        starts[k] = starts[k - 1] + sizes[k - 1]
+    if starts[STREAMS - 1] > end:
+        return ERR_TRUNCATED
+    # The last stream's size is implied by the bits it consumes.
+    sizes[STREAMS - 1] = end - starts[STREAMS - 1]
+    bounds = _stream_bounds(start, n)
+    mask = np.uint64(DECODE_TABLE_SIZE - 1)
+    o0 = bounds[0]
+    o1 = bounds[1]
+    o2 = bounds[2]
+    o3 = bounds[3]
+    e0 = bounds[1]
+    e1 = bounds[2]
+    e2 = bounds[3]
+    e3 = bounds[4]
+    b0 = starts[0] * 8
+    b1 = starts[1] * 8
+    b2 = starts[2] * 8
+    b3 = starts[3] * 8
+    # Fast loop: 5 symbols (<= 55 bits) per stream from one 8-byte load; loads stay inside buf.
+    limit = (end - 8) * 8
+    while (o0 + 5 <= e0 and o1 + 5 <= e1 and o2 + 5 <= e2 and o3 + 5 <= e3
+           and b0 <= limit and b1 <= limit and b2 <= limit and b3 <= limit):
+        w0 = _load_u64(buf, b0 >> 3) >> np.uint64(b0 & 7)
+        w1 = _load_u64(buf, b1 >> 3) >> np.uint64(b1 & 7)
+        w2 = _load_u64(buf, b2 >> 3) >> np.uint64(b2 & 7)
+        w3 = _load_u64(buf, b3 >> 3) >> np.uint64(b3 & 7)
+        for _ in range(5):
+            x0 = table[w0 & mask]
+            x1 = table[w1 & mask]
+            x2 = table[w2 & mask]
+            x3 = table[w3 & mask]
+            out[o0] = np.uint8(x0 & 255)
+            out[o1] = np.uint8(x1 & 255)
+            out[o2] = np.uint8(x2 & 255)
+            out[o3] = np.uint8(x3 & 255)
+            d0 = np.uint64(x0 >> 8)
+            d1 = np.uint64(x1 >> 8)
+            d2 = np.uint64(x2 >> 8)
+            d3 = np.uint64(x3 >> 8)
+            w0 >>= d0
+            w1 >>= d1
+            w2 >>= d2
+            w3 >>= d3
+            b0 += np.int64(d0)
+            b1 += np.int64(d1)
+            b2 += np.int64(d2)
+            b3 += np.int64(d3)
+            o0 += 1
+            o1 += 1
+            o2 += 1
+            o3 += 1
+    bits = np.empty(STREAMS, dtype=np.int64)
+    outs = np.empty(STREAMS, dtype=np.int64)
+    bits[0] = b0
+    bits[1] = b1
+    bits[2] = b2
+    bits[3] = b3
+    outs[0] = o0
+    outs[1] = o1
+    outs[2] = o2
+    outs[3] = o3
+    for k in range(STREAMS):
+        b = bits[k]
+        o = outs[k]
+        e = bounds[k + 1]
+        stream_end_bits = (starts[k] + sizes[k]) * 8
+        while o < e:
+            if b >= stream_end_bits:
+                return ERR_STREAM_OVERRUN
+            w = _load_u64_safe(buf, b >> 3, end) >> np.uint64(b & 7)
+            x = table[w & mask]
+            out[o] = np.uint8(x & 255)
+            b += np.int64(x >> 8)
+            o += 1
+        if b > stream_end_bits:
+            return ERR_STREAM_OVERRUN
+        used = (b - starts[k] * 8 + 7) // 8
+        if k < STREAMS - 1 and used != sizes[k]:
+            return ERR_STREAM_SIZE
+        bits[k] = starts[k] + used
+    return bits[STREAMS - 1]
+
+
+@nb.njit(cache=True, nogil=True)
+def decode_payload(buf, out):
+    """Decodes a whole codec-1 payload into `out` (exactly its length); returns 0 or an error code."""
+    end = buf.shape[0]
+    size = out.shape[0]
+    if end < 2:
+        return ERR_TRUNCATED
+    flags = buf[0]
+    if flags & ~FLAG_CHUNK_TABLE:
+        return ERR_BAD_FLAGS
+    block_count, pos = _get_varint(buf, 1, end)
+    if pos < 0:
+        return pos
+    if block_count > size:
+        return ERR_BAD_SIZE
+    zero = np.zeros(256, dtype=np.uint8)
+    chunk_lengths = np.zeros(256, dtype=np.uint8)
+    previous = np.zeros(256, dtype=np.uint8)
+    local = np.zeros(256, dtype=np.uint8)
+    chunk_table = np.zeros(DECODE_TABLE_SIZE, dtype=np.uint16)
+    previous_table = np.zeros(DECODE_TABLE_SIZE, dtype=np.uint16)
+    has_chunk_table = (flags & FLAG_CHUNK_TABLE) != 0
+    has_previous = False
+    if has_chunk_table:
+        pos = _read_table(buf, pos, end, zero, chunk_lengths)
+        if pos < 0:
+            return pos
+        _build_decode_table(chunk_lengths, chunk_table)
+    op = 0
+    for _ in range(block_count):
+        if pos >= end:
+            return ERR_TRUNCATED
+        kind = buf[pos]
+        if kind >= KIND_COUNT:
+            return ERR_BAD_KIND
+        n, pos = _get_varint(buf, pos + 1, end)
+        if pos < 0:
+            return pos
+        if n < 1 or n > size - op:
+            return ERR_BAD_SIZE
+        if kind == KIND_RAW:
+            if n > end - pos:
+                return ERR_TRUNCATED
+            out[op:op + n] = buf[pos:pos + n]
+            pos += n
+        elif kind == KIND_RLE:
+            if pos >= end:
+                return ERR_TRUNCATED
+            out[op:op + n] = buf[pos]
+            pos += 1
+        else:
+            if kind == KIND_SHARED:
+                if not has_chunk_table:
+                    return ERR_NO_TABLE
+                table = chunk_table
+            elif kind == KIND_REPEAT:
+                if not has_previous:
+                    return ERR_NO_TABLE
+                table = previous_table
+            else:
+                if kind == KIND_LOCAL_FROM_ZERO:
+                    reference = zero
+                elif kind == KIND_LOCAL_FROM_SHARED:
+                    if not has_chunk_table:
+                        return ERR_NO_TABLE
+                    reference = chunk_lengths
+                else:
+                    if not has_previous:
+                        return ERR_NO_TABLE
+                    reference = previous
+                pos = _read_table(buf, pos, end, reference, local)
+                if pos < 0:
+                    return pos
+                previous[:] = local
+                previous_table[:] = 0
+                _build_decode_table(previous, previous_table)
+                has_previous = True
+                table = previous_table
+            pos = _decode_huffman_block(buf, pos, end, table, out, op, n)
+            if pos < 0:
+                return pos
+        op += n
+    if op != size:
+        return ERR_BAD_SIZE
+    if pos != end:
+        return ERR_TRAILING
+    return 0

@@ -1,0 +1,273 @@
+"""Huffman table logic: histograms, length-limited code lengths, canonical codes, table coding, costs."""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+# huff0's default limit: an 11-bit decode table (2048 two-byte entries) stays in L1 cache.
+MAX_CODE_LENGTH = 11
+DECODE_TABLE_SIZE = 1 << MAX_CODE_LENGTH
+
+# Code lengths of a table are sent as deltas ((length - reference) mod 12, 0 meaning "absent")
+# against a reference table, coded with a small Huffman code of their own, as deflate codes its
+# code lengths. Tokens 0..11 are single deltas; the run tokens repeat delta 0.
+LENGTH_ALPHABET = MAX_CODE_LENGTH + 1
+TOKEN_SHORT_RUN = LENGTH_ALPHABET          # 3..10 zero deltas, 3 extra bits
+TOKEN_LONG_RUN = LENGTH_ALPHABET + 1       # 11..138 zero deltas, 7 extra bits
+TOKEN_COUNT = LENGTH_ALPHABET + 2
+TOKEN_MAX_LENGTH = 7                       # token code lengths are sent in 3 bits each
+SHORT_RUN_MIN, SHORT_RUN_BITS = 3, 3
+LONG_RUN_MIN, LONG_RUN_BITS = 11, 7
+
+
+def histogram(data) -> np.ndarray:
+    """Byte frequencies of `data` as uint64[256]; histograms of parts sum to the whole's."""
+    if isinstance(data, np.ndarray):
+        arr = data.reshape(-1).view(np.uint8)
+    else:
+        arr = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    return np.bincount(arr, minlength=256).astype(np.uint64)
+
+
+@nb.njit(cache=True, nogil=True)
+def _minimum_redundancy_lengths(weights):
+    """Huffman code lengths for weights sorted ascending (Moffat-Katajainen, in place, O(n)).
+
+    Returns an array whose i-th entry is the code length of the i-th (ascending) weight."""
+    a = weights.astype(np.int64).copy()
+    n = a.shape[0]
+    if n == 1:
+        a[0] = 1
+        return a
+    a[0] += a[1]
+    root = 0
+    leaf = 2
+    for nxt in range(1, n - 1):
+        if leaf >= n or a[root] < a[leaf]:
+            a[nxt] = a[root]
+            a[root] = nxt
+            root += 1
+        else:
+            a[nxt] = a[leaf]
+            leaf += 1
+        if leaf >= n or (root < nxt and a[root] < a[leaf]):
+            a[nxt] += a[root]
+            a[root] = nxt
+            root += 1
+        else:
+            a[nxt] += a[leaf]
+            leaf += 1
+    a[n - 2] = 0
+    for nxt in range(n - 3, -1, -1):
+        a[nxt] = a[a[nxt]] + 1
+    avbl = 1
+    used = 0
+    depth = 0
+    root = n - 2
+    nxt = n - 1
+    while avbl > 0:
+        while root >= 0 and a[root] == depth:
+            used += 1
+            root -= 1
+        while avbl > used:
+            a[nxt] = depth
+            nxt -= 1
+            avbl -= 1
+        avbl = 2 * used
+        depth += 1
+        used = 0
+    return a
+
+
+@nb.njit(cache=True, nogil=True)
+def code_lengths(counts, max_length):
+    """Length-limited Huffman code lengths (uint8[len(counts)], 0 = absent) for symbol counts.
+
+    Symbols with count 0 get no code. The result always satisfies Kraft's equality (a complete
+    prefix code): a lone present symbol is paired with a dummy neighbour so that every bit pattern
+    decodes to something. Lengths over `max_length` are folded down with the repair miniz and
+    deflate encoders use (split the deepest shorter leaf until Kraft's sum is exactly 1), then handed
+    out again so that more frequent symbols never get longer codes. Deterministic: ties are broken
+    by symbol value."""
+    nsym = counts.shape[0]
+    lengths = np.zeros(nsym, dtype=np.uint8)
+    present = 0
+    for s in range(nsym):
+        if counts[s] > 0:
+            present += 1
+    if present == 0:
+        return lengths
+    if present == 1:
+        for s in range(nsym):
+            if counts[s] > 0:
+                lengths[s] = 1
+                lengths[1 if s == 0 else s - 1] = 1
+        return lengths
+    # Sort present symbols by (count, symbol) ascending.
+    keys = np.empty(present, dtype=np.int64)
+    j = 0
+    for s in range(nsym):
+        if counts[s] > 0:
+            keys[j] = np.int64(counts[s]) * nsym + s
+            j += 1
+    keys.sort()
+    weights = keys // nsym
+    symbols = keys - weights * nsym
+    depth = _minimum_redundancy_lengths(weights)
+    per_length = np.zeros(65, dtype=np.int64)
+    for i in range(present):
+        d = depth[i]
+        if d > max_length:
+            d = max_length
+        per_length[d] += 1
+    total = 0
+    for d in range(1, max_length + 1):
+        total += per_length[d] << (max_length - d)
+    while total != (1 << max_length):
+        per_length[max_length] -= 1
+        for d in range(max_length - 1, 0, -1):
+            if per_length[d] != 0:
+                per_length[d] -= 1
+                per_length[d + 1] += 2
+                break
+        total -= 1
+    # Hand lengths out again, shortest to the most frequent (the end of the ascending order).
+    i = present - 1
+    for d in range(1, max_length + 1):
+        for _ in range(per_length[d]):
+            lengths[symbols[i]] = d
+            i -= 1
+    return lengths
+
+
+@nb.njit(cache=True, nogil=True)
+def canonical_codes(lengths):
+    """Canonical codes (deflate order: by length, then symbol), bit-reversed for LSB-first output."""
+    nsym = lengths.shape[0]
+    per_length = np.zeros(33, dtype=np.int64)
+    for s in range(nsym):
+        per_length[lengths[s]] += 1
+    per_length[0] = 0
+    next_code = np.zeros(33, dtype=np.int64)
+    code = 0
+    for d in range(1, 33):
+        code = (code + per_length[d - 1]) << 1
+        next_code[d] = code
+    codes = np.zeros(nsym, dtype=np.uint32)
+    for s in range(nsym):
+        d = lengths[s]
+        if d != 0:
+            c = next_code[d]
+            next_code[d] += 1
+            r = 0
+            for _ in range(d):
+                r = (r << 1) | (c & 1)
+                c >>= 1
+            codes[s] = r
+    return codes
+
+
+@nb.njit(cache=True, nogil=True)
+def kraft_units(lengths, max_length):
+    """Kraft sum scaled by 2^max_length (== 2^max_length for a complete code); -1 if a length is too long."""
+    total = 0
+    for s in range(lengths.shape[0]):
+        d = lengths[s]
+        if d > max_length:
+            return -1
+        if d != 0:
+            total += 1 << (max_length - d)
+    return total
+
+
+@nb.njit(cache=True, nogil=True)
+def coded_bits(counts, lengths):
+    """Exact payload bits of symbols with `counts` under code `lengths`; -1 if a present symbol has no code."""
+    total = 0
+    for s in range(counts.shape[0]):
+        if counts[s] != 0:
+            if lengths[s] == 0:
+                return -1
+            total += np.int64(counts[s]) * lengths[s]
+    return total
+
+
+@nb.njit(cache=True, nogil=True)
+def _length_tokens(lengths, reference):
+    """Tokens (and their extra-bit values) that describe `lengths` as deltas against `reference`."""
+    n = lengths.shape[0]
+    tokens = np.empty(n, dtype=np.int64)
+    extras = np.empty(n, dtype=np.int64)
+    count = 0
+    i = 0
+    while i < n:
+        delta = (np.int64(lengths[i]) - np.int64(reference[i])) % LENGTH_ALPHABET
+        if delta == 0:
+            run = 1
+            while i + run < n and run < 138 and lengths[i + run] == reference[i + run]:
+                run += 1
+            if run >= LONG_RUN_MIN:
+                tokens[count] = TOKEN_LONG_RUN
+                extras[count] = run - LONG_RUN_MIN
+                count += 1
+                i += run
+                continue
+            if run >= SHORT_RUN_MIN:
+                tokens[count] = TOKEN_SHORT_RUN
+                extras[count] = run - SHORT_RUN_MIN
+                count += 1
+                i += run
+                continue
+        tokens[count] = delta
+        extras[count] = 0
+        count += 1
+        i += 1
+    return tokens[:count], extras[:count]
+
+
+@nb.njit(cache=True, nogil=True)
+def _token_extra_bits(token):
+    if token == TOKEN_SHORT_RUN:
+        return SHORT_RUN_BITS
+    if token == TOKEN_LONG_RUN:
+        return LONG_RUN_BITS
+    return 0
+
+
+@nb.njit(cache=True, nogil=True)
+def table_plan(lengths, reference):
+    """How `lengths` would be sent against `reference`: (tokens, extras, token_lengths, bits).
+
+    `bits` is the exact size of the serialized table: 3 bits per token code length, then the
+    tokens with their extra bits."""
+    tokens, extras = _length_tokens(lengths, reference)
+    token_counts = np.zeros(TOKEN_COUNT, dtype=np.int64)
+    for t in tokens:
+        token_counts[t] += 1
+    token_lengths = code_lengths(token_counts, TOKEN_MAX_LENGTH)
+    bits = 3 * TOKEN_COUNT
+    for t in range(TOKEN_COUNT):
+        bits += token_counts[t] * (np.int64(token_lengths[t]) + _token_extra_bits(t))
+    return tokens, extras, token_lengths, bits
+
+
+@nb.njit(cache=True, nogil=True)
+def table_bits(lengths, reference):
+    """Exact serialized size in bits of table `lengths` sent against `reference`."""
+    return table_plan(lengths, reference)[3]
+
+
+@nb.njit(cache=True, nogil=True)
+def estimated_block_bits(counts, table_cost_bits):
+    """Order-0 entropy of `counts` plus a table's cost, in bits: a cheap stand-in for a block's size."""
+    total = 0
+    for s in range(counts.shape[0]):
+        total += counts[s]
+    if total == 0:
+        return 0.0
+    bits = total * np.log2(total)
+    for s in range(counts.shape[0]):
+        c = counts[s]
+        if c > 1:
+            bits -= c * np.log2(c)
+    return bits + table_cost_bits

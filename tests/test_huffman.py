@@ -1,0 +1,143 @@
+"""Properties of the Huffman table logic: length limits, Kraft, canonical codes, table coding."""
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codec import _kernels
+from codec.huffman import (
+    MAX_CODE_LENGTH,
+    canonical_codes,
+    code_lengths,
+    coded_bits,
+    histogram,
+    kraft_units,
+    table_bits,
+    table_plan,
+)
+
+counts_strategy = st.lists(st.integers(min_value=0, max_value=2**40), min_size=256, max_size=256).map(
+    lambda xs: np.array(xs, dtype=np.int64))
+
+
+def _unlimited_huffman_bits(counts: np.ndarray) -> int:
+    """Reference cost of an unrestricted Huffman code (sum of merged weights)."""
+    heap = [int(c) for c in counts if c > 0]
+    if len(heap) < 2:
+        return sum(heap)
+    heapq.heapify(heap)
+    total = 0
+    while len(heap) > 1:
+        merged = heapq.heappop(heap) + heapq.heappop(heap)
+        total += merged
+        heapq.heappush(heap, merged)
+    return total
+
+
+def test_histogram_of_parts_sums_to_histogram_of_whole():
+    data = bytes(range(256)) * 3 + b"abc" * 100
+    whole = histogram(data)
+    parts = histogram(data[:100]) + histogram(memoryview(data)[100:])
+    assert whole.dtype == np.uint64 and whole.shape == (256,)
+    assert (whole == parts).all()
+    assert whole[ord("a")] == 100 + 3
+
+
+def test_histogram_accepts_numpy_arrays():
+    arr = np.frombuffer(b"\x00\x00\x07", dtype=np.uint8)
+    hist = histogram(arr)
+    assert hist[0] == 2 and hist[7] == 1 and hist.sum() == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(counts_strategy)
+def test_code_lengths_are_limited_and_form_a_complete_prefix_code(counts):
+    lengths = code_lengths(counts, MAX_CODE_LENGTH)
+    present = counts > 0
+    if not present.any():
+        assert not lengths.any()
+        return
+    assert lengths.max() <= MAX_CODE_LENGTH
+    assert (lengths[present] > 0).all()
+    assert kraft_units(lengths, MAX_CODE_LENGTH) == 2**MAX_CODE_LENGTH
+
+
+def test_fibonacci_counts_that_want_deep_codes_are_limited_to_eleven_bits():
+    fib = [1, 1]
+    while len(fib) < 40:
+        fib.append(fib[-1] + fib[-2])
+    counts = np.zeros(256, dtype=np.int64)
+    counts[:40] = fib
+    lengths = code_lengths(counts, MAX_CODE_LENGTH)
+    assert lengths.max() == MAX_CODE_LENGTH
+    assert kraft_units(lengths, MAX_CODE_LENGTH) == 2**MAX_CODE_LENGTH
+    # More frequent symbols never get longer codes than rarer ones.
+    order = np.argsort(counts[:40], kind="stable")
+    assert (np.diff(lengths[:40][order].astype(int)) <= 0).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=10**6), min_size=2, max_size=60))
+def test_code_lengths_are_optimal_when_the_limit_does_not_bind(values):
+    counts = np.zeros(256, dtype=np.int64)
+    counts[: len(values)] = values
+    lengths = code_lengths(counts, 32)
+    assert lengths.max() <= 32
+    assert coded_bits(counts, lengths) == _unlimited_huffman_bits(counts)
+
+
+def test_a_single_present_symbol_still_gets_a_complete_code():
+    counts = np.zeros(256, dtype=np.int64)
+    counts[0] = 5
+    lengths = code_lengths(counts, MAX_CODE_LENGTH)
+    assert lengths[0] == 1
+    assert kraft_units(lengths, MAX_CODE_LENGTH) == 2**MAX_CODE_LENGTH
+
+
+@settings(max_examples=200, deadline=None)
+@given(counts_strategy)
+def test_canonical_codes_are_prefix_free_and_ordered_by_length_then_symbol(counts):
+    lengths = code_lengths(counts, MAX_CODE_LENGTH)
+    codes = canonical_codes(lengths)
+    words = []
+    for s in range(256):
+        d = int(lengths[s])
+        if d:
+            reversed_code = int(codes[s])
+            msb_first = int(format(reversed_code, f"0{d}b")[::-1], 2)
+            words.append((d, s, format(msb_first, f"0{d}b")))
+    # Canonical: sorted by (length, symbol), codes are consecutive binary numbers.
+    words.sort()
+    for (d1, _, w1), (d2, _, w2) in zip(words, words[1:]):
+        assert int(w2, 2) == (int(w1, 2) + 1) << (d2 - d1)
+    strings = [w for _, _, w in words]
+    for i, a in enumerate(strings):
+        for b in strings[i + 1:]:
+            assert not b.startswith(a) and not a.startswith(b)
+
+
+@settings(max_examples=200, deadline=None)
+@given(counts_strategy, counts_strategy)
+def test_serialized_tables_read_back_to_the_same_lengths(counts, reference_counts):
+    lengths = code_lengths(counts, MAX_CODE_LENGTH)
+    reference = code_lengths(reference_counts, MAX_CODE_LENGTH)
+    if kraft_units(lengths, MAX_CODE_LENGTH) != 2**MAX_CODE_LENGTH:
+        return
+    tokens, extras, token_lengths, bits = table_plan(lengths, reference)
+    out = np.zeros(512, dtype=np.uint8)
+    end = _kernels._write_table(out, 0, tokens, extras, token_lengths)
+    assert end == (bits + 7) // 8
+    assert table_bits(lengths, reference) == bits
+    back = np.zeros(256, dtype=np.uint8)
+    assert _kernels._read_table(out[:end], 0, end, reference, back) == end
+    assert (back == lengths).all()
+
+
+def test_a_table_equal_to_its_reference_costs_a_few_bytes():
+    counts = np.arange(256, dtype=np.int64) + 1
+    lengths = code_lengths(counts, MAX_CODE_LENGTH)
+    assert table_bits(lengths, lengths) <= 8 * 8
+    assert table_bits(lengths, np.zeros(256, dtype=np.uint8)) > 8 * 64
