@@ -9,6 +9,10 @@ import pytest
 from emulators import start_fake_gcs_server  # tests/ is on sys.path (pytest puts conftest dirs there)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator():
     """fake-gcs-server for the whole session; STORAGE_EMULATOR_HOST is set in os.environ while it runs.
