@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 
 import pytest
@@ -15,7 +16,9 @@ from codec.container import (
     read_seek_table, trailer_size,
 )
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# 300 examples keep `make test` fast; DCAS_FUZZ_EXAMPLES=20000 runs a deeper search by hand.
+FUZZ = settings(max_examples=int(os.environ.get("DCAS_FUZZ_EXAMPLES", "300")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 # Originals: compressible text-like bytes, skewed binary, raw random bytes (stored chunks), runs.
 originals = st.one_of(

@@ -38,5 +38,7 @@ def test_encoding_the_original_again_writes_the_same_container(name):
 def test_vectors_cover_both_chunk_codecs_and_several_chunks():
     described = [codec.info((VECTOR_DIR / f"{name}.dcz").read_bytes()) for name in VECTOR_NAMES]
     assert any(d["codecs"]["stored"] for d in described)
+    assert any(d["codecs"]["huffman"] for d in described)
+    assert any(d["codecs"]["huffman"] and d["codecs"]["stored"] for d in described)
     assert any(d["chunks"] > 1 for d in described)
     assert any(d["chunks"] == 0 for d in described)
