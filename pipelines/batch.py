@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import logging
 import os
 import re
+import sys
 import time
 from typing import Sequence
 
@@ -177,7 +179,7 @@ def build_pipeline(pipeline: beam.Pipeline, known: argparse.Namespace, job_id: s
     return results, failures
 
 
-def run(argv: Sequence[str] | None = None, save_main_session: bool = False):
+def run(argv: Sequence[str] | None = None):
     """Parses argv, builds the graph and runs it to the end; returns the PipelineResult."""
     known, pipeline_args = parse_args(argv)
     return _run_parsed(known, pipeline_args)[0]
@@ -257,7 +259,15 @@ def run_job(input: str, output: str, mode: str = COMPRESS, chunk_size: int = con
     return stats
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m pipelines.batch ...`: runs the job; exit status 1 if any file failed."""
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("dcas").setLevel(logging.INFO)
+    result = run(argv)
+    return 1 if _counter(result, "files-failed") else 0
+
+
 if __name__ == "__main__":
-    import logging
-    logging.getLogger().setLevel(logging.INFO)
-    run()
+    # Through the imported module, so that Beam pickles `pipelines.batch.*` by reference, not `__main__`.
+    from pipelines import batch
+    sys.exit(batch.main())

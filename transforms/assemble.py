@@ -75,7 +75,7 @@ def container_metadata(job: FileJob, entries, chunk_size: int, table, compressed
     """The JSON metadata of one container: the seed's `filename`/`og_size`/`cp_size` and more.
 
     `ratio` is og_size / cp_size (how many times smaller; 0 for an empty file); `frequencies` is
-    the shared byte-frequency table the encoders were given.
+    the shared byte-frequency table the encoders were given (all zero for an empty file).
     """
     return {
         "filename": FileSystems.split(job.source)[1],
@@ -89,7 +89,7 @@ def container_metadata(job: FileJob, entries, chunk_size: int, table, compressed
         "checksums": {"algorithm": "crc32c", "chunks": [f"{e.crc:08x}" for e in entries]},
         "codec": {"name": "dcz", "format_version": container.FORMAT_VERSION,
                   "dcas_version": _package_version()},
-        "frequencies": [int(count) for count in table] if table is not None else None,
+        "frequencies": [int(count) for count in table] if table is not None else [0] * 256,
         "timings": timings,
     }
 
@@ -182,6 +182,8 @@ class _PublishFn(beam.DoFn):
         source, grouped = keyed
         jobs, records, reasons = list(grouped["jobs"]), list(grouped["records"]), list(grouped["failures"])
         temp_dir = storage.temp_dir_for(self.file_job(jobs[0]).destination, self._job_id) if jobs else None
+        if not jobs and not reasons:
+            reasons = ["publish: part records arrived for a file that has no job"]
         if not reasons:
             try:
                 result = self.publish(jobs[0], records, temp_dir, **side_inputs)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import time
 
 import apache_beam as beam
@@ -11,7 +13,7 @@ from codec.errors import FormatError
 from transforms import storage
 from transforms.encode import PartRecord
 from transforms.failures import FAILED, failure
-from transforms.observability import record_distribution
+from transforms.observability import log_event, record_distribution
 from transforms.planning import FileJob, part_path
 
 __all__ = ["ContainerJob", "DecodePartTask", "read_container_table", "decode_part_tasks",
@@ -113,6 +115,9 @@ class _DecodePartFn(beam.DoFn):
             return
         for ms in decode_ms:
             record_distribution("decode-time-ms", ms)
+        log_event("part-decoded", self._job_id, source=task.job.source,
+                  part=task.index, chunks=record.chunks, seconds=round(record.seconds, 3),
+                  worker_pid=os.getpid())
         yield record
 
 

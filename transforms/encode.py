@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import time
 
 import apache_beam as beam
@@ -9,7 +11,7 @@ import apache_beam as beam
 from codec import container
 from transforms import storage
 from transforms.failures import FAILED, failure
-from transforms.observability import record_distribution
+from transforms.observability import log_event, record_distribution
 from transforms.planning import FileJob, chunk_count, chunk_descriptors, part_path
 
 __all__ = ["PartTask", "PartRecord", "part_tasks", "encode_part", "EncodeParts"]
@@ -91,6 +93,9 @@ class _EncodePartFn(beam.DoFn):
             return
         for ms in encode_ms:
             record_distribution("encode-time-ms", ms)
+        log_event("part-encoded", self._job_id, source=task.job.source,
+                  part=task.index, chunks=record.chunks, seconds=round(record.seconds, 3),
+                  worker_pid=os.getpid())
         yield record
 
 
