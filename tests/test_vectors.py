@@ -9,6 +9,9 @@ import codec
 
 VECTOR_DIR = Path(__file__).resolve().parent / "vectors"
 VECTOR_NAMES = sorted(path.stem for path in VECTOR_DIR.glob("*.dcz"))
+# Containers an earlier version-1 writer produced (see make_vectors.py): decoded, not re-encoded.
+DECODE_ONLY = sorted(str(path.relative_to(VECTOR_DIR).with_suffix(""))
+                     for path in VECTOR_DIR.glob("decode_only/*.dcz"))
 
 
 def test_the_vector_set_is_complete():
@@ -18,7 +21,7 @@ def test_the_vector_set_is_complete():
         assert (VECTOR_DIR / f"{name}.bin").exists(), name
 
 
-@pytest.mark.parametrize("name", VECTOR_NAMES)
+@pytest.mark.parametrize("name", VECTOR_NAMES + DECODE_ONLY)
 def test_vector_decodes_to_its_original_byte_exact(name):
     container = (VECTOR_DIR / f"{name}.dcz").read_bytes()
     original = (VECTOR_DIR / f"{name}.bin").read_bytes()

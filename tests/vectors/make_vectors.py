@@ -1,8 +1,12 @@
 """(Re)generates the `.dcz` test vectors that pin the container and payload formats.
 
-Run `python tests/vectors/make_vectors.py` after a deliberate format change (which needs a new
-format version: see docs/format.md) or to check the committed files with `--check`. Each vector is
-`NAME.bin` (the original bytes) and `NAME.dcz` (what `codec.encode(original, chunk_size)` writes).
+Each vector is `NAME.bin` (the original bytes) and `NAME.dcz` (what `codec.encode(original,
+chunk_size)` writes today). `--check` compares the committed files with today's writer.
+
+Run it without `--check` when the writer's output changes on purpose (a better encoder choice
+within format version 1). A replaced `NAME.dcz` is not thrown away: it moves with its original to
+`decode_only/NAME-<crc32c>.{dcz,bin}`, because every file a version-1 writer ever produced must stay
+readable, and tests/test_vectors.py decodes those too.
 """
 from __future__ import annotations
 
@@ -12,8 +16,10 @@ import sys
 from pathlib import Path
 
 import codec
+from codec.container import crc32c
 
 VECTOR_DIR = Path(__file__).resolve().parent
+DECODE_ONLY_DIR = VECTOR_DIR / "decode_only"
 
 TEXT = (b"It was the best of times, it was the worst of times, it was the age of wisdom, it was "
         b"the age of foolishness, it was the epoch of belief, it was the epoch of incredulity.\n")
@@ -49,6 +55,14 @@ def build() -> dict[str, tuple[bytes, bytes]]:
             for name, (original, chunk_size) in VECTORS.items()}
 
 
+def keep_decode_only(name: str, old_container: bytes) -> None:
+    """Moves a container the writer no longer produces to decode_only/, with its original."""
+    stem = DECODE_ONLY_DIR / f"{name}-{crc32c(old_container):08x}"
+    DECODE_ONLY_DIR.mkdir(exist_ok=True)
+    stem.with_suffix(".dcz").write_bytes(old_container)
+    stem.with_suffix(".bin").write_bytes(codec.decode(old_container))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",
@@ -62,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             stale.append(path.name)
             if not args.check:
+                if suffix == ".dcz" and path.exists():
+                    keep_decode_only(name, path.read_bytes())
                 path.write_bytes(content)
     if stale:
         print(("differs: " if args.check else "wrote: ") + ", ".join(stale))
