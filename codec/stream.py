@@ -8,9 +8,9 @@ from typing import BinaryIO, Callable
 from codec.chunk import CODEC_HUFFMAN, CODEC_STORED
 from codec.container import (
     DEFAULT_CHUNK_SIZE, FOOTER_SIZE, FORMAT_VERSION, FRAME_HEADER_SIZE, FRAME_MAGIC, HEADER_SIZE,
-    SEEK_ENTRY_SIZE, TABLE_MAGIC, ChunkEntry, decode_frame, decode_payload, encode_frame_parts,
-    frame_offsets, header_bytes, original_offsets, parse_frame_header, parse_header, parse_seek_table,
-    read_exactly, read_seek_table, seek_table_bytes, trailer_size,
+    MAX_CHUNK_SIZE, SEEK_ENTRY_SIZE, TABLE_MAGIC, ChunkEntry, decode_frame, decode_payload,
+    encode_frame_parts, frame_offsets, header_bytes, original_offsets, parse_frame_header, parse_header,
+    parse_seek_table, read_exactly, read_seek_table, seek_table_bytes, trailer_size,
 )
 from codec.errors import FormatError
 
@@ -27,13 +27,14 @@ def encode(data, chunk_size: int = DEFAULT_CHUNK_SIZE, shared_histogram=None) ->
     return out.getvalue()
 
 
-def decode(blob, max_size: int | None = None) -> bytes:
-    """Decodes a whole container in memory; `max_size` caps the declared original size.
+def decode(blob, max_size: int | None = None, max_chunk_size: int = MAX_CHUNK_SIZE) -> bytes:
+    """Decodes a whole container in memory; everything is checked before any byte is returned.
 
-    Everything is checked (header, seek table, every frame and CRC) before any byte is returned.
+    Bomb guard: `max_size` caps the declared original size of the file (no cap by default: pass one
+    for untrusted input, since the output is held in memory) and `max_chunk_size` that of any chunk.
     """
     source = _Source.of(blob)
-    entries = read_seek_table(source.file, source.size, max_size)
+    entries = _checked_entries(source, max_size, max_chunk_size)
     # BytesIO.getvalue() hands over its buffer without a copy; b"".join of the chunks would copy
     # the whole output once more, and first-touching that much fresh memory is the slow part.
     out = io.BytesIO()
@@ -74,7 +75,7 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUN
 
 
 def decompress_stream(src: BinaryIO, dst: BinaryIO, max_size: int | None = None,
-                      progress: Progress | None = None) -> dict:
+                      progress: Progress | None = None, max_chunk_size: int = MAX_CHUNK_SIZE) -> dict:
     """Reads a container from `src` front to back and writes the original bytes to `dst`.
 
     Works on pipes: frames are read in order (`"DCZC"` markers) up to the `"DCZS"` seek table, which
@@ -83,10 +84,10 @@ def decompress_stream(src: BinaryIO, dst: BinaryIO, max_size: int | None = None,
     fails before anything is written. A chunk's bytes are written only after its CRC32C matched,
     but on a FormatError the chunks before the bad one are already in `dst`: callers that need an
     all-or-nothing output write to a temporary file and rename it on success (services does).
-    `max_size` caps the total original size (decompression-bomb guard); memory holds one frame
-    and its decoded chunk at a time.
+    `max_size` caps the total original size and `max_chunk_size` that of any chunk
+    (decompression-bomb guard); memory holds one frame and its decoded chunk at a time.
     """
-    expected = _seek_table_if_seekable(src, max_size)
+    expected = _seek_table_if_seekable(src, max_size, max_chunk_size)
     parse_header(read_exactly(src, HEADER_SIZE, "file header"))
     seen: list[ChunkEntry] = []
     original_size = 0
@@ -101,7 +102,8 @@ def decompress_stream(src: BinaryIO, dst: BinaryIO, max_size: int | None = None,
         if expected is not None and len(seen) == len(expected):
             raise FormatError(f"container has more chunk frames than its seek table's {len(expected)}")
         header = parse_frame_header(marker + read_exactly(src, FRAME_HEADER_SIZE - 4, "frame header"),
-                                    expected[len(seen)] if expected is not None else None)
+                                    expected[len(seen)] if expected is not None else None,
+                                    max_chunk_size)
         if max_size is not None and original_size + header.original_size > max_size:
             raise FormatError(f"container holds more than the limit of {max_size} original bytes")
         data = decode_payload(header, read_exactly(src, header.payload_size, "chunk payload"))
@@ -123,13 +125,13 @@ def decompress_stream(src: BinaryIO, dst: BinaryIO, max_size: int | None = None,
     return {"original_size": original_size, "compressed_size": compressed_size, "chunks": len(seen)}
 
 
-def decode_range(blob_or_file, offset: int, length: int) -> bytes:
+def decode_range(blob_or_file, offset: int, length: int, max_chunk_size: int = MAX_CHUNK_SIZE) -> bytes:
     """Original bytes `[offset, offset + length)` (clipped at the end, like slicing), reading and
     decoding only the chunks that overlap them, plus the header and seek table."""
     if offset < 0 or length < 0:
         raise ValueError(f"offset and length must be non-negative, got {offset} and {length}")
     source = _Source.of(blob_or_file)
-    entries = read_seek_table(source.file, source.size)
+    entries = _checked_entries(source, None, max_chunk_size)
     starts = original_offsets(entries)
     total = starts[-1] + entries[-1].original_size if entries else 0
     end = min(offset + length, total)
@@ -179,11 +181,11 @@ def info(f, file_size: int | None = None) -> dict:
 
 
 def verify(f, file_size: int | None = None, max_size: int | None = None,
-           progress: Progress | None = None) -> dict:
+           progress: Progress | None = None, max_chunk_size: int = MAX_CHUNK_SIZE) -> dict:
     """Decodes every chunk and checks every CRC32C, one chunk in memory at a time; raises FormatError
     on the first fault, returns `{"ok": True, "chunks", "original_size", "compressed_size"}`."""
     source = _Source.of(f, file_size)
-    entries = read_seek_table(source.file, source.size, max_size)
+    entries = _checked_entries(source, max_size, max_chunk_size)
     done = 0
     for data in _decode_chunks(source, entries, range(len(entries))):
         done += len(data)
@@ -244,7 +246,18 @@ def _decode_chunks(source: _Source, entries: list[ChunkEntry], indexes: range):
         yield decode_frame(source.frame(offsets[index], entry.frame_size), entry)
 
 
-def _seek_table_if_seekable(src: BinaryIO, max_size: int | None) -> list[ChunkEntry] | None:
+def _checked_entries(source: _Source, max_size: int | None, max_chunk_size: int) -> list[ChunkEntry]:
+    """The checked seek table, with the bomb guard applied to the total and to every chunk."""
+    entries = read_seek_table(source.file, source.size, max_size)
+    for index, entry in enumerate(entries):
+        if entry.original_size > max_chunk_size:
+            raise FormatError(f"chunk {index} declares {entry.original_size} original bytes, above "
+                              f"the limit of {max_chunk_size} per chunk")
+    return entries
+
+
+def _seek_table_if_seekable(src: BinaryIO, max_size: int | None,
+                            max_chunk_size: int) -> list[ChunkEntry] | None:
     """The checked seek table of `src` if it can be read without disturbing a sequential read."""
     try:
         if not src.seekable() or src.tell() != 0:
@@ -252,7 +265,7 @@ def _seek_table_if_seekable(src: BinaryIO, max_size: int | None) -> list[ChunkEn
         file_size = src.seek(0, io.SEEK_END)
     except (AttributeError, OSError, ValueError):
         return None
-    entries = read_seek_table(src, file_size, max_size)
+    entries = _checked_entries(_Source(src, file_size), max_size, max_chunk_size)
     src.seek(0)
     return entries
 

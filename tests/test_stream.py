@@ -251,6 +251,23 @@ def test_size_limit_rejects_a_container_before_decoding_over_it():
         codec.verify(blob, max_size=len(data) - 1)
 
 
+def test_per_chunk_limit_rejects_chunks_above_it_in_every_reader():
+    blob, data = two_chunk_container()
+    assert codec.decode(blob, max_chunk_size=CHUNK) == data
+    calls = {
+        "decode": lambda: codec.decode(blob, max_chunk_size=CHUNK - 1),
+        "verify": lambda: codec.verify(blob, max_chunk_size=CHUNK - 1),
+        "decode_range": lambda: codec.decode_range(blob, 0, 1, max_chunk_size=CHUNK - 1),
+        "decompress_stream(file)": lambda: codec.decompress_stream(io.BytesIO(blob), Sink(),
+                                                                   max_chunk_size=CHUNK - 1),
+        "decompress_stream(pipe)": lambda: codec.decompress_stream(Pipe(blob), Sink(),
+                                                                   max_chunk_size=CHUNK - 1),
+    }
+    for name, call in calls.items():
+        with pytest.raises(FormatError, match="limit"):
+            call()
+
+
 def test_decode_range_matches_slicing_for_offsets_across_chunk_boundaries():
     data = TEXT[:4 * CHUNK + 100]
     blob = codec.encode(data, chunk_size=CHUNK)
