@@ -26,7 +26,7 @@ from transforms.frequencies import FrequencyTables
 from transforms.observability import METRICS_NAMESPACE, log_event, new_job_id
 from transforms.planning import COMPRESS, DECOMPRESS, MODES, PlanChunks, PlanFiles, output_is_file
 
-__all__ = ["parse_size", "parse_args", "validate_args", "default_failures_path", "build_pipeline",
+__all__ = ["IN_PROCESS_BELOW", "parse_size", "parse_args", "validate_args", "default_failures_path", "build_pipeline",
            "run", "run_job"]
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
@@ -80,6 +80,9 @@ def validate_args(known: argparse.Namespace) -> None:
 def _has_option(args: Sequence[str], name: str) -> bool:
     return any(arg == name or arg.startswith(name + "=") for arg in args)
 
+
+# run_job runs smaller inputs (total bytes) in its own process; see run_job.
+IN_PROCESS_BELOW = 64 * 2**20
 
 _LOCAL_RUNNERS = ("DirectRunner", "direct", "FnApiRunner", "fnapirunner", "SwitchingDirectRunner")
 
@@ -137,13 +140,11 @@ def _remove_temp_dir(temp_dir: str, finished_count: int) -> str:
 def _build_compress(jobs, known, job_id):
     chunks = jobs | "Plan chunks" >> PlanChunks(known.chunk_size)
     tables, count_failures = chunks | "Frequency tables" >> FrequencyTables()
-    tasks = (jobs
-             | "Plan parts" >> beam.FlatMap(part_tasks, known.chunk_size)
-             | "Spread parts" >> beam.Reshuffle())
-    records, encode_failures = tasks | "Encode" >> EncodeParts(known.chunk_size, job_id, tables)
+    tasks = jobs | "Plan parts" >> beam.FlatMap(part_tasks, known.chunk_size)
+    records, encode_failures = (tasks, tables) | "Encode" >> EncodeParts(known.chunk_size, job_id)
     stage_failures = (count_failures, encode_failures) | "Flatten stage failures" >> beam.Flatten()
-    return ((jobs, records, stage_failures)
-            | "Publish" >> PublishContainers(known.chunk_size, job_id, tables))
+    return ((jobs, records, stage_failures, tables)
+            | "Publish" >> PublishContainers(known.chunk_size, job_id))
 
 
 def _build_decompress(jobs, job_id):
@@ -216,27 +217,34 @@ def run_job(input: str, output: str, mode: str = COMPRESS, chunk_size: int = con
             failures: str | None = None) -> dict:
     """Runs one whole job and returns its stats; the entry point for `dcas compress/decompress`.
 
-    `workers` is the DirectRunner's worker process count (0 = one per CPU core); ignored by other
-    runners, which take their own options in `extra_args`. Raises ValueError for bad arguments and
+    `workers` is the local runner's worker process count (0 = one per CPU core); ignored by other
+    runners, which take their own options in `extra_args`. Inputs smaller than IN_PROCESS_BELOW in
+    total run in this process instead (unless `extra_args` set --direct_running_mode): starting a
+    worker process (it imports Beam and the codec) costs seconds, more than the parallel work would save. Raises ValueError for bad arguments and
     FileNotFoundError when `input` matches nothing. Files that fail do not raise: they are listed
     in `stats["failures"]` as `(file, error)` pairs and in the failures CSV.
     """
     argv = ["--input", input, "--output", output, "--mode", mode, "--chunk_size", str(chunk_size)]
     if failures is not None:
         argv += ["--failures", failures]
-    if runner in _LOCAL_RUNNERS:
-        # See _with_direct_runner_defaults for why the local runner is the FnApiRunner.
-        argv += ["--runner=FnApiRunner", f"--direct_num_workers={int(workers)}",
-                 "--direct_running_mode=multi_processing"]
-    else:
-        argv.append(f"--runner={runner}")
-    argv += list(extra_args)
-    known, pipeline_args = _parser().parse_known_args(argv)
-    validate_args(known)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if not FileSystems.match([input])[0].metadata_list:
+    matched = FileSystems.match([input])[0].metadata_list
+    if not matched:
         raise FileNotFoundError(f"no file matches {input!r}")
+    if runner in _LOCAL_RUNNERS:
+        # See _with_direct_runner_defaults for why the local runner is the FnApiRunner.
+        argv.append("--runner=FnApiRunner")
+        if (sum(m.size_in_bytes for m in matched) < IN_PROCESS_BELOW
+                and not _has_option(extra_args, "--direct_running_mode")):
+            argv += ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+        else:
+            argv += [f"--direct_num_workers={int(workers)}", "--direct_running_mode=multi_processing"]
+    else:
+        argv.append(f"--runner={runner}")
+    argv += list(extra_args)  # last, so they override the choices above
+    known, pipeline_args = _parser().parse_known_args(argv)
+    validate_args(known)
     started = time.perf_counter()
     result, job_id = _run_parsed(known, _with_direct_runner_defaults(pipeline_args))
     seconds = time.perf_counter() - started

@@ -18,7 +18,7 @@ from codec import container
 from transforms import storage
 from transforms.assemble import container_metadata, failure_reason, ordered_parts
 from transforms.decode import ContainerJob, decode_part, decode_part_tasks, read_container_table
-from transforms.encode import PartRecord, PartTask, encode_part, part_tasks
+from transforms.encode import PartRecord, PartTask, encode_part, part_tasks, tasks_with_table
 from transforms.failures import FAILED, failure, failures_csv
 from transforms.frequencies import FrequencyTableCombineFn, FrequencyTables
 from transforms.planning import (
@@ -181,6 +181,25 @@ def test_part_tasks_respect_the_part_plan_of_storage():
     tasks = part_tasks(job, 10)
     assert [(t.chunk_start, t.chunk_stop) for t in tasks] == storage.plan_parts(2501)
     assert [t.index for t in tasks] == list(range(len(tasks)))
+
+
+def test_each_task_gets_its_files_table_and_a_file_without_one_gets_none():
+    job = FileJob("f", 30, "f.dcz")
+    tasks = part_tasks(job, 10)
+    table = codec.histogram(b"abc")
+    assert tasks_with_table(("f", {"tasks": tasks, "tables": [table]})) == [(t, table) for t in tasks]
+    assert tasks_with_table(("f", {"tasks": tasks, "tables": []})) == [(t, None) for t in tasks]
+
+
+def test_a_terabyte_file_has_few_enough_parts_for_one_gcs_composite_object():
+    job = FileJob("gs://b/huge", 2**40, "gs://b/huge.dcz")
+    tasks = part_tasks(job, container.DEFAULT_CHUNK_SIZE)
+    chunks = chunk_count(job.size, container.DEFAULT_CHUNK_SIZE)
+    assert tasks[0].chunk_start == 0 and tasks[-1].chunk_stop == chunks
+    assert all(a.chunk_stop == b.chunk_start for a, b in zip(tasks, tasks[1:]))
+    objects = 1 + len(tasks) + 1  # header, parts, trailer
+    assert objects <= storage.GCS_MAX_COMPONENTS
+    assert all(len(call) <= storage.GCS_MAX_COMPOSE_SOURCES for call in storage.compose_plan(objects))
 
 
 def test_a_file_that_shrank_fails_to_encode_and_leaves_no_part_object(tmp_path):

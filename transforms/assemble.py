@@ -168,7 +168,7 @@ class _PublishFn(beam.DoFn):
     def __init__(self, job_id: str):
         self._job_id = job_id
 
-    def publish(self, job, records, temp_dir: str, **side_inputs) -> FileResult:
+    def publish(self, job, records, temp_dir: str, grouped) -> FileResult:
         raise NotImplementedError
 
     def part_count(self, job) -> int:
@@ -178,7 +178,7 @@ class _PublishFn(beam.DoFn):
     def file_job(job) -> FileJob:
         return job
 
-    def process(self, keyed, **side_inputs):
+    def process(self, keyed):
         source, grouped = keyed
         jobs, records, reasons = list(grouped["jobs"]), list(grouped["records"]), list(grouped["failures"])
         temp_dir = storage.temp_dir_for(self.file_job(jobs[0]).destination, self._job_id) if jobs else None
@@ -186,7 +186,7 @@ class _PublishFn(beam.DoFn):
             reasons = ["publish: part records arrived for a file that has no job"]
         if not reasons:
             try:
-                result = self.publish(jobs[0], records, temp_dir, **side_inputs)
+                result = self.publish(jobs[0], records, temp_dir, grouped)
             except Exception as e:  # noqa: BLE001 - any error fails this file only
                 reasons = [f"publish: {type(e).__name__}: {' '.join(str(e).split())}"]
             else:
@@ -212,15 +212,16 @@ class _PublishContainerFn(_PublishFn):
         super().__init__(job_id)
         self._chunk_size = chunk_size
 
-    def publish(self, job, records, temp_dir, tables=None):
-        return publish_container(job, records, self._chunk_size, (tables or {}).get(job.source), temp_dir)
+    def publish(self, job, records, temp_dir, grouped):
+        tables = list(grouped["tables"])
+        return publish_container(job, records, self._chunk_size, tables[0] if tables else None, temp_dir)
 
     def part_count(self, job) -> int:
         return _compress_part_count(job, self._chunk_size)
 
 
 class _PublishDecodedFn(_PublishFn):
-    def publish(self, container_job, records, temp_dir):
+    def publish(self, container_job, records, temp_dir, grouped):
         return publish_decoded(container_job, records, temp_dir)
 
     def part_count(self, container_job) -> int:
@@ -231,28 +232,29 @@ class _PublishDecodedFn(_PublishFn):
         return container_job.job
 
 
-def _group_per_file(jobs, records, failures, source_of_job):
+def _group_per_file(jobs, records, failures, source_of_job, **more):
     return ({"jobs": jobs | "Key jobs" >> beam.Map(lambda job: (source_of_job(job), job)),
              "records": records | "Key records" >> beam.Map(lambda record: (record.source, record)),
-             "failures": failures}
+             "failures": failures, **more}
             | "Group per file" >> beam.CoGroupByKey())
 
 
 @dataclasses.dataclass
 class PublishContainers(beam.PTransform):
-    """`(jobs, records, failures)` -> `(results, failures)`: one published `.dcz` per file that fully succeeded."""
+    """`(jobs, records, failures, tables)` -> `(results, failures)`: a `.dcz` per fully encoded file.
+
+    `tables` are the `(source, uint64[256])` frequency tables, written into each file's metadata.
+    """
 
     chunk_size: int
     job_id: str
-    tables: beam.PCollection  # (source, uint64[256]) per non-empty file, for the metadata
 
     def expand(self, inputs):
-        jobs, records, failures = inputs
+        jobs, records, failures, tables = inputs
         published = (
-            _group_per_file(jobs, records, failures, lambda job: job.source)
+            _group_per_file(jobs, records, failures, lambda job: job.source, tables=tables)
             | "Publish container" >> beam.ParDo(
-                _PublishContainerFn(self.job_id, self.chunk_size),
-                tables=beam.pvalue.AsDict(self.tables)).with_outputs(FAILED, main="results"))
+                _PublishContainerFn(self.job_id, self.chunk_size)).with_outputs(FAILED, main="results"))
         return published.results, published[FAILED]
 
 

@@ -14,7 +14,7 @@ from transforms.failures import FAILED, failure
 from transforms.observability import log_event, record_distribution
 from transforms.planning import FileJob, chunk_count, chunk_descriptors, part_path
 
-__all__ = ["PartTask", "PartRecord", "part_tasks", "encode_part", "EncodeParts"]
+__all__ = ["PartTask", "PartRecord", "part_tasks", "encode_part", "tasks_with_table", "EncodeParts"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,18 +75,31 @@ def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) ->
     return record, encode_ms
 
 
+def tasks_with_table(keyed) -> list[tuple[PartTask, object]]:
+    """(source, {tasks, tables}) -> each of the file's tasks paired with its frequency table.
+
+    A file whose table is missing (a histogram read failed) still encodes, without a shared table;
+    its publication fails anyway because the failure reaches the same file's group.
+    """
+    _, grouped = keyed
+    tables = list(grouped["tables"])
+    table = tables[0] if tables else None
+    return [(task, table) for task in grouped["tasks"]]
+
+
 class _EncodePartFn(beam.DoFn):
-    """PartTask -> PartRecord; a failure removes the part object and goes to FAILED."""
+    """(PartTask, table) -> PartRecord; a failure removes the part object and goes to FAILED."""
 
     def __init__(self, chunk_size: int, job_id: str):
         self._chunk_size = chunk_size
         self._job_id = job_id
 
-    def process(self, task: PartTask, tables):
+    def process(self, task_and_table):
+        task, table = task_and_table
         path = part_path(storage.temp_dir_for(task.job.destination, self._job_id),
                          task.job.destination, task.index)
         try:
-            record, encode_ms = encode_part(task, self._chunk_size, tables.get(task.job.source), path)
+            record, encode_ms = encode_part(task, self._chunk_size, table, path)
         except Exception as e:  # noqa: BLE001 - any error fails this file only
             storage.delete([path])
             yield beam.pvalue.TaggedOutput(FAILED, failure(task.job.source, f"encode part {task.index}", e))
@@ -101,14 +114,24 @@ class _EncodePartFn(beam.DoFn):
 
 @dataclasses.dataclass
 class EncodeParts(beam.PTransform):
-    """PartTasks -> `(records, failures)`, with the per-file frequency tables as a side input."""
+    """`(tasks, tables)` -> `(records, failures)`: every part encoded with its file's frequency table.
+
+    The table travels with each task (joined per file) rather than as a side input, so no worker
+    has to hold the tables of every file in the job: 2 KiB per part instead of 2 KiB per file on
+    every worker.
+    """
 
     chunk_size: int
     job_id: str
-    tables: beam.PCollection  # (source, uint64[256]) per non-empty file
 
-    def expand(self, tasks):
-        encoded = tasks | "Encode part" >> beam.ParDo(
-            _EncodePartFn(self.chunk_size, self.job_id),
-            tables=beam.pvalue.AsDict(self.tables)).with_outputs(FAILED, main="records")
+    def expand(self, tasks_and_tables):
+        tasks, tables = tasks_and_tables
+        encoded = (
+            {"tasks": tasks | "Key tasks" >> beam.Map(lambda task: (task.job.source, task)),
+             "tables": tables}
+            | "Join tables" >> beam.CoGroupByKey()
+            | "Pair tasks with table" >> beam.FlatMap(tasks_with_table)
+            | "Spread parts" >> beam.Reshuffle()
+            | "Encode part" >> beam.ParDo(_EncodePartFn(self.chunk_size, self.job_id)).with_outputs(
+                FAILED, main="records"))
         return encoded.records, encoded[FAILED]
