@@ -17,6 +17,9 @@ from codec.errors import FormatError
 __all__ = ["encode", "decode", "compress_stream", "decompress_stream", "decode_range", "info", "verify"]
 
 Progress = Callable[[int], None]
+# In-memory decode holds the whole output, so it refuses containers that declare more than this
+# unless the caller raises the cap (max_size=None lifts it); streams write to disk and have no default.
+DEFAULT_MAX_DECODE_SIZE = 4 * 2**30
 _CODEC_NAMES = {CODEC_STORED: "stored", CODEC_HUFFMAN: "huffman"}
 
 
@@ -27,11 +30,12 @@ def encode(data, chunk_size: int = DEFAULT_CHUNK_SIZE, shared_histogram=None) ->
     return out.getvalue()
 
 
-def decode(blob, max_size: int | None = None, max_chunk_size: int = MAX_CHUNK_SIZE) -> bytes:
+def decode(blob, max_size: int | None = DEFAULT_MAX_DECODE_SIZE,
+           max_chunk_size: int = MAX_CHUNK_SIZE) -> bytes:
     """Decodes a whole container in memory; everything is checked before any byte is returned.
 
-    Bomb guard: `max_size` caps the declared original size of the file (no cap by default: pass one
-    for untrusted input, since the output is held in memory) and `max_chunk_size` that of any chunk.
+    Bomb guard: `max_size` caps the declared original size of the file (DEFAULT_MAX_DECODE_SIZE
+    unless given; None lifts the cap) and `max_chunk_size` that of any chunk.
     """
     source = _Source.of(blob)
     entries = _checked_entries(source, max_size, max_chunk_size)

@@ -360,3 +360,20 @@ def test_bytearray_and_memoryview_containers_are_read_like_bytes():
         assert codec.verify(container)["ok"]
     assert codec.encode(bytearray(data), chunk_size=CHUNK) == blob
     assert codec.encode(memoryview(data), chunk_size=CHUNK) == blob
+
+
+def test_in_memory_decode_refuses_a_bomb_over_the_default_cap_before_allocating_it():
+    # Five 1 GiB chunks of zeros compress to a few hundred bytes each: a 5 GiB "bomb" of ~1 KB.
+    # decode() holds its output in memory, so by default it must refuse it from the seek table alone.
+    frame, entry = encode_frame(bytes(2**30))
+    assert entry.frame_size < 4096
+    blob = header_bytes(2**30) + frame * 5 + seek_table_bytes([entry] * 5)
+    assert 5 * 2**30 > codec.stream.DEFAULT_MAX_DECODE_SIZE
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match="limit"):
+            codec.decode(blob)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
