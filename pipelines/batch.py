@@ -24,10 +24,10 @@ from transforms.encode import EncodeParts, part_tasks
 from transforms.failures import WriteFailures
 from transforms.frequencies import FrequencyTables
 from transforms.observability import METRICS_NAMESPACE, log_event, new_job_id
-from transforms.planning import COMPRESS, DECOMPRESS, MODES, PlanChunks, PlanFiles, output_is_file
+from transforms.planning import COMPRESS, MODES, PlanChunks, PlanFiles, output_is_file
 
-__all__ = ["IN_PROCESS_BELOW", "parse_size", "parse_args", "validate_args", "default_failures_path", "build_pipeline",
-           "run", "run_job"]
+__all__ = ["IN_PROCESS_BELOW", "parse_size", "parse_args", "validate_args", "default_failures_path",
+           "build_pipeline", "run", "run_job", "main"]
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30}

@@ -1,10 +1,14 @@
 """The batch pipeline's argument parsing and naming rules, checked without running a pipeline."""
 from __future__ import annotations
 
+import os
+
+import apache_beam as beam
 import pytest
+from apache_beam.pipeline import PipelineVisitor
 
 from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
-from pipelines.batch import default_failures_path, parse_args, parse_size
+from pipelines.batch import build_pipeline, default_failures_path, parse_args, parse_size
 from transforms.planning import output_is_file
 
 BASE = ["--input", "in/*", "--output", "out/"]
@@ -93,3 +97,34 @@ def test_default_failures_file_is_named_for_the_job_beside_the_output():
     assert default_failures_path("/out", False, "dcas-x") == "/out/dcas-x.failures.csv"
     assert default_failures_path("/out/a.dcz", True, "dcas-x") == "/out/dcas-x.failures.csv"
     assert default_failures_path("gs://b/out/", False, "dcas-x") == "gs://b/out/dcas-x.failures.csv"
+
+
+def top_level_labels(pipeline: beam.Pipeline) -> list[str]:
+    labels = []
+
+    class Visitor(PipelineVisitor):
+        def enter_composite_transform(self, node):
+            if node.full_label and "/" not in node.full_label:
+                labels.append(node.full_label)
+
+        def visit_transform(self, node):
+            self.enter_composite_transform(node)
+
+    pipeline.visit(Visitor())
+    return labels
+
+
+@pytest.mark.parametrize("mode, stages", [
+    ("compress", ["Plan files", "Plan chunks", "Frequency tables", "Plan parts", "Encode", "Publish",
+                  "Report failures", "Remove temp dirs"]),
+    ("decompress", ["Plan files", "Seek tables", "Plan parts", "Spread parts", "Decode", "Publish",
+                    "Report failures", "Remove temp dirs"]),
+])
+def test_building_the_graph_names_every_stage_and_touches_no_file(tmp_path, mode, stages):
+    known, _ = parse_args(["--input", str(tmp_path / "missing" / "*"), "--output", str(tmp_path / "out"),
+                           "--mode", mode])
+    pipeline = beam.Pipeline(runner="FnApiRunner")
+    build_pipeline(pipeline, known, "dcas-test")
+    labels = top_level_labels(pipeline)
+    assert [label for label in labels if label in stages] == stages
+    assert os.listdir(tmp_path) == []

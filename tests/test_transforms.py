@@ -9,7 +9,6 @@ import os
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.io.filesystem import FileMetadata
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -19,7 +18,7 @@ from transforms import storage
 from transforms.assemble import container_metadata, failure_reason, ordered_parts
 from transforms.decode import ContainerJob, decode_part, decode_part_tasks, read_container_table
 from transforms.encode import PartRecord, PartTask, encode_part, part_tasks, tasks_with_table
-from transforms.failures import FAILED, failure, failures_csv
+from transforms.failures import failure, failures_csv
 from transforms.frequencies import FrequencyTableCombineFn, FrequencyTables
 from transforms.planning import (
     ChunkDescriptor, FileJob, PlanChunks, PlanFiles, chunk_count, chunk_descriptors, destination_for,
