@@ -249,6 +249,18 @@ def test_failed_publication_leaves_an_existing_destination_untouched(base_dir):
     assert read_all(destination) == b"the previous good version"
 
 
+def test_appending_falls_back_to_a_buffer_where_the_kernel_cannot_copy(tmp_path):
+    # copy_file_range refuses pipes, so this takes the copyfileobj path after a kernel attempt.
+    read_end, write_end = os.pipe()
+    data = bytes(range(256)) * 200  # under the 64 KiB pipe buffer, so writing first cannot block
+    with open(write_end, "wb") as w:
+        w.write(data)
+    with open(read_end, "rb", buffering=0) as source, open(tmp_path / "out", "wb") as out:
+        out.write(b"head:")
+        storage._append_file(source, out)
+    assert (tmp_path / "out").read_bytes() == b"head:" + data
+
+
 def test_local_publication_leaves_no_temp_file_behind(tmp_path):
     sources, _ = make_parts(str(tmp_path) + os.sep, 2)
     storage.publish_concatenation(sources, str(tmp_path / "file.dcz"))
