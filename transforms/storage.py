@@ -401,7 +401,9 @@ def _gcs_read_range(path: str, offset: int, length: int) -> bytes:
     # Not FileSystems.open + seek + read: Beam's GCS reader (BeamBlobReader) fetches
     # max(requested, 16 MiB) per read and first GETs the object's metadata, so a 4 MiB chunk would
     # cost two requests and 4x its size in egress. One ranged GET of exactly the bytes wanted
-    # (`end` is inclusive) is what an encoder/decoder of one chunk needs.
+    # (`end` is inclusive) is what an encoder/decoder of one chunk needs. Measured on
+    # fake-gcs-server, 4 MiB chunks of a 64 MiB object: 0.08 s per chunk through FileSystems,
+    # 0.01-0.02 s here (medians of 5, two runs). gs:// writes and listing stay on FileSystems.
     bucket_name, name = _split_gcs(path)
     blob = _gcs_client().bucket(bucket_name).blob(name)
     from google.api_core.exceptions import NotFound, RequestRangeNotSatisfiable
