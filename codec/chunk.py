@@ -54,8 +54,11 @@ def encode_chunk(data, shared_histogram: np.ndarray | None = None) -> tuple[int,
         chunk_counts = hists.sum(axis=0, dtype=np.int64)
     chunk_lengths = code_lengths(chunk_counts, MAX_CODE_LENGTH)
     has_chunk_table = bool(chunk_lengths.any())
-    bounds = _kernels.plan_blocks(hists, chunk_lengths, has_chunk_table)
-    capacity = n + 64 * (bounds.shape[0] + 16) + _kernels.WRITE_SLACK
+    bounds = _kernels.plan_blocks(hists, chunk_lengths, has_chunk_table, _kernels.XLOGX)
+    # Room for every block stored raw with its header, plus the scratch a block's streams use
+    # before they are packed together (at most 11/8 of the largest block).
+    largest_block = int(np.diff(bounds).max()) * LEAF_SIZE
+    capacity = n + 64 * (bounds.shape[0] + 16) + _kernels.stream_area_bytes(min(largest_block, n))
     out = np.empty(capacity, dtype=np.uint8)
     size, chunk_table_uses = _kernels.encode_payload(
         arr, LEAF_SIZE, hists, bounds, chunk_lengths, has_chunk_table, out)
