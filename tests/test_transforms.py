@@ -291,7 +291,7 @@ def test_metadata_has_the_seed_fields_and_the_per_chunk_checksums():
     entries = [entry for _, entry in frames]
     size = 16 + sum(e.frame_size for e in entries) + container.trailer_size(3)
     meta = container_metadata(FileJob("/in/data.bin", 3_000, "/out/data.bin.dcz"), entries, 1_000,
-                              codec.histogram(data), size, {"encode_seconds": 0.5})
+                              codec.histogram(data), size, {"worker_seconds": 0.5})
     assert (meta["filename"], meta["og_size"], meta["cp_size"], meta["chunks"]) == ("data.bin", 3_000, size, 3)
     assert meta["ratio"] == pytest.approx(3_000 / size)
     assert meta["checksums"]["chunks"] == [f"{container.crc32c(data[i:i + 1_000]):08x}" for i in (0, 1_000, 2_000)]

@@ -119,7 +119,9 @@ def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: s
                              for what in ("header", "trailer", "meta"))
     _write_object(header, container.header_bytes(chunk_size))
     _write_object(trailer, container.seek_table_bytes(entries))
-    timings = {"encode_seconds": round(sum(part.seconds for part in parts), 6)}
+    # Summed over parts: worker time spent reading, encoding and writing, not the job's wall time.
+    timings = {"worker_seconds": round(sum(part.seconds for part in parts), 6),
+               "slowest_part_seconds": round(max((part.seconds for part in parts), default=0.0), 6)}
     description = container_metadata(job, entries, chunk_size, table, compressed_size, timings)
     _write_object(meta, json.dumps(description, separators=(",", ":")).encode("utf-8") + b"\n")
     # Metadata first, so a published container always has its description beside it.
