@@ -53,6 +53,8 @@ ROUND_TRIP_FILES = {
 }
 
 
+# The tests on the round_trip fixture are marked slow: they share two pipeline runs with 2 worker
+# processes each (~25-35 s on 2 busy cores, most of it starting workers that import Beam).
 @pytest.fixture(scope="module")
 def round_trip(tmp_path_factory):
     """Compresses ROUND_TRIP_FILES and decompresses the result, each with 2 worker processes."""
@@ -67,6 +69,8 @@ def round_trip(tmp_path_factory):
     return root, compressed, decompressed
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_every_file_round_trips_through_worker_processes(round_trip):
     root, compressed, decompressed = round_trip
     assert compressed["files_failed"] == decompressed["files_failed"] == 0
@@ -75,6 +79,8 @@ def test_every_file_round_trips_through_worker_processes(round_trip):
         assert read(root / "back" / name) == data, name
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_compressed_files_are_the_bytes_codec_encode_writes_and_codec_decode_reads(round_trip):
     root, _, _ = round_trip
     for name, data in ROUND_TRIP_FILES.items():
@@ -83,6 +89,8 @@ def test_compressed_files_are_the_bytes_codec_encode_writes_and_codec_decode_rea
         assert blob == codec.encode(data, CHUNK_SIZE, shared_histogram=codec.histogram(data)), name
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_each_container_has_its_metadata_with_sizes_and_checksums(round_trip):
     root, _, _ = round_trip
     for name, data in ROUND_TRIP_FILES.items():
@@ -97,6 +105,8 @@ def test_each_container_has_its_metadata_with_sizes_and_checksums(round_trip):
             assert meta["frequencies"] == codec.histogram(data).tolist()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_job_stats_count_bytes_chunks_and_files(round_trip):
     _, compressed, decompressed = round_trip
     total = sum(len(data) for data in ROUND_TRIP_FILES.values())
@@ -107,6 +117,8 @@ def test_job_stats_count_bytes_chunks_and_files(round_trip):
     assert compressed["failures"] == [] and compressed["failures_path"] is None
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_no_temp_folder_or_part_object_is_left_behind(round_trip):
     root, _, _ = round_trip
     assert leftovers(root / "dcz") == leftovers(root / "back") == []
