@@ -37,6 +37,10 @@ FLAG_CHUNK_TABLE = 1
 STREAMS = 4
 # The encoder's bit writer stores 8 bytes at a time; the output buffer carries this much slack.
 WRITE_SLACK = 16
+# Bytes a block may take beyond its raw size (kind, size, stream-size fields, padding), and room
+# kept free before each block is written; a table is at most 14*3 + 256*7 bits (229 bytes).
+BLOCK_ROOM = 64
+TABLE_ROOM = 240
 
 # Decoder status codes (0 = success); codec/chunk.py turns them into FormatError messages.
 ERR_TRUNCATED = -1
@@ -195,7 +199,7 @@ def plan_blocks(hists, chunk_lengths, has_chunk_table, xlogx, table_fixed_bits=T
     # Heap layout: node 1 is the root, leaves are width..2*width-1.
     best = np.zeros(2 * width, dtype=np.float64)
     is_block = np.zeros(2 * width, dtype=np.bool_)
-    level = np.zeros((width, 256), dtype=np.int64)
+    level = np.zeros((width, 256), dtype=np.int32)  # chunks are <= 2^30 bytes
     for i in range(leaves):
         for s in range(256):
             level[i, s] = hists[i, s]
@@ -420,11 +424,6 @@ def _put_fixed(out, op, value, width):
         out[op + k] = np.uint8((value >> (8 * k)) & 255)
 
 
-def stream_area_bytes(n):
-    """Room one block of n bytes may need past its start while its streams are written."""
-    return 3 * 4 + (n * MAX_CODE_LENGTH + 7) // 8 + STREAMS + WRITE_SLACK
-
-
 @nb.njit(cache=True, nogil=True)
 def _stream_bounds(start, n):
     """Symbol ranges of a block's 4 streams: quarters of ceil(n/4), the last one shorter."""
@@ -494,6 +493,8 @@ def encode_payload(data, leaf_size, hists, bounds, chunk_lengths, use_chunk_tabl
         start = bounds[b] * leaf_size
         stop = min(bounds[b + 1] * leaf_size, n_total)
         n = stop - start
+        if op + n + BLOCK_ROOM + TABLE_ROOM + WRITE_SLACK > out.shape[0]:
+            return -1, chunk_table_uses  # cannot happen with the caller's capacity; never write past it
         counts = _block_counts(hists, bounds[b], bounds[b + 1])
         present = _present_symbols(counts)
         if present == 1:

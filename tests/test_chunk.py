@@ -211,3 +211,9 @@ def test_flipped_bits_raise_format_error_or_decode_to_the_right_length(draw):
 def test_garbage_payloads_raise_format_error(garbage, size):
     result = _decode_or_format_error(garbage, size)
     assert result is None or len(result) == size
+
+
+def test_a_shared_histogram_that_fits_badly_does_not_make_the_chunk_larger():
+    data = _text_like(300_000)
+    flat = np.full(256, 1000, dtype=np.uint64)
+    assert len(encode_chunk(data, flat)[1]) <= len(encode_chunk(data)[1])
