@@ -66,11 +66,18 @@ TABLE_BITS_PER_SYMBOL = 4.0
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _load_u64(buf, i):
-    """Little-endian 8 bytes at buf[i:i+8] (caller guarantees bounds)."""
-    return (np.uint64(buf[i]) | (np.uint64(buf[i + 1]) << np.uint64(8))
-            | (np.uint64(buf[i + 2]) << np.uint64(16)) | (np.uint64(buf[i + 3]) << np.uint64(24))
-            | (np.uint64(buf[i + 4]) << np.uint64(32)) | (np.uint64(buf[i + 5]) << np.uint64(40))
-            | (np.uint64(buf[i + 6]) << np.uint64(48)) | (np.uint64(buf[i + 7]) << np.uint64(56)))
+    """Little-endian 8 bytes at buf[i:i+8] (caller guarantees bounds).
+
+    Unsigned indices matter: without numba's negative-index handling LLVM fuses the 8 byte loads
+    into one 64-bit load."""
+    u = np.uint64(i)
+    return (np.uint64(buf[u]) | (np.uint64(buf[u + np.uint64(1)]) << np.uint64(8))
+            | (np.uint64(buf[u + np.uint64(2)]) << np.uint64(16))
+            | (np.uint64(buf[u + np.uint64(3)]) << np.uint64(24))
+            | (np.uint64(buf[u + np.uint64(4)]) << np.uint64(32))
+            | (np.uint64(buf[u + np.uint64(5)]) << np.uint64(40))
+            | (np.uint64(buf[u + np.uint64(6)]) << np.uint64(48))
+            | (np.uint64(buf[u + np.uint64(7)]) << np.uint64(56)))
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -87,8 +94,9 @@ def _load_u64_safe(buf, i, end):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _store_u64(buf, i, w):
+    u = np.uint64(i)
     for k in range(8):
-        buf[i + k] = np.uint8((w >> np.uint64(8 * k)) & np.uint64(255))
+        buf[u + np.uint64(k)] = np.uint8((w >> np.uint64(8 * k)) & np.uint64(255))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -380,7 +388,7 @@ def _read_table(buf, pos, end, reference, lengths):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _put_symbol(data, i, codes, lens, acc, nbits):
-    s = data[i]
+    s = data[np.uint64(i)]
     return acc | (codes[s] << nbits), nbits + lens[s]
 
 
@@ -631,10 +639,10 @@ def _decode_huffman_block(buf, pos, end, table, out, start, n):
             x1 = table[w1 & mask]
             x2 = table[w2 & mask]
             x3 = table[w3 & mask]
-            out[o0] = np.uint8(x0 & 255)
-            out[o1] = np.uint8(x1 & 255)
-            out[o2] = np.uint8(x2 & 255)
-            out[o3] = np.uint8(x3 & 255)
+            out[np.uint64(o0)] = np.uint8(x0 & 255)
+            out[np.uint64(o1)] = np.uint8(x1 & 255)
+            out[np.uint64(o2)] = np.uint8(x2 & 255)
+            out[np.uint64(o3)] = np.uint8(x3 & 255)
             d0 = np.uint64(x0 >> 8)
             d1 = np.uint64(x1 >> 8)
             d2 = np.uint64(x2 >> 8)
