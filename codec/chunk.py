@@ -13,8 +13,9 @@ CODEC_STORED = 0
 CODEC_HUFFMAN = 1
 
 # Histograms are taken per leaf; blocks are runs of 2^k leaves chosen by the planner, so a leaf is
-# the smallest block a table can be fitted to.
-LEAF_SIZE = 4096
+# the smallest block a table can be fitted to. 2 KiB leaves measured 0.1% (text) to 0.4% (binaries)
+# smaller than 4 KiB ones; 1 KiB gained another 0.1% on binaries only, at twice the planning time.
+LEAF_SIZE = 2048
 MAX_ORIGINAL_SIZE = 2**30
 
 _ERRORS = {
@@ -82,6 +83,7 @@ def encode_chunk(data, shared_histogram: np.ndarray | None = None) -> tuple[int,
     if has_chunk_table and chunk_table_uses == 0:
         # No block needed the chunk table: leave it out rather than pay for it.
         size, _ = _kernels.encode_payload(arr, LEAF_SIZE, hists, bounds, chunk_lengths, False, out)
+    del hists, bounds  # free before the result is copied out
     if size >= n:
         return CODEC_STORED, arr.tobytes()
     return CODEC_HUFFMAN, out[:size].tobytes()

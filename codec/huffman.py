@@ -286,19 +286,3 @@ def table_plan(lengths, reference):
 def table_bits(lengths, reference):
     """Exact serialized size in bits of table `lengths` sent against `reference`."""
     return table_plan(lengths, reference)[3]
-
-
-@nb.njit(cache=True, nogil=True)
-def estimated_block_bits(counts, table_cost_bits):
-    """Order-0 entropy of `counts` plus a table's cost, in bits: a cheap stand-in for a block's size."""
-    total = 0
-    for s in range(counts.shape[0]):
-        total += counts[s]
-    if total == 0:
-        return 0.0
-    bits = total * np.log2(total)
-    for s in range(counts.shape[0]):
-        c = counts[s]
-        if c > 1:
-            bits -= c * np.log2(c)
-    return bits + table_cost_bits
