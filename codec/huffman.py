@@ -1,6 +1,10 @@
 """Huffman table logic: histograms, length-limited code lengths, canonical codes, table coding, costs."""
 from __future__ import annotations
 
+# Numba's on-disk cache (cache=True) is keyed on each function's own source file only: after editing
+# this module, delete codec/__pycache__/*.nbi and *.nbc, or the kernels in codec/_kernels.py that call
+# these functions keep running the old compiled code.
+
 import numba as nb
 import numpy as np
 
@@ -84,6 +88,15 @@ def _radix_sorted(keys):
     """Non-negative int64 keys sorted ascending (LSD radix, bytes): ~4x numba's sort on 256 keys."""
     n = keys.shape[0]
     src = keys.copy()
+    if n <= 32:  # insertion sort beats clearing 256 bins per pass (token alphabets, sparse blocks)
+        for i in range(1, n):
+            key = src[i]
+            j = i - 1
+            while j >= 0 and src[j] > key:
+                src[j + 1] = src[j]
+                j -= 1
+            src[j + 1] = key
+        return src
     dst = np.empty(n, dtype=np.int64)
     bins = np.empty(256, dtype=np.int64)
     largest = 0
