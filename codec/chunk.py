@@ -68,6 +68,8 @@ def encode_chunk(data, shared_histogram: np.ndarray | None = None) -> tuple[int,
     n = arr.shape[0]
     if n == 0:
         return CODEC_STORED, b""
+    if n > MAX_ORIGINAL_SIZE:
+        raise ValueError(f"a chunk holds at most {MAX_ORIGINAL_SIZE} bytes, got {n}: use a smaller chunk size")
     hists = _kernels.leaf_histograms(arr, LEAF_SIZE)
     chunk_lengths = _chunk_table(hists.sum(axis=0, dtype=np.int64), shared_histogram)
     has_chunk_table = bool(chunk_lengths.any())
