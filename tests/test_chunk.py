@@ -217,3 +217,24 @@ def test_a_shared_histogram_that_fits_badly_does_not_make_the_chunk_larger():
     data = _text_like(300_000)
     flat = np.full(256, 1000, dtype=np.uint64)
     assert len(encode_chunk(data, flat)[1]) <= len(encode_chunk(data)[1])
+
+
+def _real_samples() -> dict[str, bytes]:
+    """Real bytes from this machine: Python's standard library sources and numpy's compiled core."""
+    import pathlib
+
+    stdlib = pathlib.Path(os.__file__).parent
+    text = b"".join(p.read_bytes() for p in sorted(stdlib.glob("*.py")))[:2_000_000]
+    extension = pathlib.Path(np._core._multiarray_umath.__file__)
+    binary = extension.read_bytes()[:2_000_000]
+    return {"text": text, "binary": binary}
+
+
+@pytest.mark.parametrize("kind", ["text", "binary"])
+def test_real_files_round_trip_smaller_than_zlib_huffman_only(kind):
+    data = _real_samples()[kind]
+    assert len(data) > 100_000
+    _, payload = _round_trip(data)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_HUFFMAN_ONLY)
+    zlib_size = len(compressor.compress(data) + compressor.flush())
+    assert len(payload) <= zlib_size
