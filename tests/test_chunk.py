@@ -238,3 +238,10 @@ def test_real_files_round_trip_smaller_than_zlib_huffman_only(kind):
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_HUFFMAN_ONLY)
     zlib_size = len(compressor.compress(data) + compressor.flush())
     assert len(payload) <= zlib_size
+
+
+def test_stream_size_fields_widen_at_the_block_sizes_the_spec_names():
+    from codec._kernels import stream_size_width
+
+    sizes = [740, 741, 190_644, 190_645, 48_806_440, 48_806_441]
+    assert [stream_size_width(n) for n in sizes] == [1, 2, 2, 3, 3, 4]
