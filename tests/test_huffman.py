@@ -64,6 +64,15 @@ def test_histogram_accepts_numpy_arrays():
     assert hist[0] == 2 and hist[7] == 1 and hist.sum() == 3
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_histogram_counts_every_byte_of_any_length_like_bincount(data):
+    # The counter unrolls by four: lengths that are not multiples of 4 exercise its tail loop.
+    expected = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)
+    assert (histogram(data) == expected).all()
+    assert histogram(data).dtype == np.uint64
+
+
 @settings(max_examples=300, deadline=None)
 @given(counts_strategy)
 def test_code_lengths_are_limited_and_form_a_complete_prefix_code(counts):
