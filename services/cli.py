@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import re
 import sys
@@ -52,6 +53,28 @@ def _size_argument(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _workers_argument(text: str) -> int:
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
+    if workers < 0:
+        raise argparse.ArgumentTypeError(f"workers must be 0 (one per core) or more, got {workers}")
+    return workers
+
+
+_ENGINE_NOTE = """\
+SRC and DST given as paths (local or gs://) run the Beam batch pipeline: chunks are
+encoded or decoded by parallel workers and DST is published atomically. '-' (stdin or
+stdout) runs the streaming codec in this process instead, one chunk at a time: a pipe
+cannot be split into byte ranges, so --workers and --runner do not apply to it.
+
+Beam and Dataflow options go after '--', for example:
+  dcas compress gs://b/in -o gs://b/in.dcz --runner DataflowRunner -- \\
+      --project=p --region=r --temp_location=gs://b/tmp
+Compressing also writes DST.meta.json (sizes, ratio, checksums, timings), as the pipeline does."""
+
+
 class UsageError(Exception):
     """Wrong arguments; reported with exit status 2, like argparse's own complaints."""
 
@@ -68,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "(chunked canonical Huffman) and back.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    compress = commands.add_parser("compress", help="compress SRC into a .dcz container",
-                                   description="Compress SRC ('-' for stdin) into DST.")
+    compress = commands.add_parser(
+        "compress", help="compress SRC into a .dcz container", epilog=_ENGINE_NOTE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compress SRC ('-' for stdin) into DST.")
     compress.add_argument("src", metavar="SRC")
     compress.add_argument("-o", "--output", metavar="DST",
                           help="output file, '-' for stdout (default: SRC.dcz)")
@@ -77,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                           metavar="SIZE", help="bytes per independent chunk, e.g. 64K, 4M, 4MiB "
                           f"(default: {DEFAULT_CHUNK_SIZE // 2**20}MiB)")
 
-    decompress = commands.add_parser("decompress", help="decompress a .dcz container",
-                                     description="Decompress the .dcz file SRC ('-' for stdin).")
+    decompress = commands.add_parser(
+        "decompress", help="decompress a .dcz container", epilog=_ENGINE_NOTE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Decompress the .dcz file SRC ('-' for stdin).")
     decompress.add_argument("src", metavar="SRC")
     decompress.add_argument("-o", "--output", metavar="DST",
                             help="output file, '-' for stdout (default: SRC without .dcz)")
@@ -89,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("-f", "--force", action="store_true", help="overwrite an existing DST")
         sub.add_argument("-q", "--quiet", action="store_true",
                          help="no progress bar and no summary")
+        sub.add_argument("-v", "--verbose", action="store_true",
+                         help="show the pipeline's log (Beam's and dcas's INFO messages) on stderr")
+        sub.add_argument("--workers", type=_workers_argument, default=0, metavar="N",
+                         help="local worker processes for the pipeline (default: 0 = one per core)")
+        sub.add_argument("--runner", default=compression.LOCAL_RUNNER, metavar="NAME",
+                         help="Beam runner (default: DirectRunner, on this machine); "
+                              "DataflowRunner needs gs:// paths and its options after '--'")
 
     info = commands.add_parser("info", help="describe a .dcz file as JSON",
                                description="Print chunks, sizes, ratio and checksums as JSON.")
@@ -150,15 +184,17 @@ def _transfer(args: argparse.Namespace, console: _Console) -> None:
         raise UsageError("refusing to write compressed data to a terminal (use -o DST)")
     src_arg = console.stdin.buffer if args.src == STDIO else args.src
     dst_arg = console.stdout.buffer if dst == STDIO else dst
+    engine = compression.choose_engine(src_arg, dst_arg, workers=args.workers, runner=args.runner,
+                                       pipeline_args=args.pipeline_args)
     if args.command == "compress":
         progress = console.progress_bar("compress", args.quiet, lambda: compression.source_size(src_arg))
         stats = compression.compress_file(src_arg, dst_arg, chunk_size=args.chunk_size,
-                                          progress=progress, overwrite=args.force)
+                                          progress=progress, overwrite=args.force, engine=engine)
     else:
         progress = console.progress_bar("decompress", args.quiet,
                                         lambda: compression.original_size(src_arg))
         stats = compression.decompress_file(src_arg, dst_arg, max_size=args.max_size,
-                                            progress=progress, overwrite=args.force)
+                                            progress=progress, overwrite=args.force, engine=engine)
     console.clear_progress()
     if not args.quiet:
         verb = "compressed" if args.command == "compress" else "decompressed"
@@ -198,7 +234,12 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         return status
 
     try:
-        args = build_parser().parse_args(argv)
+        own_args, pipeline_args = split_pipeline_args(sys.argv[1:] if argv is None else list(argv))
+        args = build_parser().parse_args(own_args)
+        if pipeline_args and args.command not in ("compress", "decompress"):
+            raise UsageError(f"{args.command} takes no pipeline options after '--'")
+        args.pipeline_args = pipeline_args
+        configure_logging(getattr(args, "verbose", False), console.stderr)
         input_name = getattr(args, "src", None) or getattr(args, "file", None) or input_name
         if input_name == STDIO:
             input_name = "stdin"
@@ -229,6 +270,32 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
             raise
         return fail(f"internal error: {type(e).__name__}: {e} (set DCAS_DEBUG=1 for a traceback)",
                     EXIT_FAILURE)
+
+
+def split_pipeline_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`compress a -o b -- --project=p` -> (`compress a -o b`, `--project=p`): what follows the first
+    `--` goes to Beam unchanged."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
+def configure_logging(verbose: bool, stderr: TextIO) -> None:
+    """Beam logs a page per run at INFO; without -v only warnings and errors get through."""
+    level = logging.INFO if verbose else logging.WARNING
+    logging.getLogger("apache_beam").setLevel(level)
+    # The pipeline logs a failed file as an ERROR event; main() reports it as the one error line.
+    logging.getLogger("dcas").setLevel(level if verbose else logging.CRITICAL)
+    # The local runner re-logs every worker process's start-up warnings ("No semi_persistent_directory
+    # found", one per worker and run) under this name; a failed file reaches us through the job's
+    # stats instead, so without -v only errors are worth a line here.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
+        level if verbose else logging.ERROR)
+    if verbose and not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _silence_stdout(stdout) -> None:

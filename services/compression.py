@@ -3,20 +3,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Protocol, Union
+from typing import BinaryIO, Callable, Iterator, Protocol, Sequence, Union
 
 import codec
-from codec.container import DEFAULT_CHUNK_SIZE, read_seek_table
+from codec.container import DEFAULT_CHUNK_SIZE, FRAME_HEADER_SIZE, parse_frame_header, read_seek_table
 
 __all__ = [
-    "ServiceError", "InputError", "OutputError", "OutputExistsError", "Engine", "StreamEngine",
-    "compress_file", "decompress_file", "file_info", "verify_file", "source_size", "original_size",
-    "atomic_output",
+    "ServiceError", "InputError", "OutputError", "OutputExistsError", "FileFailedError", "DamagedContainerError", "Engine",
+    "StreamEngine", "BeamEngine", "choose_engine", "compress_file", "decompress_file", "file_info",
+    "verify_file", "source_size", "original_size", "atomic_output", "LOCAL_RUNNER",
 ]
+
+LOCAL_RUNNER = "DirectRunner"
 
 # A source or destination is a path, or an already-open binary file (stdin/stdout, an HTTP body).
 # Open files are used as they are: the caller owns them, and writes to them cannot be atomic.
@@ -45,18 +49,48 @@ class OutputExistsError(OutputError):
         self.path = path
 
 
+class FileFailedError(ServiceError):
+    """The pipeline ran but could not produce the output; the message says why."""
+
+
+class DamagedContainerError(FileFailedError, codec.FormatError):
+    """The pipeline found a damaged chunk: a `FormatError`, as the streaming codec would raise."""
+
+
+def _file_failed(src: str, reasons: Sequence[str]) -> FileFailedError:
+    """The error for a file the pipeline failed, from its `stage: ErrorType: message` reasons."""
+    message = f"{src}: {'; '.join(reasons) or 'the pipeline wrote no output'}"
+    if any(": FormatError: " in f": {reason}" for reason in reasons):
+        return DamagedContainerError(message)
+    return FileFailedError(message)
+
+
 class Engine(Protocol):
-    """What does the compressing: today the codec's streaming API, later a Beam pipeline."""
+    """What does the work for one file: the codec's streaming API, or the Beam batch pipeline."""
 
-    def compress(self, src: BinaryIO, dst: BinaryIO, *, chunk_size: int,
-                 progress: Progress | None) -> dict: ...
+    def compress_file(self, src: Source, dst: Destination, *, chunk_size: int,
+                      progress: Progress | None, overwrite: bool) -> dict: ...
 
-    def decompress(self, src: BinaryIO, dst: BinaryIO, *, max_size: int | None,
-                   progress: Progress | None) -> dict: ...
+    def decompress_file(self, src: Source, dst: Destination, *, max_size: int | None,
+                        progress: Progress | None, overwrite: bool) -> dict: ...
 
 
 class StreamEngine:
-    """Runs `codec.compress_stream` / `decompress_stream` in this process, one chunk at a time."""
+    """Runs `codec.compress_stream` / `decompress_stream` in this process, one chunk at a time.
+
+    The only engine for pipes: a pipe cannot be split into byte ranges for parallel workers.
+    Subclasses may replace `compress` / `decompress`, which see the opened files.
+    """
+
+    def compress_file(self, src: Source, dst: Destination, *, chunk_size: int,
+                      progress: Progress | None, overwrite: bool) -> dict:
+        with _open_input(src) as src_file, _open_output(dst, src, overwrite) as dst_file:
+            return self.compress(src_file, dst_file, chunk_size=chunk_size, progress=progress)
+
+    def decompress_file(self, src: Source, dst: Destination, *, max_size: int | None,
+                        progress: Progress | None, overwrite: bool) -> dict:
+        with _open_input(src) as src_file, _open_output(dst, src, overwrite) as dst_file:
+            return self.decompress(src_file, dst_file, max_size=max_size, progress=progress)
 
     def compress(self, src: BinaryIO, dst: BinaryIO, *, chunk_size: int,
                  progress: Progress | None) -> dict:
@@ -67,18 +101,257 @@ class StreamEngine:
         return codec.decompress_stream(src, dst, max_size=max_size, progress=progress)
 
 
-# The one place that picks the engine: the Beam pipeline replaces this, the functions below stay.
-DEFAULT_ENGINE: Engine = StreamEngine()
+class BeamEngine:
+    """Runs the Beam batch pipeline (`pipelines.batch.run_job`) on one file given by path.
+
+    Chunks are read, encoded or decoded, and written by parallel workers: local worker processes
+    (`workers`, 0 = one per core) with the DirectRunner, or Dataflow with `runner="DataflowRunner"`
+    and its options in `pipeline_args`. Paths may be local or gs://. The pipeline publishes the
+    output atomically itself (a temp file and rename locally, compose on GCS), never touches an
+    existing output unless it succeeds, and removes its temp objects; this engine checks the
+    arguments first and removes what an interrupted run leaves behind.
+    """
+
+    # How often the progress bar lists the job's temp dir; a GCS listing is a request, so slower.
+    LOCAL_POLL_SECONDS = 0.25
+    REMOTE_POLL_SECONDS = 2.0
+
+    def __init__(self, *, workers: int = 0, runner: str = LOCAL_RUNNER,
+                 pipeline_args: Sequence[str] = ()) -> None:
+        self.workers = workers
+        self.runner = runner
+        self.pipeline_args = list(pipeline_args)
+
+    def compress_file(self, src: Source, dst: Destination, *, chunk_size: int,
+                      progress: Progress | None, overwrite: bool) -> dict:
+        src, dst = os.fspath(src), os.fspath(dst)
+        size = self._check_paths(src, dst, overwrite)
+        stats = self._run(src, dst, "compress", chunk_size, progress, size,
+                          lambda temp_dir: _encoded_input_probe(temp_dir, dst, size, chunk_size))
+        return {"original_size": stats["bytes_in"], "compressed_size": stats["bytes_out"],
+                "chunks": stats["chunks"], "job_id": stats["job_id"]}
+
+    def decompress_file(self, src: Source, dst: Destination, *, max_size: int | None,
+                        progress: Progress | None, overwrite: bool) -> dict:
+        src, dst = os.fspath(src), os.fspath(dst)
+        size = self._check_paths(src, dst, overwrite)
+        # The seek table first: a bad container fails here with the codec's own message, the
+        # --max-size limit applies before any work, and the progress bar gets its total.
+        with _open_path(src) as f:
+            total = sum(entry.original_size for entry in read_seek_table(f, size, max_size))
+        stats = self._run(src, dst, "decompress", DEFAULT_CHUNK_SIZE, progress, total,
+                          lambda temp_dir: _decoded_bytes_probe(temp_dir, dst))
+        return {"original_size": stats["bytes_out"], "compressed_size": stats["bytes_in"],
+                "chunks": stats["chunks"], "job_id": stats["job_id"]}
+
+    def _check_paths(self, src: str, dst: str, overwrite: bool) -> int:
+        """The service layer's promises, checked before the pipeline starts; returns SRC's size."""
+        if self.runner == "DataflowRunner" and not (_is_remote(src) and _is_remote(dst)):
+            raise ServiceError("Dataflow workers cannot reach local files: give SRC and DST as gs:// paths")
+        if _is_remote(src):
+            size = _remote_size(src)
+            if size is None:
+                raise InputError(f"input file not found: {src}")
+        else:
+            with _open_input(src) as f:  # missing, a directory, unreadable: the same errors as always
+                size = os.fstat(f.fileno()).st_size
+        if _is_remote(dst):
+            from apache_beam.io.filesystems import FileSystems
+            if dst.endswith("/"):
+                raise OutputError(f"output is a directory: {dst} (name the output file)")
+            if dst == src:
+                raise OutputError(f"input and output are the same file: {dst}")
+            if not overwrite and FileSystems.exists(dst):
+                raise OutputExistsError(Path(dst))
+            return size
+        path = Path(dst)
+        if path.is_dir():
+            raise OutputError(f"output is a directory: {path}")
+        if not _is_remote(src) and path.exists():
+            with contextlib.suppress(OSError):
+                if os.path.samefile(src, path):
+                    raise OutputError(f"input and output are the same file: {path}")
+        # Checked here, not at publication: the pipeline renames over DST once it succeeds, so an
+        # output created by someone else during the run would be replaced.
+        if not overwrite and os.path.lexists(path):
+            raise OutputExistsError(path)
+        directory = path.parent
+        if not directory.is_dir():
+            raise OutputError(f"output directory does not exist: {directory}")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot create a file in {directory}: Permission denied")
+        return size
+
+    def _run(self, src: str, dst: str, mode: str, chunk_size: int, progress: Progress | None,
+             total: int, probe_for: Callable[[str], Callable[[], int]]) -> dict:
+        # Imported here: Beam takes a second or two to import, which `info` and pipes never need.
+        from pipelines.batch import run_job
+        from transforms import storage
+        from transforms.observability import new_job_id
+
+        job_id = new_job_id()  # ours, so we know where the job's temp objects are
+        temp_dir = storage.temp_dir_for(dst, job_id)
+        failures_path = _join(_parent(temp_dir), f"{job_id}.failures.csv")
+        extra_args = [*self.pipeline_args, f"--job_id={job_id}"]
+        succeeded = False
+        try:
+            with _polling(progress, probe_for(temp_dir), total, _is_remote(dst)):
+                try:
+                    stats = run_job(src, dst, mode, chunk_size=chunk_size, workers=self.workers,
+                                    runner=self.runner, extra_args=extra_args, failures=failures_path)
+                except FileNotFoundError:
+                    raise InputError(f"input file not found: {src}") from None
+                except ValueError as e:
+                    raise ServiceError(str(e)) from None
+            if stats["files_failed"] or stats["files_written"] != 1:
+                raise _file_failed(src, [error for _, error in stats["failures"]])
+            succeeded = True
+        finally:
+            _remove_job_leftovers(storage, temp_dir, failures_path, dst, succeeded)
+        if progress is not None:
+            progress(total)
+        return stats
+
+
+def _polling(progress: Progress | None, measure: Callable[[], int], total: int, remote: bool):
+    if progress is None or total <= 0:
+        return contextlib.nullcontext()
+    from services.progress import PollingProgress
+    interval = BeamEngine.REMOTE_POLL_SECONDS if remote else BeamEngine.LOCAL_POLL_SECONDS
+    return PollingProgress(progress, measure, total, interval)
+
+
+def _parent(path: str) -> str:
+    """`/a/b/.dcas-tmp/job/` -> `/a/b/.dcas-tmp`; the same for gs:// paths."""
+    return path.rstrip("/" + os.sep).rsplit("/" if _is_remote(path) else os.sep, 1)[0]
+
+
+def _base_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1] if _is_remote(path) else os.path.basename(path)
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if _is_remote(directory) else os.path.join(directory, name)
+
+
+_PUBLISH_TEMP = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{32}\.tmp")
+
+
+def _remove_job_leftovers(storage, temp_dir: str, failures_path: str, dst: str, succeeded: bool) -> None:
+    """The job's temp dir and failures CSV; after a failure or Ctrl-C also the publication temp
+    file a killed worker could not remove (`.NAME.<uuid hex>.tmp` beside DST)."""
+    with contextlib.suppress(Exception):
+        storage.delete([failures_path])
+    with contextlib.suppress(Exception):
+        storage.remove_temp_dir(temp_dir)
+    if _is_remote(dst):
+        return
+    with contextlib.suppress(OSError):
+        os.rmdir(_parent(temp_dir))  # the shared .dcas-tmp, only once no other job uses it
+    if succeeded:
+        return
+    directory, name = os.path.split(os.path.abspath(dst))
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            match = _PUBLISH_TEMP.fullmatch(entry.name)
+            if match and match["name"] == name:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+_PART_INDEX = re.compile(r"\.part-(\d+)$")
+
+
+def _part_objects(temp_dir: str, output_name: str) -> dict[int, tuple[str, int]]:
+    """{part index: (path, bytes written so far)} for the job's part objects of `output_name`.
+
+    Local part files grow while a worker writes them; a GCS object only appears once complete.
+    """
+    if _is_remote(temp_dir):
+        from apache_beam.io.filesystems import FileSystems
+        listing = [(m.path, m.size_in_bytes) for m in FileSystems.match([temp_dir + "*"])[0].metadata_list]
+    else:
+        try:
+            listing = [(entry.path, entry.stat().st_size) for entry in os.scandir(temp_dir)]
+        except FileNotFoundError:
+            return {}
+    prefix = output_name + ".part-"
+    parts = {}
+    for path, size in listing:
+        name = path.rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1]
+        match = _PART_INDEX.search(name)
+        if name.startswith(prefix) and match:
+            parts[int(match.group(1))] = (path, size)
+    return parts
+
+
+def _complete_frames_input(path: str, size: int) -> int:
+    """Original bytes of the complete frames at the start of a part file being written."""
+    done = offset = 0
+    with contextlib.suppress(OSError, ValueError), open(path, "rb") as f:
+        while offset + FRAME_HEADER_SIZE <= size:
+            f.seek(offset)
+            header = parse_frame_header(f.read(FRAME_HEADER_SIZE))
+            end = offset + FRAME_HEADER_SIZE + header.payload_size
+            if end > size:
+                break
+            done += header.original_size
+            offset = end
+    return done
+
+
+def _encoded_input_probe(temp_dir: str, dst: str, size: int, chunk_size: int) -> Callable[[], int]:
+    """Input bytes encoded so far: each part covers a known chunk range (the plan the pipeline
+    uses); a complete part counts all of it, a local part being written its complete frames."""
+    from transforms import storage
+    from transforms.planning import chunk_count
+    part_inputs = [min(stop * chunk_size, size) - start * chunk_size
+                   for start, stop in storage.plan_parts(chunk_count(size, chunk_size))]
+    name = _base_name(dst)
+    finished: dict[int, int] = {}  # parts already counted in full need no more reads
+
+    def measure() -> int:
+        partial = 0
+        for index, (path, written) in _part_objects(temp_dir, name).items():
+            if index in finished or index >= len(part_inputs):
+                continue
+            done = part_inputs[index] if _is_remote(path) else _complete_frames_input(path, written)
+            if done >= part_inputs[index]:
+                finished[index] = part_inputs[index]
+            else:
+                partial += done
+        return sum(finished.values()) + partial
+
+    return measure
+
+
+def _decoded_bytes_probe(temp_dir: str, dst: str) -> Callable[[], int]:
+    """Output bytes decoded so far: the sizes of the part files the decoders are writing."""
+    name = _base_name(dst)
+    return lambda: sum(written for _, written in _part_objects(temp_dir, name).values())
+
+
+def choose_engine(src: Source, dst: Destination, *, workers: int = 0, runner: str = LOCAL_RUNNER,
+                  pipeline_args: Sequence[str] = ()) -> Engine:
+    """The one place that picks the engine: the Beam batch pipeline for files given by path, the
+    streaming codec for pipes and open files (and for local names the pipeline would read as a
+    glob pattern, such as `data[1].bin`)."""
+    paths = isinstance(src, (str, os.PathLike)) and isinstance(dst, (str, os.PathLike))
+    if paths and not _has_glob(os.fspath(src)):
+        return BeamEngine(workers=workers, runner=runner, pipeline_args=pipeline_args)
+    if runner != LOCAL_RUNNER or pipeline_args:
+        raise ServiceError(f"--runner {runner} and pipeline options need SRC and DST given as paths "
+                           "without wildcard characters: a pipe cannot be split into byte ranges")
+    return StreamEngine()
 
 
 def compress_file(src: Source, dst: Destination, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
                   progress: Progress | None = None, overwrite: bool = False,
                   engine: Engine | None = None) -> dict:
     """Compresses `src` into the `.dcz` container `dst`; returns the engine's stats plus `seconds`."""
-    engine = engine or DEFAULT_ENGINE
+    engine = engine or choose_engine(src, dst)
     started = time.perf_counter()  # fsync and rename count: the output is not safe before them
-    with _open_input(src) as src_file, _open_output(dst, src, overwrite) as dst_file:
-        stats = engine.compress(src_file, dst_file, chunk_size=chunk_size, progress=progress)
+    stats = engine.compress_file(src, dst, chunk_size=chunk_size, progress=progress, overwrite=overwrite)
     return {**stats, "seconds": time.perf_counter() - started}
 
 
@@ -86,11 +359,10 @@ def decompress_file(src: Source, dst: Destination, *, max_size: int | None = Non
                     progress: Progress | None = None, overwrite: bool = False,
                     engine: Engine | None = None) -> dict:
     """Decompresses the `.dcz` file `src` into `dst`; a bad container raises `codec.FormatError`
-    and leaves no output behind."""
-    engine = engine or DEFAULT_ENGINE
+    (or, for damage the pipeline finds in a chunk, `FileFailedError`) and leaves no output behind."""
+    engine = engine or choose_engine(src, dst)
     started = time.perf_counter()  # fsync and rename count: the output is not safe before them
-    with _open_input(src) as src_file, _open_output(dst, src, overwrite) as dst_file:
-        stats = engine.decompress(src_file, dst_file, max_size=max_size, progress=progress)
+    stats = engine.decompress_file(src, dst, max_size=max_size, progress=progress, overwrite=overwrite)
     return {**stats, "seconds": time.perf_counter() - started}
 
 
@@ -110,6 +382,8 @@ def source_size(src: Source) -> int | None:
     """Bytes a compression will read, for a progress total; None for pipes and open streams."""
     if not isinstance(src, (str, os.PathLike)):
         return None
+    if _is_remote(src):
+        return _remote_size(os.fspath(src))
     with contextlib.suppress(OSError):
         st = os.stat(src)
         if stat.S_ISREG(st.st_mode):
@@ -120,11 +394,36 @@ def source_size(src: Source) -> int | None:
 def original_size(src: Source) -> int | None:
     """Bytes a decompression will write, read from the seek table; None if that is not possible
     (a pipe, or a container too broken to say: decompression then reports the real error)."""
-    if source_size(src) is None:
+    size = source_size(src)
+    if size is None:
         return None
-    with contextlib.suppress(OSError, ValueError), open(src, "rb") as f:
-        return sum(entry.original_size for entry in read_seek_table(f, os.fstat(f.fileno()).st_size))
+    with contextlib.suppress(OSError, ValueError), _open_path(src) as f:
+        return sum(entry.original_size for entry in read_seek_table(f, size))
     return None
+
+
+def _is_remote(path: Source) -> bool:
+    """gs:// and other Beam filesystems: no os.path checks apply to them."""
+    return isinstance(path, (str, os.PathLike)) and "://" in os.fspath(path)
+
+
+def _has_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def _remote_size(path: str) -> int | None:
+    from apache_beam.io.filesystems import FileSystems
+    with contextlib.suppress(Exception):  # a missing object, or no credentials: no total
+        return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    return None
+
+
+def _open_path(path: Source) -> BinaryIO:
+    if _is_remote(path):
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+        return FileSystems.open(os.fspath(path), compression_type=CompressionTypes.UNCOMPRESSED)
+    return open(path, "rb")
 
 
 @contextlib.contextmanager

@@ -1,7 +1,9 @@
-"""A dependency-free terminal progress bar: a pure line renderer plus a throttled writer."""
+"""A dependency-free terminal progress bar: a pure line renderer, a throttled writer, and a poller
+for jobs (such as a Beam pipeline) that cannot call back after each chunk."""
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from typing import Callable, TextIO
 
@@ -96,3 +98,46 @@ class ProgressBar:
             self.stream.write("\r" + " " * self.drawn_width + "\r")
             self.stream.flush()
             self.drawn_width = 0
+
+
+class PollingProgress:
+    """Reports a long-running job's progress from a thread: every `interval` seconds it calls
+    `measure()` (bytes done so far, e.g. summed from the part objects a pipeline has written) and
+    passes the most it has seen to `progress`.
+
+    It never reports `total` itself: only the caller knows the job succeeded, and says so by calling
+    `progress(total)` afterwards. A measurement that fails or shrinks (parts are deleted once they
+    are published) is ignored, so the bar never goes backwards.
+    """
+
+    def __init__(self, progress: Callable[[int], None], measure: Callable[[], int], total: int,
+                 interval: float) -> None:
+        self.progress = progress
+        self.measure = measure
+        self.total = total
+        self.interval = interval
+        self.best = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dcas-progress", daemon=True)
+
+    def poll_once(self) -> int:
+        try:
+            done = int(self.measure())
+        except Exception:  # noqa: BLE001 - a listing that fails mid-job is no reason to stop the job
+            return self.best
+        self.best = max(self.best, min(done, max(self.total - 1, 0)))
+        self.progress(self.best)
+        return self.best
+
+    def _run(self) -> None:
+        self.progress(0)
+        while not self._stop.wait(self.interval):
+            self.poll_once()
+
+    def __enter__(self) -> "PollingProgress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -53,7 +53,7 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
-class ExplodingEngine:
+class ExplodingEngine(compression.StreamEngine):
     """Writes some output, then fails the way a full disk or a Ctrl-C would."""
 
     def __init__(self, error: BaseException) -> None:
@@ -213,5 +213,79 @@ def test_verify_passes_an_intact_file_and_fails_a_corrupted_one(container: Path)
         verify_file(container)
 
 
-def test_the_engine_is_chosen_in_one_place():
-    assert isinstance(compression.DEFAULT_ENGINE, compression.StreamEngine)
+def test_files_given_by_path_run_the_beam_pipeline(tmp_path: Path):
+    engine = compression.choose_engine(tmp_path / "a", str(tmp_path / "a.dcz"), workers=3)
+    assert isinstance(engine, compression.BeamEngine) and engine.workers == 3
+    assert isinstance(compression.choose_engine("gs://b/in", "gs://b/in.dcz"), compression.BeamEngine)
+
+
+def test_pipes_and_names_the_pipeline_would_read_as_globs_use_the_stream_engine(tmp_path: Path):
+    assert isinstance(compression.choose_engine(io.BytesIO(), tmp_path / "x.dcz"), compression.StreamEngine)
+    assert isinstance(compression.choose_engine(tmp_path / "x", io.BytesIO()), compression.StreamEngine)
+    assert isinstance(compression.choose_engine(tmp_path / "x[1].bin", tmp_path / "x.dcz"),
+                      compression.StreamEngine)
+
+
+def test_a_remote_runner_for_a_pipe_is_refused():
+    with pytest.raises(compression.ServiceError, match="pipe"):
+        compression.choose_engine(io.BytesIO(), io.BytesIO(), runner="DataflowRunner")
+
+
+def test_dataflow_runner_needs_gs_paths(original: Path, tmp_path: Path):
+    engine = compression.BeamEngine(runner="DataflowRunner")
+    with pytest.raises(compression.ServiceError, match="gs://"):
+        compress_file(original, tmp_path / "x.dcz", chunk_size=CHUNK, engine=engine)
+
+
+def test_pipeline_round_trip_leaves_only_the_output_and_its_metadata(original: Path, tmp_path: Path):
+    stats = compress_file(original, tmp_path / "p.dcz", chunk_size=CHUNK)
+    assert stats["chunks"] == 4 and stats["job_id"]
+    assert stats["compressed_size"] == (tmp_path / "p.dcz").stat().st_size
+    decompress_file(tmp_path / "p.dcz", tmp_path / "p.txt")
+    assert (tmp_path / "p.txt").read_bytes() == original.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.dcz", "p.dcz.meta.json", "p.txt", "sample.txt"]
+
+
+def test_pipeline_decompress_honours_max_size_before_any_work(container: Path, tmp_path: Path):
+    with pytest.raises(FormatError, match="limit"):
+        decompress_file(container, tmp_path / "big.txt", max_size=CHUNK)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.txt", "sample.txt.dcz",
+                                                           "sample.txt.dcz.meta.json"]
+
+
+def test_pipeline_progress_ends_at_the_total_only_after_success(original: Path, tmp_path: Path):
+    seen: list[int] = []
+    compress_file(original, tmp_path / "p.dcz", chunk_size=CHUNK, progress=seen.append)
+    size = original.stat().st_size
+    assert seen[-1] == size and all(done < size for done in seen[:-1])
+    assert seen == sorted(seen)
+
+
+def test_pipeline_progress_never_reaches_the_total_when_the_file_fails(container: Path, tmp_path: Path):
+    corrupt(container, HEADER_SIZE + FRAME_HEADER_SIZE + 100)
+    seen: list[int] = []
+    with pytest.raises(FormatError):
+        decompress_file(container, tmp_path / "out.txt", progress=seen.append)
+    assert all(done < original_size(container) for done in seen)
+
+
+def test_compress_progress_counts_complete_frames_of_a_part_being_written(tmp_path: Path):
+    from codec.container import encode_frame
+    frames = [encode_frame(sample_text(1000, seed))[0] for seed in range(3)]
+    part = tmp_path / "x.dcz.part-00000"
+    part.write_bytes(b"".join(frames[:2]) + frames[2][:30])  # two and a bit frames written so far
+    # 3000 chunks make 1000 parts (the most a file gets) of three chunks each.
+    probe = compression._encoded_input_probe(str(tmp_path) + os.sep, str(tmp_path / "x.dcz"),
+                                             size=3_000_000, chunk_size=1000)
+    assert probe() == 2000
+    part.write_bytes(b"".join(frames))
+    assert probe() == 3000
+    assert compression._complete_frames_input(str(part), len(frames[0]) - 1) == 0
+
+
+def test_polling_progress_never_goes_back_and_stops_short_of_the_total():
+    from services.progress import PollingProgress
+    readings = iter([5, 3, 12, 20])
+    seen: list[int] = []
+    poller = PollingProgress(seen.append, lambda: next(readings), total=10, interval=60)
+    assert [poller.poll_once() for _ in range(4)] == [5, 5, 9, 9]
