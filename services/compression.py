@@ -44,7 +44,7 @@ class OutputError(ServiceError):
 class OutputExistsError(OutputError):
     """The output exists and overwriting was not allowed."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         super().__init__(f"output file already exists: {path}")
         self.path = path
 
@@ -156,13 +156,13 @@ class BeamEngine:
             with _open_input(src) as f:  # missing, a directory, unreadable: the same errors as always
                 size = os.fstat(f.fileno()).st_size
         if _is_remote(dst):
-            from apache_beam.io.filesystems import FileSystems
+            FileSystems = _beam_filesystems()
             if dst.endswith("/"):
                 raise OutputError(f"output is a directory: {dst} (name the output file)")
             if dst == src:
                 raise OutputError(f"input and output are the same file: {dst}")
             if not overwrite and FileSystems.exists(dst):
-                raise OutputExistsError(Path(dst))
+                raise OutputExistsError(dst)  # a str: Path() would turn gs:// into gs:/
             return size
         path = Path(dst)
         if path.is_dir():
@@ -268,7 +268,7 @@ def _part_objects(temp_dir: str, output_name: str) -> dict[int, tuple[str, int]]
     Local part files grow while a worker writes them; a GCS object only appears once complete.
     """
     if _is_remote(temp_dir):
-        from apache_beam.io.filesystems import FileSystems
+        FileSystems = _beam_filesystems()
         listing = [(m.path, m.size_in_bytes) for m in FileSystems.match([temp_dir + "*"])[0].metadata_list]
     else:
         try:
@@ -411,8 +411,15 @@ def _has_glob(path: str) -> bool:
     return any(c in path for c in "*?[")
 
 
-def _remote_size(path: str) -> int | None:
+def _beam_filesystems():
+    """Beam's FileSystems, after transforms.storage has set Beam up (for the GCS emulator, too)."""
+    import transforms.storage  # noqa: F401 - configures Beam's GCS client when imported
     from apache_beam.io.filesystems import FileSystems
+    return FileSystems
+
+
+def _remote_size(path: str) -> int | None:
+    FileSystems = _beam_filesystems()
     with contextlib.suppress(Exception):  # a missing object, or no credentials: no total
         return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
     return None
@@ -421,8 +428,7 @@ def _remote_size(path: str) -> int | None:
 def _open_path(path: Source) -> BinaryIO:
     if _is_remote(path):
         from apache_beam.io.filesystem import CompressionTypes
-        from apache_beam.io.filesystems import FileSystems
-        return FileSystems.open(os.fspath(path), compression_type=CompressionTypes.UNCOMPRESSED)
+        return _beam_filesystems().open(os.fspath(path), compression_type=CompressionTypes.UNCOMPRESSED)
     return open(path, "rb")
 
 

@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from services.progress import ProgressBar, format_bytes, format_duration, render_progress
+from services.progress import PollingProgress, ProgressBar, format_bytes, format_duration, render_progress
 
 
 def test_progress_line_shows_percent_bytes_speed_and_eta():
@@ -94,3 +94,10 @@ def test_clearing_the_progress_bar_blanks_the_line_it_drew():
     bar.clear()
     erased = out.getvalue()[len(drawn):]
     assert erased == "\r" + " " * (len(drawn) - 1) + "\r"
+
+
+def test_polling_progress_never_goes_back_and_stops_short_of_the_total():
+    readings = iter([5, 3, 12, 20])
+    seen: list[int] = []
+    poller = PollingProgress(seen.append, lambda: next(readings), total=10, interval=60)
+    assert [poller.poll_once() for _ in range(4)] == [5, 5, 9, 9]

@@ -281,11 +281,3 @@ def test_compress_progress_counts_complete_frames_of_a_part_being_written(tmp_pa
     part.write_bytes(b"".join(frames))
     assert probe() == 3000
     assert compression._complete_frames_input(str(part), len(frames[0]) - 1) == 0
-
-
-def test_polling_progress_never_goes_back_and_stops_short_of_the_total():
-    from services.progress import PollingProgress
-    readings = iter([5, 3, 12, 20])
-    seen: list[int] = []
-    poller = PollingProgress(seen.append, lambda: next(readings), total=10, interval=60)
-    assert [poller.poll_once() for _ in range(4)] == [5, 5, 9, 9]
