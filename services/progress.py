@@ -116,6 +116,8 @@ class PollingProgress:
         self.measure = measure
         self.total = total
         self.interval = interval
+        # Short enough of the total that the bar shows at most 99%: total - 1 still rounds to 100%.
+        self.limit = max(total - 1 - total // 200, 0)
         self.best = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dcas-progress", daemon=True)
@@ -125,7 +127,7 @@ class PollingProgress:
             done = int(self.measure())
         except Exception:  # noqa: BLE001 - a listing that fails mid-job is no reason to stop the job
             return self.best
-        self.best = max(self.best, min(done, max(self.total - 1, 0)))
+        self.best = max(self.best, min(done, self.limit))
         self.progress(self.best)
         return self.best
 

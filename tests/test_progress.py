@@ -101,3 +101,10 @@ def test_polling_progress_never_goes_back_and_stops_short_of_the_total():
     seen: list[int] = []
     poller = PollingProgress(seen.append, lambda: next(readings), total=10, interval=60)
     assert [poller.poll_once() for _ in range(4)] == [5, 5, 9, 9]
+
+
+def test_polling_progress_shows_at_most_99_percent_before_the_caller_says_done():
+    total = 80_000_000
+    poller = PollingProgress(lambda done: None, lambda: total, total=total, interval=60)
+    done = poller.poll_once()
+    assert done < total and " 99% " in render_progress("compress", done, total, elapsed=1.0)
