@@ -12,10 +12,18 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# Numba's on-disk cache is keyed on each function's own file, but the kernels inline functions
+# from other codec modules: after any codec change, drop the cache so nothing stale runs.
+NUMBA_STAMP := $(VENV)/.numba-codec
+$(NUMBA_STAMP): $(STAMP) $(wildcard codec/*.py)
+	rm -f codec/__pycache__/*.nbi codec/__pycache__/*.nbc
+	touch $@
+
+demo: $(STAMP) $(NUMBA_STAMP)
 	$(PY) -m benchmarks.demo
 
-test: $(STAMP)
+# Every test level, emulators included: tests/conftest.py starts fake-gcs-server when a test needs it.
+test: $(STAMP) $(NUMBA_STAMP)
 	$(PY) -m pytest -q tests
 
 # pigz is Debian's; both benchmarks install it, so the man-page corpus (which includes pigz.1) is the
