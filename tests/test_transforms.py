@@ -15,8 +15,12 @@ from apache_beam.testing.util import assert_that, equal_to
 import codec
 from codec import container
 from transforms import storage
-from transforms.assemble import container_metadata, failure_reason, ordered_parts
-from transforms.decode import ContainerJob, decode_part, decode_part_tasks, read_container_table
+from transforms.assemble import (
+    METADATA_SUFFIX, container_metadata, failure_reason, ordered_parts, publish_container, publish_decoded,
+)
+from transforms.decode import (
+    ContainerJob, decode_part, decode_part_in_place, decode_part_tasks, decoded_temp_path, read_container_table,
+)
 from transforms.encode import PartRecord, PartTask, encode_part, part_tasks, tasks_with_table
 from transforms.failures import failure, failures_csv
 from transforms.frequencies import FrequencyTableCombineFn, FrequencyTables
@@ -247,6 +251,77 @@ def test_a_damaged_chunk_fails_with_its_number_and_leaves_no_part_object(tmp_pat
     with pytest.raises(codec.FormatError, match="chunk 3 "):
         decode_part(task, str(part))
     assert not part.exists()
+
+
+def test_parts_decoded_in_place_in_any_order_fill_one_file_with_the_original(tmp_path):
+    data = sample_bytes(5_000, seed=7)
+    job = container_job(tmp_path, data, 700)
+    shared = str(tmp_path / "tmp" / "out.decoded")
+    tasks = decode_part_tasks(job)
+    records = [decode_part_in_place(task, shared)[0] for task in reversed(tasks)]
+    decode_part_in_place(tasks[2], shared)  # a retried part rewrites the same bytes
+    assert read_bytes(shared) == data
+    assert sum(r.bytes_out for r in records) == len(data)
+
+
+def test_publishing_a_decoded_file_twice_keeps_the_first_result(tmp_path):
+    data = sample_bytes(5_000, seed=8)
+    job = container_job(tmp_path, data, 700)
+    temp_dir = storage.temp_dir_for(job.job.destination, "job-1")
+    records = [decode_part_in_place(task, decoded_temp_path(temp_dir, job.job.destination))[0]
+               for task in decode_part_tasks(job)]
+    first = publish_decoded(job, records, temp_dir)
+    assert not os.path.exists(decoded_temp_path(temp_dir, job.job.destination))  # renamed, not copied
+    again = publish_decoded(job, records, temp_dir)  # a retried bundle after a successful publish
+    assert read_bytes(job.job.destination) == data
+    assert (again.bytes_out, again.chunks) == (first.bytes_out, first.chunks) == (len(data), len(job.entries))
+
+
+def test_publishing_again_fails_when_the_destination_is_not_the_decoded_file(tmp_path):
+    data = sample_bytes(5_000, seed=9)
+    job = container_job(tmp_path, data, 700)
+    temp_dir = storage.temp_dir_for(job.job.destination, "job-1")
+    records = [decode_part_in_place(task, decoded_temp_path(temp_dir, job.job.destination))[0]
+               for task in decode_part_tasks(job)]
+    publish_decoded(job, records, temp_dir)
+    write(job.job.destination, bytes(len(data)))  # same size, other bytes: not this job's output
+    with pytest.raises(FileNotFoundError):
+        publish_decoded(job, records, temp_dir)
+
+
+def test_a_decoded_file_of_the_wrong_size_is_not_published_and_is_removed(tmp_path):
+    data = sample_bytes(5_000, seed=10)
+    job = container_job(tmp_path, data, 700)
+    temp_dir = storage.temp_dir_for(job.job.destination, "job-1")
+    shared = decoded_temp_path(temp_dir, job.job.destination)
+    records = [decode_part_in_place(task, shared)[0] for task in decode_part_tasks(job)]
+    with open(shared, "ab") as f:
+        f.write(b"stray")
+    with pytest.raises(RuntimeError, match="expected 5000"):
+        publish_decoded(job, records, temp_dir)
+    assert not os.path.exists(shared) and not os.path.exists(job.job.destination)
+
+
+def test_publishing_a_container_twice_keeps_the_first_result(tmp_path):
+    data = sample_bytes(5_000, seed=11)
+    chunk_size = 700
+    source = write(tmp_path / "data.bin", data)
+    job = FileJob(source, len(data), str(tmp_path / "out" / "data.bin.dcz"))
+    temp_dir = storage.temp_dir_for(job.destination, "job-1")
+    table = codec.histogram(data)
+    records = [encode_part(task, chunk_size, table, str(tmp_path / f"part-{task.index}"))[0]
+               for task in part_tasks(job, chunk_size)]
+    os.makedirs(temp_dir)
+    first = publish_container(job, records, chunk_size, table, temp_dir)
+    again = publish_container(job, records, chunk_size, table, temp_dir)  # a retried bundle
+    assert codec.decode(read_bytes(job.destination)) == data
+    assert os.path.getsize(job.destination) == first.bytes_out == again.bytes_out
+    assert os.path.exists(job.destination + METADATA_SUFFIX)
+
+
+def read_bytes(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def test_a_file_that_is_not_a_container_has_no_seek_table(tmp_path):

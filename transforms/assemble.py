@@ -12,7 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from codec import container
 from transforms import storage
-from transforms.decode import ContainerJob
+from transforms.decode import ContainerJob, decoded_temp_path, decodes_in_place
 from transforms.encode import PartRecord
 from transforms.failures import FAILED
 from transforms.observability import inc_counter, log_event
@@ -99,26 +99,66 @@ def _write_object(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def _already_published(destination: str, size: int) -> bool:
-    """A retried bundle finds its parts gone because the first attempt published them."""
+def _container_published(destination: str, size: int, trailer: bytes) -> bool:
+    """True when `destination` is this container: its size, and its seek table with every chunk's CRC."""
     try:
-        return FileSystems.match([destination])[0].metadata_list[0].size_in_bytes == size
+        if _size_of(destination) != size:
+            return False
+        return storage.read_range(destination, size - len(trailer), len(trailer)) == trailer
     except Exception:  # noqa: BLE001 - "cannot tell" means "not published"
         return False
 
 
+def _decoded_published(destination: str, entries) -> bool:
+    """True when `destination` has the decoded size and its first and last chunks their CRC32Cs."""
+    try:
+        if _size_of(destination) != sum(entry.original_size for entry in entries):
+            return False
+        offsets = container.original_offsets(entries)
+        return all(container.crc32c(storage.read_range(destination, offsets[i], entries[i].original_size))
+                   == entries[i].crc for i in {0, len(entries) - 1})
+    except Exception:  # noqa: BLE001 - "cannot tell" means "not published"
+        return False
+
+
+def _size_of(path: str) -> int | None:
+    matched = FileSystems.match([path])[0].metadata_list
+    return matched[0].size_in_bytes if matched else None
+
+
+def _gone(path: str) -> bool:
+    try:
+        return not FileSystems.exists(path)
+    except Exception:  # noqa: BLE001 - "cannot tell" means "not gone"
+        return False
+
+
 def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: str) -> FileResult:
-    """Writes header and trailer objects, the metadata, then publishes header+parts+trailer atomically."""
+    """Writes header and trailer objects, the metadata, then publishes header+parts+trailer atomically.
+
+    Idempotent: a retried bundle that runs this again after an earlier attempt published the file
+    (and so deleted its parts) finds the container in place and reports it, instead of failing.
+    """
     started = time.perf_counter()
     parts = ordered_parts(job.source, records, _compress_part_count(job, chunk_size))
     entries = [entry for part in parts for entry in part.entries]
     compressed_size = (container.HEADER_SIZE + sum(e.frame_size for e in entries)
                        + container.trailer_size(len(entries)))
+    trailer_bytes = container.seek_table_bytes(entries)
+
+    def result() -> FileResult:
+        return FileResult(job.source, job.destination, job.size, compressed_size, len(entries),
+                          time.perf_counter() - started)
+
+    # Publication deletes the parts, so a first part that is gone means: published before, or lost.
+    if parts and _gone(parts[0].path) and _container_published(job.destination, compressed_size,
+                                                               trailer_bytes):
+        return result()
     name = FileSystems.split(job.destination)[1]
     header, trailer, meta = (FileSystems.join(temp_dir, f"{name}.{what}")
                              for what in ("header", "trailer", "meta"))
     _write_object(header, container.header_bytes(chunk_size))
-    _write_object(trailer, container.seek_table_bytes(entries))
+    _write_object(trailer, trailer_bytes)
     # Summed over parts: worker time spent reading, encoding and writing, not the job's wall time.
     timings = {"worker_seconds": round(sum(part.seconds for part in parts), 6),
                "slowest_part_seconds": round(max((part.seconds for part in parts), default=0.0), 6)}
@@ -130,30 +170,44 @@ def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: s
         storage.publish_concatenation([header, *(part.path for part in parts), trailer],
                                       job.destination, temp_dir=temp_dir)
     except Exception:
-        if _already_published(job.destination, compressed_size):
-            return FileResult(job.source, job.destination, job.size, compressed_size, len(entries),
-                              time.perf_counter() - started)
+        if _container_published(job.destination, compressed_size, trailer_bytes):
+            return result()  # a concurrent attempt of this bundle published it first
         storage.delete([metadata_path(job.destination), header, trailer])
         raise
-    return FileResult(job.source, job.destination, job.size, compressed_size, len(entries),
-                      time.perf_counter() - started)
+    return result()
 
 
 def publish_decoded(container_job: ContainerJob, records, temp_dir: str) -> FileResult:
-    """Publishes the decoded parts, in order, as the output file (an empty file for no chunks)."""
+    """Publishes the decoded output (an empty file for no chunks); idempotent like publish_container.
+
+    A local output was decoded in place into one temp file, which is renamed; a gs:// output's
+    parts are composed in order.
+    """
     started = time.perf_counter()
     job = container_job.job
-    parts = ordered_parts(job.source, records, len(storage.plan_parts(len(container_job.entries))))
-    original_size = sum(e.original_size for e in container_job.entries)
+    entries = container_job.entries
+    parts = ordered_parts(job.source, records, len(storage.plan_parts(len(entries))))
+    original_size = sum(e.original_size for e in entries)
+
+    def result() -> FileResult:
+        return FileResult(job.source, job.destination, job.size, original_size, len(entries),
+                          time.perf_counter() - started)
+
+    in_place = decodes_in_place(job.destination) and bool(parts)
+    sources = ([decoded_temp_path(temp_dir, job.destination)] if in_place
+               else [part.path for part in parts])
+    if sources and _gone(sources[0]) and _decoded_published(job.destination, entries):
+        return result()
     try:
-        storage.publish_concatenation([part.path for part in parts], job.destination, temp_dir=temp_dir)
+        if in_place:
+            storage.publish_local_file(sources[0], job.destination, original_size)
+        else:
+            storage.publish_concatenation(sources, job.destination, temp_dir=temp_dir)
     except Exception:
-        if parts and _already_published(job.destination, original_size):
-            return FileResult(job.source, job.destination, job.size, original_size, len(container_job.entries),
-                              time.perf_counter() - started)
+        if sources and _decoded_published(job.destination, entries):
+            return result()  # a concurrent attempt of this bundle published it first
         raise
-    return FileResult(job.source, job.destination, job.size, original_size, len(container_job.entries),
-                      time.perf_counter() - started)
+    return result()
 
 
 def _compress_part_count(job: FileJob, chunk_size: int) -> int:
@@ -175,6 +229,11 @@ class _PublishFn(beam.DoFn):
 
     def part_count(self, job) -> int:
         raise NotImplementedError
+
+    def temp_paths(self, job, temp_dir: str) -> list[str]:
+        """The file's temp objects that a failure leaves behind as garbage."""
+        destination = self.file_job(job).destination
+        return _part_paths(destination, temp_dir, self.part_count(job))
 
     @staticmethod
     def file_job(job) -> FileJob:
@@ -202,8 +261,7 @@ class _PublishFn(beam.DoFn):
                 return
         if jobs:
             # Whatever parts did get written are garbage now; the final path was never touched.
-            job = self.file_job(jobs[0])
-            storage.delete(_part_paths(job.destination, temp_dir, self.part_count(jobs[0])))
+            storage.delete(self.temp_paths(jobs[0], temp_dir))
         reason = failure_reason(reasons)
         log_event("file-failed", self._job_id, level=logging.ERROR, source=source, reason=reason)
         yield beam.pvalue.TaggedOutput(FAILED, (source, reason))
@@ -228,6 +286,12 @@ class _PublishDecodedFn(_PublishFn):
 
     def part_count(self, container_job) -> int:
         return len(storage.plan_parts(len(container_job.entries)))
+
+    def temp_paths(self, container_job, temp_dir: str) -> list[str]:
+        destination = container_job.job.destination
+        if decodes_in_place(destination):
+            return [decoded_temp_path(temp_dir, destination)]
+        return super().temp_paths(container_job, temp_dir)
 
     @staticmethod
     def file_job(container_job) -> FileJob:

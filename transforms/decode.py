@@ -16,7 +16,8 @@ from transforms.observability import log_event, record_distribution
 from transforms.planning import FileJob, part_path
 
 __all__ = ["ContainerJob", "DecodePartTask", "read_container_table", "decode_part_tasks",
-           "decode_part", "ReadSeekTables", "DecodeParts"]
+           "decode_part", "decodes_in_place", "decoded_temp_path", "decode_part_in_place",
+           "ReadSeekTables", "DecodeParts"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,13 +30,19 @@ class ContainerJob:
 
 @dataclasses.dataclass(frozen=True)
 class DecodePartTask:
-    """Chunks `chunk_start`.. of one container (their entries and first frame offset) for one worker."""
+    """Chunks `chunk_start`.. of one container (their entries and first frame offset) for one worker.
+
+    `original_offset` is where the first chunk's bytes go in the output, `output_size` the size of
+    the whole output: a local decoder writes straight into the output's temp file with them.
+    """
 
     job: FileJob
     index: int
     chunk_start: int
     frame_offset: int
     entries: tuple[container.ChunkEntry, ...]
+    original_offset: int = 0
+    output_size: int = 0
 
 
 def read_container_table(job: FileJob) -> ContainerJob:
@@ -56,8 +63,71 @@ def decode_part_tasks(container_job: ContainerJob) -> list[DecodePartTask]:
     """The container's chunks grouped into parts as on compress, each with its first frame's offset."""
     entries = container_job.entries
     offsets = container.frame_offsets(entries)
-    return [DecodePartTask(container_job.job, index, start, offsets[start], entries[start:stop])
+    original_offsets = container.original_offsets(entries)
+    output_size = sum(entry.original_size for entry in entries)
+    return [DecodePartTask(container_job.job, index, start, offsets[start], entries[start:stop],
+                           original_offsets[start], output_size)
             for index, (start, stop) in enumerate(storage.plan_parts(len(entries)))]
+
+
+def decodes_in_place(destination: str) -> bool:
+    """Local outputs are decoded straight into one temp file; gs:// outputs into part objects."""
+    return "://" not in destination
+
+
+def decoded_temp_path(temp_dir: str, destination: str) -> str:
+    """The one temp file (in the job's temp folder, so on the destination's filesystem) that every
+    decoder of a local output writes into; publication renames it to the destination.
+
+    Not named like a part (`.part-NNNNN`): it has the output's full size from the start."""
+    return os.path.join(temp_dir, os.path.basename(destination) + ".decoded")
+
+
+def _decoded_chunks(task: DecodePartTask, decode_ms: list):
+    """Yields each of the task's chunks decoded and checked, reading one frame at a time."""
+    offset = task.frame_offset
+    for number, entry in enumerate(task.entries, start=task.chunk_start):
+        frame = storage.read_range(task.job.source, offset, entry.frame_size)
+        decode_started = time.perf_counter()
+        try:
+            data = container.decode_frame(frame, entry)
+        except FormatError as e:
+            raise FormatError(f"chunk {number} (frame at byte {offset}): {e}") from e
+        decode_ms.append((time.perf_counter() - decode_started) * 1000)
+        yield data
+        offset += entry.frame_size
+
+
+def decode_part_in_place(task: DecodePartTask, path: str) -> tuple[PartRecord, list[float]]:
+    """Decodes the task's frames into the shared local file `path`, each at its original offset.
+
+    Every decoder of the file opens `path` without truncating it and sets its size to the whole
+    output's (the same size from each, so no decoder cuts another's bytes), then writes only its
+    own byte range: parts land where they belong in any order, a retried part rewrites the same
+    bytes, and publication is a rename instead of a copy of every byte. Returns what decode_part
+    returns; the record's `path` is the shared file.
+    """
+    started = time.perf_counter()
+    decode_ms: list[float] = []
+    bytes_out = 0
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    try:
+        os.ftruncate(fd, task.output_size)
+        position = task.original_offset
+        for data in _decoded_chunks(task, decode_ms):
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(fd, view, position)
+                view = view[written:]
+                position += written
+            bytes_out += len(data)
+    finally:
+        os.close(fd)
+    frames_size = sum(entry.frame_size for entry in task.entries)
+    record = PartRecord(task.job.source, task.index, path, len(task.entries), frames_size, bytes_out,
+                        time.perf_counter() - started)
+    return record, decode_ms
 
 
 def decode_part(task: DecodePartTask, path: str) -> tuple[PartRecord, list[float]]:
@@ -67,23 +137,15 @@ def decode_part(task: DecodePartTask, path: str) -> tuple[PartRecord, list[float
     naming the chunk and its offset. Returns the record and each chunk's decode time in ms.
     """
     started = time.perf_counter()
-    decode_ms = []
-    offset = task.frame_offset
+    decode_ms: list[float] = []
     bytes_out = 0
     with storage.open_write(path) as out:
-        for number, entry in enumerate(task.entries, start=task.chunk_start):
-            frame = storage.read_range(task.job.source, offset, entry.frame_size)
-            decode_started = time.perf_counter()
-            try:
-                data = container.decode_frame(frame, entry)
-            except FormatError as e:
-                raise FormatError(f"chunk {number} (frame at byte {offset}): {e}") from e
-            decode_ms.append((time.perf_counter() - decode_started) * 1000)
+        for data in _decoded_chunks(task, decode_ms):
             out.write(data)
-            offset += entry.frame_size
             bytes_out += len(data)
-    record = PartRecord(task.job.source, task.index, path, len(task.entries),
-                        offset - task.frame_offset, bytes_out, time.perf_counter() - started)
+    frames_size = sum(entry.frame_size for entry in task.entries)
+    record = PartRecord(task.job.source, task.index, path, len(task.entries), frames_size, bytes_out,
+                        time.perf_counter() - started)
     return record, decode_ms
 
 
@@ -104,12 +166,16 @@ class _DecodePartFn(beam.DoFn):
         self._job_id = job_id
 
     def process(self, task: DecodePartTask):
-        path = part_path(storage.temp_dir_for(task.job.destination, self._job_id),
-                         task.job.destination, task.index)
+        temp_dir = storage.temp_dir_for(task.job.destination, self._job_id)
+        in_place = decodes_in_place(task.job.destination)
+        path = (decoded_temp_path(temp_dir, task.job.destination) if in_place
+                else part_path(temp_dir, task.job.destination, task.index))
         try:
-            record, decode_ms = decode_part(task, path)
+            record, decode_ms = (decode_part_in_place if in_place else decode_part)(task, path)
         except Exception as e:  # noqa: BLE001 - any error fails this file only
-            storage.delete([path])
+            # The shared file of an in-place output goes when publication fails the file.
+            if not in_place:
+                storage.delete([path])
             yield beam.pvalue.TaggedOutput(FAILED, failure(task.job.source, f"decode part {task.index}", e))
             return
         for ms in decode_ms:

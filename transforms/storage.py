@@ -21,6 +21,7 @@ __all__ = [
     "open_write",
     "plan_parts",
     "publish_concatenation",
+    "publish_local_file",
     "read_range",
     "remove_temp_dir",
     "temp_dir_for",
@@ -239,6 +240,43 @@ def publish_concatenation(sources: Sequence[str], destination: str, *, temp_dir:
     delete(sources)
 
 
+def publish_local_file(path: str, destination: str, expected_size: int) -> None:
+    """Make the finished local file at `path` the destination atomically: fsync, check, rename.
+
+    `path` must be on the destination's filesystem (a temp_dir_for folder is). No byte is copied.
+    A file of the wrong size is refused and removed; on any failure `path` is gone and the
+    destination is what it was before.
+    """
+    directory = os.path.dirname(os.path.abspath(destination))
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size != expected_size:
+                raise RuntimeError(f"{path} holds {size} bytes, expected {expected_size}")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.makedirs(directory, exist_ok=True)
+        os.replace(path, destination)
+    except BaseException:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename in `directory` durable."""
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def _local_publish(sources: list[str], destination: str) -> None:
     directory = os.path.dirname(os.path.abspath(destination))
     os.makedirs(directory, exist_ok=True)
@@ -259,12 +297,7 @@ def _local_publish(sources: list[str], destination: str) -> None:
         except FileNotFoundError:
             pass
         raise
-    # Make the rename itself durable.
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync_directory(directory)  # make the rename itself durable
 
 
 def _append_file(source: BinaryIO, out: BinaryIO) -> None:
