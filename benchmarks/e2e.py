@@ -233,7 +233,8 @@ def run_case(tool: Tool, workers: int, src: Path, size_gb: int, repeats: int, wo
             print(f"  {tool.name} ×{workers}: compress {case.compress[-1].wall:.1f} s, "
                   f"decompress {case.decompress[-1].wall:.1f} s", file=sys.stderr, flush=True)
     finally:
-        for path in (packed, unpacked):
+        # Also the side files a tool writes next to its output (the pipeline's .meta.json).
+        for path in [*work_dir.glob(packed.name + "*"), *work_dir.glob(unpacked.name + "*")]:
             path.unlink(missing_ok=True)
     return case
 
