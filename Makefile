@@ -41,4 +41,4 @@ bench-e2e: $(STAMP) pigz
 	$(PY) -m benchmarks.e2e $(E2E_ARGS)
 
 clean:
-	rm -rf $(VENV) demo benchmarks/out
+	rm -rf $(VENV) demo benchmarks/out benchmarks/corpora

@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# benchmarks/ is a top-level folder, not an installed package: make it importable under a bare
-# `pytest` too (`python -m pytest` from the repo root already has the root on sys.path).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks import corpora, e2e, run  # noqa: E402
+# benchmarks/ is a top-level folder, not an installed package: pytest.ini puts the root on sys.path.
+from benchmarks import corpora, e2e, run
 
 
 def _write_files(directory: Path, contents: list[bytes]) -> list[Path]:
