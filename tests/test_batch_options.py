@@ -28,9 +28,15 @@ def test_defaults_are_compress_with_the_container_default_chunk_size():
     assert known.failures is None and known.job_id is None
 
 
-def test_without_a_runner_the_local_runner_uses_worker_processes_on_every_core():
+def test_without_a_runner_the_local_runner_uses_worker_threads_on_every_core():
     _, pipeline_args = parse_args(BASE)
-    assert pipeline_args == ["--runner=FnApiRunner", "--direct_running_mode=multi_processing",
+    assert pipeline_args == ["--runner=FnApiRunner", "--direct_running_mode=multi_threading",
+                             "--direct_num_workers=0"]
+
+
+def test_worker_processes_can_still_be_asked_for():
+    _, pipeline_args = parse_args(BASE + ["--direct_running_mode=multi_processing"])
+    assert pipeline_args == ["--direct_running_mode=multi_processing", "--runner=FnApiRunner",
                              "--direct_num_workers=0"]
 
 
