@@ -122,6 +122,9 @@ def decode_part_in_place(task: DecodePartTask, path: str) -> tuple[PartRecord, l
                 view = view[written:]
                 position += written
             bytes_out += len(data)
+        # Disk writes start now, beside the other parts' decoding, not all in publication's fsync.
+        if bytes_out:
+            storage.start_writeback(fd, task.original_offset, bytes_out)
     finally:
         os.close(fd)
     frames_size = sum(entry.frame_size for entry in task.entries)

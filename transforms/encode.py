@@ -63,9 +63,11 @@ def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) ->
                                        task.chunk_start, task.chunk_stop):
             data = storage.read_range(chunk.source, chunk.offset, chunk.length)
             encode_started = time.perf_counter()
-            frame, entry = container.encode_frame(data, shared_histogram)
+            # Header and payload written apart: joining them would copy every compressed byte once more.
+            frame_header, payload, entry = container.encode_frame_parts(data, shared_histogram)
             encode_ms.append((time.perf_counter() - encode_started) * 1000)
-            out.write(frame)
+            out.write(frame_header)
+            out.write(payload)
             entries.append(entry)
             bytes_in += entry.original_size
             bytes_out += entry.frame_size

@@ -22,6 +22,7 @@ __all__ = [
     "plan_parts",
     "publish_concatenation",
     "publish_local_file",
+    "start_writeback",
     "read_range",
     "remove_temp_dir",
     "temp_dir_for",
@@ -268,6 +269,20 @@ def publish_local_file(path: str, destination: str, expected_size: int) -> None:
     _fsync_directory(directory)
 
 
+def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Starts writing a local file's dirty pages (`length` 0: to the end) to disk without waiting.
+
+    Linux does that for POSIX_FADV_DONTNEED on dirty pages. Called while the rest of the file is
+    still being produced, it lets the disk work alongside, so the final fsync waits for less.
+    A hint only: where it is missing or refused, nothing changes.
+    """
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+
+
 def _fsync_directory(directory: str) -> None:
     """Make a rename in `directory` durable."""
     dir_fd = os.open(directory, os.O_RDONLY)
@@ -286,8 +301,13 @@ def _local_publish(sources: list[str], destination: str) -> None:
             for source in sources:
                 if _is_gcs(source):
                     raise ValueError(f"cannot publish gs:// source {source!r} to local {destination!r}")
+                appended_from = out.tell()
                 with open(source, "rb", buffering=0) as f:  # unbuffered: the fd position is the truth
                     _append_file(f, out)
+                out.flush()
+                # Only the range just appended: its pages are dirty, so the hint keeps them cached.
+                if out.tell() > appended_from:
+                    start_writeback(out.fileno(), appended_from, out.tell() - appended_from)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp_path, destination)
