@@ -118,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="no progress bar and no summary")
         sub.add_argument("-v", "--verbose", action="store_true",
                          help="show the pipeline's log (Beam's and dcas's INFO messages) on stderr")
-        sub.add_argument("--workers", type=_workers_argument, default=0, metavar="N",
-                         help="local worker processes for the pipeline (default: 0 = one per core)")
+        sub.add_argument("--workers", type=_workers_argument, default=None, metavar="N",
+                         help="local workers for the pipeline (0 = one per core, the default for "
+                              "files of 32 MiB and more; smaller files run in this process unless "
+                              "--workers, --runner or pipeline options are given)")
         sub.add_argument("--runner", default=compression.LOCAL_RUNNER, metavar="NAME",
                          help="Beam runner (default: DirectRunner, on this machine); "
                               "DataflowRunner needs gs:// paths and its options after '--'")

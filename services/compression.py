@@ -331,18 +331,37 @@ def _decoded_bytes_probe(temp_dir: str, dst: str) -> Callable[[], int]:
     return lambda: sum(written for _, written in _part_objects(temp_dir, name).values())
 
 
-def choose_engine(src: Source, dst: Destination, *, workers: int = 0, runner: str = LOCAL_RUNNER,
-                  pipeline_args: Sequence[str] = ()) -> Engine:
+# Local files below this size are (de)compressed in this process by the streaming codec unless
+# --workers, --runner or pipeline options ask for the pipeline: starting Beam costs seconds of fixed
+# time (imports, graph, runner), while one core codes 32 MiB in well under a second.
+IN_PROCESS_BELOW = 32 * 2**20
+
+
+def choose_engine(src: Source, dst: Destination, *, workers: int | None = None,
+                  runner: str = LOCAL_RUNNER, pipeline_args: Sequence[str] = ()) -> Engine:
     """The one place that picks the engine: the Beam batch pipeline for files given by path, the
-    streaming codec for pipes and open files (and for local names the pipeline would read as a
-    glob pattern, such as `data[1].bin`)."""
+    streaming codec for pipes and open files, for local names the pipeline would read as a glob
+    pattern (such as `data[1].bin`), and for small local files when nothing asks for the pipeline
+    (`workers` None means "not chosen"; 0 means one worker per core)."""
     paths = isinstance(src, (str, os.PathLike)) and isinstance(dst, (str, os.PathLike))
+    pipeline_asked = workers is not None or runner != LOCAL_RUNNER or bool(pipeline_args)
     if paths and not _has_glob(os.fspath(src)):
-        return BeamEngine(workers=workers, runner=runner, pipeline_args=pipeline_args)
+        if pipeline_asked or not _small_local_file(src, dst):
+            return BeamEngine(workers=workers or 0, runner=runner, pipeline_args=pipeline_args)
+        return StreamEngine()
     if runner != LOCAL_RUNNER or pipeline_args:
         raise ServiceError(f"--runner {runner} and pipeline options need SRC and DST given as paths "
                            "without wildcard characters: a pipe cannot be split into byte ranges")
     return StreamEngine()
+
+
+def _small_local_file(src: Source, dst: Destination) -> bool:
+    if _is_remote(src) or _is_remote(dst):
+        return False
+    try:
+        return os.stat(src).st_size < IN_PROCESS_BELOW
+    except OSError:
+        return True  # let the stream engine report the missing or unreadable input in its words
 
 
 def compress_file(src: Source, dst: Destination, *, chunk_size: int = DEFAULT_CHUNK_SIZE,

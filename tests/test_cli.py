@@ -226,11 +226,15 @@ def test_force_overwrites_existing_output(workdir: Path):
     assert dcas("verify", "notes.txt.dcz", cwd=workdir).returncode == 0
 
 
-def test_corrupt_input_creates_no_output(packed: Path, workdir: Path):
+@pytest.mark.parametrize("engine_args, reason", [
+    ([], "notes.txt.dcz: chunk"),  # small file: decoded in this process
+    (["--workers", "1"], "notes.txt.dcz: decode part 0: FormatError: chunk 0"),  # through the pipeline
+], ids=["in-process", "pipeline"])
+def test_corrupt_input_creates_no_output(packed: Path, workdir: Path, engine_args, reason):
     corrupt(packed, HEADER_SIZE + FRAME_HEADER_SIZE + 1000)
-    result = dcas("decompress", "notes.txt.dcz", "-o", "fresh.txt", cwd=workdir)
+    result = dcas("decompress", "notes.txt.dcz", "-o", "fresh.txt", *engine_args, cwd=workdir)
     assert result.returncode == 1
-    assert "notes.txt.dcz: decode part 0: FormatError: chunk 0" in error_line(result)
+    assert reason in error_line(result)
     assert not (workdir / "fresh.txt").exists()
     assert leftovers(workdir) == []
 

@@ -11,9 +11,9 @@ import pytest
 from codec import FormatError
 from codec.container import FRAME_HEADER_SIZE, HEADER_SIZE
 from services import compression
-from services.compression import (InputError, OutputError, OutputExistsError, compress_file,
-                                  decompress_file, file_info, original_size, source_size,
-                                  verify_file)
+from services.compression import (BeamEngine, InputError, OutputError, OutputExistsError,
+                                  compress_file, decompress_file, file_info, original_size,
+                                  source_size, verify_file)
 
 CHUNK = 64 * 1024
 
@@ -217,6 +217,21 @@ def test_files_given_by_path_run_the_beam_pipeline(tmp_path: Path):
     engine = compression.choose_engine(tmp_path / "a", str(tmp_path / "a.dcz"), workers=3)
     assert isinstance(engine, compression.BeamEngine) and engine.workers == 3
     assert isinstance(compression.choose_engine("gs://b/in", "gs://b/in.dcz"), compression.BeamEngine)
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        f.truncate(compression.IN_PROCESS_BELOW)  # sparse: no disk used
+    engine = compression.choose_engine(big, tmp_path / "big.dcz")
+    assert isinstance(engine, compression.BeamEngine) and engine.workers == 0
+
+
+def test_small_local_files_run_in_process_unless_the_pipeline_is_asked_for(tmp_path: Path):
+    # Starting Beam costs seconds; a small file is done by the streaming codec before that.
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 1000)
+    assert isinstance(compression.choose_engine(small, tmp_path / "s.dcz"), compression.StreamEngine)
+    for asked in ({"workers": 0}, {"workers": 2}, {"pipeline_args": ["--direct_num_workers=1"]}):
+        assert isinstance(compression.choose_engine(small, tmp_path / "s.dcz", **asked),
+                          compression.BeamEngine)
 
 
 def test_pipes_and_names_the_pipeline_would_read_as_globs_use_the_stream_engine(tmp_path: Path):
@@ -238,24 +253,25 @@ def test_dataflow_runner_needs_gs_paths(original: Path, tmp_path: Path):
 
 
 def test_pipeline_round_trip_leaves_only_the_output_and_its_metadata(original: Path, tmp_path: Path):
-    stats = compress_file(original, tmp_path / "p.dcz", chunk_size=CHUNK)
+    stats = compress_file(original, tmp_path / "p.dcz", chunk_size=CHUNK, engine=BeamEngine())
     assert stats["chunks"] == 4 and stats["job_id"]
     assert stats["compressed_size"] == (tmp_path / "p.dcz").stat().st_size
-    decompress_file(tmp_path / "p.dcz", tmp_path / "p.txt")
+    decompress_file(tmp_path / "p.dcz", tmp_path / "p.txt", engine=BeamEngine())
     assert (tmp_path / "p.txt").read_bytes() == original.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.dcz", "p.dcz.meta.json", "p.txt", "sample.txt"]
 
 
 def test_pipeline_decompress_honours_max_size_before_any_work(container: Path, tmp_path: Path):
+    before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(FormatError, match="limit"):
-        decompress_file(container, tmp_path / "big.txt", max_size=CHUNK)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample.txt", "sample.txt.dcz",
-                                                           "sample.txt.dcz.meta.json"]
+        decompress_file(container, tmp_path / "big.txt", max_size=CHUNK, engine=BeamEngine())
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 def test_pipeline_progress_ends_at_the_total_only_after_success(original: Path, tmp_path: Path):
     seen: list[int] = []
-    compress_file(original, tmp_path / "p.dcz", chunk_size=CHUNK, progress=seen.append)
+    compress_file(original, tmp_path / "p.dcz", chunk_size=CHUNK, progress=seen.append,
+                  engine=BeamEngine())
     size = original.stat().st_size
     assert seen[-1] == size and all(done < size for done in seen[:-1])
     assert seen == sorted(seen)
@@ -265,7 +281,7 @@ def test_pipeline_progress_never_reaches_the_total_when_the_file_fails(container
     corrupt(container, HEADER_SIZE + FRAME_HEADER_SIZE + 100)
     seen: list[int] = []
     with pytest.raises(FormatError):
-        decompress_file(container, tmp_path / "out.txt", progress=seen.append)
+        decompress_file(container, tmp_path / "out.txt", progress=seen.append, engine=BeamEngine())
     assert all(done < original_size(container) for done in seen)
 
 
