@@ -131,8 +131,9 @@ def default_failures_path(output: str, output_names_file: bool, job_id: str) -> 
     return FileSystems.join(directory, f"{job_id}.failures.csv")
 
 
-def _remove_temp_dir(temp_dir: str, finished_count: int) -> str:
-    # `finished_count` is only here to order this step after every file is published or failed.
+def _remove_temp_dir(temp_dir: str, results, failed_counts) -> str:
+    # `results` and `failed_counts` are side inputs only to order this step after every file is
+    # published or failed (a side input is ready once its PCollection is complete); never read.
     storage.remove_temp_dir(temp_dir)
     if "://" not in temp_dir:
         # The shared parent (.dcas-tmp) goes too once no other job uses it; rmdir refuses otherwise.
@@ -176,13 +177,12 @@ def build_pipeline(pipeline: beam.Pipeline, known: argparse.Namespace, job_id: s
     failures_path = known.failures or default_failures_path(known.output, names_file, job_id)
     failed_count = failures | "Report failures" >> WriteFailures(
         failures_path, write_when_empty=known.failures is not None)
-    finished = ((results | "Count results" >> beam.combiners.Count.Globally(), failed_count)
-                | "Flatten counts" >> beam.Flatten()
-                | "Sum counts" >> beam.CombineGlobally(sum))
+    # Side inputs instead of a global count of finished files: two fewer combines to build and run.
     _ = (jobs
          | "Temp dirs" >> beam.Map(lambda job: storage.temp_dir_for(job.destination, job_id))
          | "Distinct temp dirs" >> beam.Distinct()
-         | "Remove temp dirs" >> beam.Map(_remove_temp_dir, beam.pvalue.AsSingleton(finished)))
+         | "Remove temp dirs" >> beam.Map(_remove_temp_dir, beam.pvalue.AsIter(results),
+                                          beam.pvalue.AsIter(failed_count)))
     return results, failures
 
 
