@@ -326,9 +326,22 @@ def _encoded_input_probe(temp_dir: str, dst: str, size: int, chunk_size: int) ->
 
 
 def _decoded_bytes_probe(temp_dir: str, dst: str) -> Callable[[], int]:
-    """Output bytes decoded so far: the sizes of the part files the decoders are writing."""
+    """Output bytes decoded so far: on gs://, the sizes of the part objects the decoders write;
+    locally, the blocks allocated in the one temp file they write into at their offsets (it is
+    sparse until written, so its allocated size grows with the work done)."""
     name = _base_name(dst)
-    return lambda: sum(written for _, written in _part_objects(temp_dir, name).values())
+    if _is_remote(dst):
+        return lambda: sum(written for _, written in _part_objects(temp_dir, name).values())
+    from transforms.decode import decoded_temp_path  # imports Beam: only once the pipeline runs
+
+    decoded = decoded_temp_path(temp_dir, dst)
+
+    def probe() -> int:
+        try:
+            return os.stat(decoded).st_blocks * 512
+        except OSError:
+            return 0
+    return probe
 
 
 # Local files below this size are (de)compressed in this process by the streaming codec unless

@@ -297,3 +297,16 @@ def test_compress_progress_counts_complete_frames_of_a_part_being_written(tmp_pa
     part.write_bytes(b"".join(frames))
     assert probe() == 3000
     assert compression._complete_frames_input(str(part), len(frames[0]) - 1) == 0
+
+
+def test_local_decompress_progress_counts_what_decoders_wrote_into_the_sparse_temp_file(tmp_path: Path):
+    from transforms.decode import decoded_temp_path
+    probe = compression._decoded_bytes_probe(str(tmp_path), str(tmp_path / "out.bin"))
+    assert probe() == 0  # the decoders have not created it yet
+    decoded = Path(decoded_temp_path(str(tmp_path), str(tmp_path / "out.bin")))
+    with open(decoded, "wb") as f:
+        f.truncate(8 * 2**20)  # full size from the start, as the pipeline makes it
+        f.seek(2**20)
+        f.write(b"x" * 2**20)  # one decoder has written one MiB at its offset
+        f.flush()
+    assert 2**20 <= probe() < 8 * 2**20
