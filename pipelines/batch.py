@@ -17,6 +17,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from codec import container
+from codec.sizes import parse_size
 from transforms import storage
 from transforms.assemble import PublishContainers, PublishDecoded
 from transforms.decode import DecodeParts, ReadSeekTables, decode_part_tasks
@@ -28,19 +29,6 @@ from transforms.planning import COMPRESS, MODES, PlanChunks, PlanFiles, output_i
 
 __all__ = ["IN_PROCESS_BELOW", "LOCAL_RUNNING_MODE", "parse_size", "parse_args", "validate_args", "default_failures_path",
            "build_pipeline", "run", "run_job", "main"]
-
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30}
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes from `65536`, `64K`, `64KiB`, `4M`, `4MiB`, `1GiB` (units are binary)."""
-    match = _SIZE.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a size; write e.g. 65536, 64KiB or 4MiB")
-    unit = (match.group(2) or "")[:1].upper()
-    return int(match.group(1)) * _UNITS[unit]
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -6,13 +6,13 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass
 from typing import Callable, NoReturn, Sequence, TextIO
 
 from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from codec.errors import FormatError
+from codec.sizes import parse_size
 from services import compression
 from services.progress import ProgressBar, format_bytes
 
@@ -22,18 +22,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 SUFFIX = ".dcz"
 STDIO = "-"
-
-_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
-_SIZE_PATTERN = re.compile(r"\s*(\d+)\s*([kmg]?)(?:i?b)?\s*", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """`4194304`, `64K`, `4M`, `4MiB`, `1G` → bytes. K/M/G are binary (1024-based), as in zstd and
-    dd; `MB` is read the same way because nobody means 4,000,000-byte chunks."""
-    match = _SIZE_PATTERN.fullmatch(text)
-    if not match:
-        raise ValueError(f"not a size: {text!r} (examples: 65536, 64K, 4M, 4MiB)")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
 def _chunk_size_argument(text: str) -> int:

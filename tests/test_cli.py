@@ -404,3 +404,8 @@ def test_default_output_names(command: str, src: str, dst: str):
 def test_decompress_has_no_default_output_for_names_without_dcz(src: str):
     with pytest.raises(cli.UsageError):
         cli.default_output("decompress", src)
+
+
+def test_the_cli_and_the_pipeline_read_sizes_with_one_parser():
+    from pipelines import batch
+    assert cli.parse_size is batch.parse_size

@@ -1,0 +1,18 @@
+"""Byte sizes as people write them (`64K`, `4MiB`, `1G`), for the CLI and the pipeline options alike."""
+from __future__ import annotations
+
+import re
+
+_UNITS = {None: 1, "k": 2**10, "m": 2**20, "g": 2**30}
+# K, M and G are binary (1024-based), as in zstd and dd; `MB` is read the same way because nobody
+# means 4,000,000-byte chunks. A bare `B` means bytes.
+_SIZE = re.compile(r"\s*(\d+)\s*(?:([kmg])(?:i?b)?|b)?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """`65536`, `64K`, `64KiB`, `4M`, `4MiB`, `1G`, `7B` → bytes; ValueError for anything else."""
+    match = _SIZE.fullmatch(str(text))
+    if not match:
+        raise ValueError(f"not a size: {text!r} (examples: 65536, 64K, 4MiB)")
+    unit = match.group(2).lower() if match.group(2) else None
+    return int(match.group(1)) * _UNITS[unit]
