@@ -20,6 +20,7 @@ __all__ = [
     "parse_frame_header", "decode_payload", "decode_frame", "seek_table_bytes", "trailer_size",
     "parse_footer", "parse_seek_table", "read_seek_table", "frame_offsets", "original_offsets",
     "read_exactly",
+    "read_up_to",
 ]
 
 HEADER_SIZE = 16
@@ -68,20 +69,28 @@ def crc32c(data) -> int:
     return google_crc32c.value(data if type(data) is bytes else bytes(data))
 
 
-def read_exactly(f: BinaryIO, size: int, what: str = "data") -> bytes:
-    """Reads exactly `size` bytes (looping over short reads of pipes) or raises FormatError."""
+def read_up_to(f: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes; fewer only at the end of `f` (pipes and sockets may return short reads)."""
     first = f.read(size)
-    if len(first) == size:
+    if len(first) == size or not first:
         return first
     parts = [first]
     got = len(first)
     while got < size:
         part = f.read(size - got)
         if not part:
-            raise FormatError(f"truncated container: needed {size} bytes of {what}, got {got}")
+            break
         parts.append(part)
         got += len(part)
     return b"".join(parts)
+
+
+def read_exactly(f: BinaryIO, size: int, what: str = "data") -> bytes:
+    """Reads exactly `size` bytes (looping over short reads of pipes) or raises FormatError."""
+    data = read_up_to(f, size)
+    if len(data) != size:
+        raise FormatError(f"truncated container: needed {size} bytes of {what}, got {len(data)}")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from codec.container import (
     DEFAULT_CHUNK_SIZE, FOOTER_SIZE, FORMAT_VERSION, FRAME_HEADER_SIZE, FRAME_MAGIC, HEADER_SIZE,
     MAX_CHUNK_SIZE, SEEK_ENTRY_SIZE, TABLE_MAGIC, ChunkEntry, decode_frame, decode_payload,
     encode_frame_parts, frame_offsets, header_bytes, original_offsets, parse_frame_header, parse_header,
-    parse_seek_table, read_exactly, read_seek_table, seek_table_bytes, trailer_size,
+    parse_seek_table, read_exactly, read_seek_table, read_up_to, seek_table_bytes, trailer_size,
 )
 from codec.errors import FormatError
 
@@ -60,7 +60,7 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUN
     entries: list[ChunkEntry] = []
     original_size = 0
     while True:
-        chunk = _read_up_to(src, chunk_size)
+        chunk = read_up_to(src, chunk_size)
         if not chunk:
             break
         frame_header, payload, entry = encode_frame_parts(chunk, shared_histogram)
@@ -272,20 +272,4 @@ def _seek_table_if_seekable(src: BinaryIO, max_size: int | None,
     entries = _checked_entries(_Source(src, file_size), max_size, max_chunk_size)
     src.seek(0)
     return entries
-
-
-def _read_up_to(src: BinaryIO, size: int) -> bytes:
-    """Up to `size` bytes; fewer only at the end of `src` (pipes may return short reads)."""
-    first = src.read(size)
-    if len(first) == size or not first:
-        return first
-    parts = [first]
-    got = len(first)
-    while got < size:
-        part = src.read(size - got)
-        if not part:
-            break
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)
 
