@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -12,22 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from samples import sample_text  # tests/ is on sys.path (conftest dir)
 
 from codec.container import FRAME_HEADER_SIZE, HEADER_SIZE, crc32c
 from services import cli, compression
 # Not resolved: run from a copy of the tree, the copy's code is what gets tested.
 REPO = Path(__file__).absolute().parent.parent
 CHUNK = 64 * 1024
-
-
-def sample_text(size: int, seed: int) -> bytes:
-    rng = random.Random(seed)
-    words = [bytes(rng.choices(b"etaoinshrdlucmfwypvbgkjqxz", k=rng.randint(1, 9)))
-             for _ in range(500)]
-    out = bytearray()
-    while len(out) < size:
-        out += rng.choice(words) + (b"\n" if rng.random() < 0.1 else b" ")
-    return bytes(out[:size])
 
 
 def corrupt(path: Path, offset: int) -> None:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import io
 import os
-import random
 from pathlib import Path
 
 import pytest
+from samples import sample_text  # tests/ is on sys.path (conftest dir)
 
 from codec import FormatError
 from codec.container import FRAME_HEADER_SIZE, HEADER_SIZE
@@ -16,17 +16,6 @@ from services.compression import (BeamEngine, InputError, OutputError, OutputExi
                                   source_size, verify_file)
 
 CHUNK = 64 * 1024
-
-
-def sample_text(size: int, seed: int = 7) -> bytes:
-    """Word-salad text: compressible like real text, different for every seed."""
-    rng = random.Random(seed)
-    words = [bytes(rng.choices(b"etaoinshrdlucmfwypvbgkjqxz", k=rng.randint(1, 9)))
-             for _ in range(500)]
-    out = bytearray()
-    while len(out) < size:
-        out += rng.choice(words) + (b"\n" if rng.random() < 0.1 else b" ")
-    return bytes(out[:size])
 
 
 @pytest.fixture
