@@ -249,16 +249,51 @@ def test_failed_publication_leaves_an_existing_destination_untouched(base_dir):
     assert read_all(destination) == b"the previous good version"
 
 
-def test_appending_falls_back_to_a_buffer_where_the_kernel_cannot_copy(tmp_path):
-    # copy_file_range refuses pipes, so this takes the copyfileobj path after a kernel attempt.
-    read_end, write_end = os.pipe()
-    data = bytes(range(256)) * 200  # under the 64 KiB pipe buffer, so writing first cannot block
-    with open(write_end, "wb") as w:
-        w.write(data)
-    with open(read_end, "rb", buffering=0) as source, open(tmp_path / "out", "wb") as out:
-        out.write(b"head:")
-        storage._append_file(source, out)
-    assert (tmp_path / "out").read_bytes() == b"head:" + data
+@pytest.mark.parametrize("in_kernel", [True, False], ids=["copy_file_range", "buffer"])
+def test_copying_a_range_puts_the_source_at_the_offset_and_leaves_the_rest(tmp_path, in_kernel):
+    source = tmp_path / "source"
+    source.write_bytes(bytes(range(256)) * 300)
+    out = tmp_path / "out"
+    out.write_bytes(b"-" * 100_000)
+    with open(source, "rb") as src, open(out, "r+b") as dst:
+        copied = storage._copy_range(src.fileno(), dst.fileno(), 7, 76_800, in_kernel=in_kernel)
+    assert copied == 76_800
+    assert out.read_bytes() == b"-" * 7 + bytes(range(256)) * 300 + b"-" * (100_000 - 7 - 76_800)
+
+
+@pytest.mark.parametrize("in_kernel", [True, False], ids=["copy_file_range", "buffer"])
+def test_copying_a_range_stops_where_a_short_source_ends(tmp_path, in_kernel):
+    (tmp_path / "source").write_bytes(b"abc")
+    with open(tmp_path / "source", "rb") as src, open(tmp_path / "out", "wb") as dst:
+        assert storage._copy_range(src.fileno(), dst.fileno(), 0, 10, in_kernel=in_kernel) == 3
+
+
+@pytest.mark.parametrize("sizes, groups", [
+    ([], 4), ([5], 4), ([1, 1, 1, 1], 2), ([100, 1, 1, 1, 1], 2), ([1, 1, 1, 100], 3),
+    ([0, 0, 0], 2), ([3, 3, 3, 3, 3, 3, 3], 4), (list(range(50)), 4),
+])
+def test_copy_groups_cover_every_source_once_in_order_in_at_most_the_groups_asked(sizes, groups):
+    runs = storage.copy_groups(sizes, groups)
+    assert [i for run in runs for i in run] == list(range(len(sizes)))
+    assert len(runs) <= groups and all(len(run) > 0 for run in runs)
+
+
+def test_copy_groups_share_even_sources_evenly():
+    runs = storage.copy_groups([10] * 240, 2)
+    assert [len(run) for run in runs] == [120, 120]
+
+
+def test_local_publication_of_many_large_parts_copies_them_all_in_order(tmp_path, monkeypatch):
+    # A low threshold so the threaded copy runs on a small test; the bytes are what must not change.
+    monkeypatch.setattr(storage, "_PARALLEL_COPY_ABOVE", 1)
+    contents = [bytes([i]) * (1000 + 37 * i) for i in range(40)]
+    sources = []
+    for i, content in enumerate(contents):
+        (tmp_path / f"p{i:03d}").write_bytes(content)
+        sources.append(str(tmp_path / f"p{i:03d}"))
+    storage.publish_concatenation(sources, str(tmp_path / "out" / "file.dcz"))
+    assert (tmp_path / "out" / "file.dcz").read_bytes() == b"".join(contents)
+    assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
 def test_local_publication_leaves_no_temp_file_behind(tmp_path):
