@@ -7,7 +7,7 @@ from codec import _kernels
 from codec.errors import FormatError
 from codec.huffman import MAX_CODE_LENGTH, code_lengths, coded_bits, histogram, table_bits
 
-__all__ = ["CODEC_STORED", "CODEC_HUFFMAN", "histogram", "encode_chunk", "decode_chunk"]
+__all__ = ["CODEC_STORED", "CODEC_HUFFMAN", "histogram", "encode_chunk", "decode_chunk", "decode_chunk_into"]
 
 CODEC_STORED = 0
 CODEC_HUFFMAN = 1
@@ -95,15 +95,25 @@ def decode_chunk(codec_id: int, payload, original_size: int) -> bytes:
     """Decodes one chunk payload to exactly `original_size` bytes or raises FormatError."""
     if not 0 < original_size <= MAX_ORIGINAL_SIZE:
         raise FormatError(f"chunk original size {original_size} is outside 1..{MAX_ORIGINAL_SIZE}")
+    out = np.empty(original_size, dtype=np.uint8)
+    decode_chunk_into(codec_id, payload, out)
+    return out.tobytes()
+
+
+def decode_chunk_into(codec_id: int, payload, out: np.ndarray) -> None:
+    """Decodes one chunk payload into all of `out` (uint8, its length the chunk's original size),
+    or raises FormatError; for callers that reuse one buffer, e.g. an aligned one for direct I/O."""
+    original_size = out.shape[0]
+    if not 0 < original_size <= MAX_ORIGINAL_SIZE:
+        raise FormatError(f"chunk original size {original_size} is outside 1..{MAX_ORIGINAL_SIZE}")
     buf = _as_bytes_array(payload)
     if codec_id == CODEC_STORED:
         if buf.shape[0] != original_size:
             raise FormatError(f"stored chunk holds {buf.shape[0]} bytes, header says {original_size}")
-        return buf.tobytes()
+        out[:] = buf
+        return
     if codec_id != CODEC_HUFFMAN:
         raise FormatError(f"unknown chunk codec id {codec_id}")
-    out = np.empty(original_size, dtype=np.uint8)
     status = _kernels.decode_payload(buf, out)
     if status != 0:
         raise FormatError(_ERRORS.get(status, f"Huffman chunk payload is invalid (status {status})"))
-    return out.tobytes()
