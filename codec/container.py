@@ -8,7 +8,7 @@ from typing import BinaryIO, Sequence
 
 import google_crc32c
 
-from codec.chunk import CODEC_HUFFMAN, CODEC_STORED, decode_chunk, encode_chunk
+from codec.chunk import CODEC_HUFFMAN, CODEC_STORED, decode_chunk, decode_chunk_into, encode_chunk
 from codec.errors import FormatError
 
 __all__ = [
@@ -17,7 +17,7 @@ __all__ = [
     "HEADER_MAGIC", "FRAME_MAGIC", "TABLE_MAGIC", "FOOTER_MAGIC",
     "ChunkEntry", "FrameHeader",
     "crc32c", "header_bytes", "parse_header", "encode_frame", "encode_frame_parts", "frame_header_bytes",
-    "parse_frame_header", "decode_payload", "decode_frame", "seek_table_bytes", "trailer_size",
+    "parse_frame_header", "decode_payload", "decode_frame", "decode_frame_into", "seek_table_bytes", "trailer_size",
     "parse_footer", "parse_seek_table", "read_seek_table", "frame_offsets", "original_offsets",
     "read_exactly",
     "read_up_to",
@@ -204,6 +204,31 @@ def decode_payload(header: FrameHeader, payload) -> bytes:
 
 def decode_frame(frame, entry: ChunkEntry | None = None, max_chunk_size: int = MAX_CHUNK_SIZE) -> bytes:
     """Decodes one whole frame (header + payload, nothing more) to its checked original bytes."""
+    header, payload = _split_frame(frame, entry, max_chunk_size)
+    return decode_payload(header, payload)
+
+
+def decode_frame_into(frame, out, entry: ChunkEntry | None = None,
+                      max_chunk_size: int = MAX_CHUNK_SIZE) -> int:
+    """Decodes one whole frame into the start of `out` (a uint8 numpy array at least as long as the
+    chunk) and checks it as decode_frame does; returns the chunk's original size.
+
+    For callers that write chunks from one reused buffer (an aligned one for direct I/O) instead of
+    a fresh bytes object per chunk."""
+    header, payload = _split_frame(frame, entry, max_chunk_size)
+    if len(payload) != header.payload_size:
+        raise FormatError(f"truncated container: chunk payload has {len(payload)} of "
+                          f"{header.payload_size} bytes")
+    if out.shape[0] < header.original_size:
+        raise ValueError(f"buffer of {out.shape[0]} bytes is too small for a chunk of {header.original_size}")
+    target = out[:header.original_size]
+    decode_chunk_into(header.codec, payload, target)
+    if crc32c(target) != header.crc:
+        raise FormatError("chunk content CRC32C mismatch: the chunk is corrupted")
+    return header.original_size
+
+
+def _split_frame(frame, entry: ChunkEntry | None, max_chunk_size: int) -> tuple[FrameHeader, memoryview]:
     view = memoryview(frame)
     if len(view) < FRAME_HEADER_SIZE:
         raise FormatError(f"truncated container: frame has {len(view)} bytes, less than its header")
@@ -211,7 +236,7 @@ def decode_frame(frame, entry: ChunkEntry | None = None, max_chunk_size: int = M
     payload = view[FRAME_HEADER_SIZE:]
     if len(payload) > header.payload_size:
         raise FormatError(f"chunk frame has {len(payload) - header.payload_size} bytes left over")
-    return decode_payload(header, payload)
+    return header, payload
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,13 +5,14 @@ import io
 import os
 import struct
 
+import numpy as np
 import pytest
 
 from codec import FormatError
 from codec.chunk import CODEC_STORED
 from codec.container import (
     FOOTER_SIZE, FRAME_HEADER_SIZE, HEADER_SIZE, MAX_CHUNK_SIZE, SEEK_ENTRY_SIZE, ChunkEntry,
-    crc32c, decode_frame, encode_frame, encode_frame_parts, frame_header_bytes, frame_offsets, header_bytes,
+    crc32c, decode_frame, decode_frame_into, encode_frame, encode_frame_parts, frame_header_bytes, frame_offsets, header_bytes,
     original_offsets, parse_footer, parse_frame_header, parse_header, parse_seek_table,
     read_exactly, read_seek_table, seek_table_bytes, trailer_size,
 )
@@ -97,11 +98,36 @@ def test_writer_refuses_empty_chunks():
         encode_frame(b"")
 
 
-def test_every_corrupted_frame_byte_is_detected():
+def decode_frame_via_buffer(frame, entry=None) -> bytes:
+    """decode_frame_into through a buffer longer than the chunk, read back as bytes."""
+    out = np.full(MAX_TEST_CHUNK + 5, 0xAA, dtype=np.uint8)
+    size = decode_frame_into(frame, out, entry)
+    assert (out[size:] == 0xAA).all(), "decode_frame_into wrote past the chunk"
+    return out[:size].tobytes()
+
+
+MAX_TEST_CHUNK = len(TEXT) + 1000
+
+
+@pytest.mark.parametrize("data", [TEXT, os.urandom(3000), b"z"], ids=["huffman", "stored", "one-byte"])
+def test_frame_decoded_into_a_buffer_gives_the_chunk_and_its_size(data):
+    frame, entry = encode_frame(data)
+    assert decode_frame_via_buffer(frame, entry) == data
+    assert decode_frame_via_buffer(memoryview(frame)) == data
+
+
+def test_decoding_into_a_buffer_shorter_than_the_chunk_is_refused():
+    frame, _ = encode_frame(TEXT)
+    with pytest.raises(ValueError, match="too small"):
+        decode_frame_into(frame, np.empty(len(TEXT) - 1, dtype=np.uint8))
+
+
+@pytest.mark.parametrize("decode", [decode_frame, decode_frame_via_buffer], ids=["bytes", "into"])
+def test_every_corrupted_frame_byte_is_detected(decode):
     frame, entry = encode_frame(TEXT[:300])
     for position in range(len(frame)):
         with pytest.raises(FormatError):
-            decode_frame(flip(frame, position), entry)
+            decode(flip(frame, position), entry)
 
 
 def test_frame_disagreeing_with_its_entry_is_rejected():
@@ -110,14 +136,15 @@ def test_frame_disagreeing_with_its_entry_is_rejected():
         decode_frame(frame, ChunkEntry(entry.frame_size, entry.original_size, entry.crc ^ 1))
 
 
-def test_truncated_frame_and_frame_with_extra_bytes_are_rejected():
+@pytest.mark.parametrize("decode", [decode_frame, decode_frame_via_buffer], ids=["bytes", "into"])
+def test_truncated_frame_and_frame_with_extra_bytes_are_rejected(decode):
     frame, _ = encode_frame(TEXT)
     with pytest.raises(FormatError, match="truncated"):
-        decode_frame(frame[:-1])
+        decode(frame[:-1])
     with pytest.raises(FormatError, match="truncated"):
-        decode_frame(frame[:10])
+        decode(frame[:10])
     with pytest.raises(FormatError, match="left over"):
-        decode_frame(frame + b"\x00")
+        decode(frame + b"\x00")
 
 
 def test_frame_with_valid_crc_but_unknown_codec_is_rejected():
