@@ -348,3 +348,40 @@ def test_remove_temp_dir_removes_everything_under_it(base_dir):
     write(temp_dir + "deeper/b", b"2")
     storage.remove_temp_dir(temp_dir)
     assert list_under(temp_dir) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Direct I/O helpers
+
+
+def test_aligned_buffers_start_on_a_page_and_hold_the_size_asked():
+    for size in (1, 4096, 4 * 2**20 + 3):
+        buffer = storage.aligned_buffer(size)
+        assert buffer.shape == (size,) and buffer.dtype.name == "uint8"
+        assert buffer.ctypes.data % storage.DIRECT_IO_ALIGNMENT == 0
+        assert not buffer.any()
+
+
+@pytest.mark.parametrize("offset, length, allowed", [
+    (0, 4096, True), (8192, 4 * 2**20, True), (0, 0, False), (4096, 100, False), (100, 4096, False)])
+def test_direct_io_takes_only_aligned_writes(offset, length, allowed):
+    assert storage.direct_io_allows(offset, length) is allowed
+
+
+def test_a_direct_write_of_an_aligned_buffer_lands_where_asked(tmp_path):
+    path = tmp_path / "file"
+    path.write_bytes(b"-" * 3 * 4096)
+    fd = storage.open_direct(str(path))
+    if fd is None:
+        pytest.skip("no direct I/O on this filesystem")
+    buffer = storage.aligned_buffer(4096)
+    buffer[:] = 7
+    try:
+        storage.pwrite_all(fd, buffer, 4096)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"-" * 4096 + b"\x07" * 4096 + b"-" * 4096
+
+
+def test_opening_a_missing_file_for_direct_io_gives_none(tmp_path):
+    assert storage.open_direct(str(tmp_path / "missing")) is None

@@ -264,6 +264,34 @@ def test_parts_decoded_in_place_in_any_order_fill_one_file_with_the_original(tmp
     assert sum(r.bytes_out for r in records) == len(data)
 
 
+@pytest.mark.parametrize("size, chunk_size", [(5 * 8192, 8192), (5 * 8192 + 123, 8192), (9_000, 4096 + 1)],
+                         ids=["aligned", "aligned-short-tail", "unaligned"])
+def test_parts_decoded_in_place_with_direct_io_fill_the_file_exactly(tmp_path, size, chunk_size):
+    # 4 KiB-aligned chunks go through O_DIRECT where the filesystem allows it (tmp_path does on
+    # ext4 and xfs), the short tail and unaligned chunks through the page cache; bytes must not care.
+    data = sample_bytes(size, seed=8)
+    job = container_job(tmp_path, data, chunk_size)
+    shared = str(tmp_path / "tmp" / "out.decoded")
+    buffer = storage.aligned_buffer(chunk_size)
+    for task in reversed(decode_part_tasks(job)):
+        decode_part_in_place(task, shared, buffer)
+    assert read_bytes(shared) == data
+
+
+def test_a_damaged_chunk_decoded_in_place_fails_with_its_number(tmp_path):
+    data = sample_bytes(5 * 8192, seed=9)
+    job = container_job(tmp_path, data, 8192)
+    damaged_offset = container.frame_offsets(job.entries)[2] + container.FRAME_HEADER_SIZE + 5
+    with open(job.job.source, "r+b") as f:
+        f.seek(damaged_offset)
+        byte = f.read(1)
+        f.seek(damaged_offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    (task,) = [t for t in decode_part_tasks(job) if t.chunk_start <= 2 < t.chunk_start + len(t.entries)]
+    with pytest.raises(codec.FormatError, match="chunk 2 "):
+        decode_part_in_place(task, str(tmp_path / "tmp" / "out.decoded"))
+
+
 def test_publishing_a_decoded_file_twice_keeps_the_first_result(tmp_path):
     data = sample_bytes(5_000, seed=8)
     job = container_job(tmp_path, data, 700)

@@ -16,7 +16,7 @@ from transforms.observability import log_event, record_distribution
 from transforms.planning import FileJob, part_path
 
 __all__ = ["ContainerJob", "DecodePartTask", "read_container_table", "decode_part_tasks",
-           "decode_part", "decodes_in_place", "decoded_temp_path", "decode_part_in_place",
+           "decode_part", "decodes_in_place", "decoded_temp_path", "largest_chunk", "decode_part_in_place",
            "ReadSeekTables", "DecodeParts"]
 
 
@@ -83,49 +83,87 @@ def decoded_temp_path(temp_dir: str, destination: str) -> str:
     return os.path.join(temp_dir, os.path.basename(destination) + ".decoded")
 
 
-def _decoded_chunks(task: DecodePartTask, decode_ms: list):
-    """Yields each of the task's chunks decoded and checked, reading one frame at a time."""
+def _frames(task: DecodePartTask):
+    """Yields (chunk number, frame offset, entry, frame bytes) of the task, one ranged read each."""
     offset = task.frame_offset
     for number, entry in enumerate(task.entries, start=task.chunk_start):
-        frame = storage.read_range(task.job.source, offset, entry.frame_size)
+        yield number, offset, entry, storage.read_range(task.job.source, offset, entry.frame_size)
+        offset += entry.frame_size
+
+
+def _damaged_chunk(number: int, offset: int, error: FormatError) -> FormatError:
+    return FormatError(f"chunk {number} (frame at byte {offset}): {error}")
+
+
+def _decoded_chunks(task: DecodePartTask, decode_ms: list):
+    """Yields each of the task's chunks decoded and checked, reading one frame at a time."""
+    for number, offset, entry, frame in _frames(task):
         decode_started = time.perf_counter()
         try:
             data = container.decode_frame(frame, entry)
         except FormatError as e:
-            raise FormatError(f"chunk {number} (frame at byte {offset}): {e}") from e
+            raise _damaged_chunk(number, offset, e) from e
         decode_ms.append((time.perf_counter() - decode_started) * 1000)
         yield data
-        offset += entry.frame_size
 
 
-def decode_part_in_place(task: DecodePartTask, path: str) -> tuple[PartRecord, list[float]]:
+def largest_chunk(task: DecodePartTask) -> int:
+    """Original size of the task's largest chunk: the buffer decode_part_in_place needs."""
+    return max((entry.original_size for entry in task.entries), default=0)
+
+
+def decode_part_in_place(task: DecodePartTask, path: str, buffer=None) -> tuple[PartRecord, list[float]]:
     """Decodes the task's frames into the shared local file `path`, each at its original offset.
 
     Every decoder of the file opens `path` without truncating it and sets its size to the whole
     output's (the same size from each, so no decoder cuts another's bytes), then writes only its
     own byte range: parts land where they belong in any order, a retried part rewrites the same
-    bytes, and publication is a rename instead of a copy of every byte. Returns what decode_part
-    returns; the record's `path` is the shared file.
+    bytes, and publication is a rename instead of a copy of every byte.
+
+    Chunks are decoded into `buffer` (a storage.aligned_buffer of at least largest_chunk(task)
+    bytes; one is made when it is missing or short) and written from it with direct I/O wherever
+    the filesystem and the chunk's alignment allow (storage.open_direct says why), buffered
+    otherwise. Returns what decode_part returns; the record's `path` is the shared file.
     """
     started = time.perf_counter()
     decode_ms: list[float] = []
-    bytes_out = 0
+    if buffer is None or buffer.shape[0] < largest_chunk(task):
+        buffer = storage.aligned_buffer(largest_chunk(task))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    direct_fd = None
     try:
         os.ftruncate(fd, task.output_size)
+        direct_fd = storage.open_direct(path)
         position = task.original_offset
-        for data in _decoded_chunks(task, decode_ms):
-            view = memoryview(data)
-            while view:
-                written = os.pwrite(fd, view, position)
-                view = view[written:]
-                position += written
-            bytes_out += len(data)
-        # Disk writes start now, beside the other parts' decoding, not all in publication's fsync.
+        for number, offset, entry, frame in _frames(task):
+            decode_started = time.perf_counter()
+            try:
+                size = container.decode_frame_into(frame, buffer, entry)
+            except FormatError as e:
+                raise _damaged_chunk(number, offset, e) from e
+            decode_ms.append((time.perf_counter() - decode_started) * 1000)
+            chunk = buffer[:size]
+            if direct_fd is not None and storage.direct_io_allows(position, size):
+                try:
+                    storage.pwrite_all(direct_fd, chunk, position)
+                except OSError:
+                    # The filesystem refused this direct write (EINVAL and the like): buffered from
+                    # here on; rewriting the whole chunk makes any part already written harmless.
+                    os.close(direct_fd)
+                    direct_fd = None
+                    storage.pwrite_all(fd, chunk, position)
+            else:  # the file's last, shorter chunk, or no direct I/O here
+                storage.pwrite_all(fd, chunk, position)
+            position += size
+        bytes_out = position - task.original_offset
+        # Disk writes of buffered bytes start now, beside the other parts' decoding, not all in
+        # publication's fsync.
         if bytes_out:
             storage.start_writeback(fd, task.original_offset, bytes_out)
     finally:
+        if direct_fd is not None:
+            os.close(direct_fd)
         os.close(fd)
     frames_size = sum(entry.frame_size for entry in task.entries)
     record = PartRecord(task.job.source, task.index, path, len(task.entries), frames_size, bytes_out,
@@ -167,6 +205,15 @@ class _DecodePartFn(beam.DoFn):
 
     def __init__(self, job_id: str):
         self._job_id = job_id
+        self._buffer = None
+
+    def setup(self):
+        self._buffer = None  # made on first use, at the size of the largest chunk seen
+
+    def _buffer_for(self, task: DecodePartTask):
+        if self._buffer is None or self._buffer.shape[0] < largest_chunk(task):
+            self._buffer = storage.aligned_buffer(largest_chunk(task))
+        return self._buffer
 
     def process(self, task: DecodePartTask):
         temp_dir = storage.temp_dir_for(task.job.destination, self._job_id)
@@ -174,7 +221,10 @@ class _DecodePartFn(beam.DoFn):
         path = (decoded_temp_path(temp_dir, task.job.destination) if in_place
                 else part_path(temp_dir, task.job.destination, task.index))
         try:
-            record, decode_ms = (decode_part_in_place if in_place else decode_part)(task, path)
+            if in_place:
+                record, decode_ms = decode_part_in_place(task, path, self._buffer_for(task))
+            else:
+                record, decode_ms = decode_part(task, path)
         except Exception as e:  # noqa: BLE001 - any error fails this file only
             # The shared file of an in-place output goes when publication fails the file.
             if not in_place:
