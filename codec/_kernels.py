@@ -17,9 +17,10 @@ from codec.huffman import (
     TOKEN_MAX_LENGTH,
     TOKEN_SHORT_RUN,
     canonical_codes,
-    code_lengths,
-    coded_bits,
+    code_lengths_into,
+    code_lengths_workspace,
     kraft_units,
+    table_bits_into,
     table_plan,
 )
 
@@ -456,19 +457,22 @@ def _stream_bounds(start, n):
 
 
 @nb.njit(cache=True, nogil=True)
-def _write_huffman_block(data, start, n, lengths, out, op):
-    """Writes stream sizes and the 4 streams of one block; returns the new byte offset."""
+def _fill_codes(lengths, codes, lens):
+    """The bit writer's tables of code `lengths`: bit-reversed canonical codes and their lengths."""
     codes32 = canonical_codes(lengths)
-    codes = np.zeros(256, dtype=np.uint64)
-    lens = np.zeros(256, dtype=np.uint64)
     for s in range(256):
         codes[s] = np.uint64(codes32[s])
         lens[s] = np.uint64(lengths[s])
-    bounds = _stream_bounds(start, n)
+
+
+@nb.njit(cache=True, nogil=True)
+def _write_huffman_block(data, start, n, codes, lens, out, op):
+    """Writes stream sizes and the 4 streams of one block; returns the new byte offset."""
+    q = (n + STREAMS - 1) // STREAMS
     width = stream_size_width(n)
     sp = op + (STREAMS - 1) * width
     for k in range(STREAMS):
-        end = _encode_stream(data, bounds[k], bounds[k + 1], codes, lens, out, sp)
+        end = _encode_stream(data, start + min(k * q, n), start + min((k + 1) * q, n), codes, lens, out, sp)
         if k < STREAMS - 1:
             _put_fixed(out, op + k * width, end - sp, width)
         sp = end
@@ -476,12 +480,13 @@ def _write_huffman_block(data, start, n, lengths, out, op):
 
 
 @nb.njit(cache=True, nogil=True)
-def _block_counts(hists, first_leaf, last_leaf):
-    counts = np.zeros(256, dtype=np.int64)
-    for leaf in range(first_leaf, last_leaf):
+def _block_counts(hists, first_leaf, last_leaf, counts):
+    """Byte counts of leaves [first_leaf, last_leaf) into `counts` (int64[256])."""
+    for s in range(256):
+        counts[s] = hists[first_leaf, s]
+    for leaf in range(first_leaf + 1, last_leaf):
         for s in range(256):
             counts[s] += hists[leaf, s]
-    return counts
 
 
 @nb.njit(cache=True, nogil=True)
@@ -497,11 +502,22 @@ def encode_payload(data, leaf_size, hists, bounds, chunk_lengths, use_chunk_tabl
     `bounds` are the planned block boundaries in leaves; each block picks the smallest of: raw,
     single-symbol run, the chunk table, the previous local table, or a new local table (sent as
     lengths or as deltas against the chunk table or the previous local table). Returns
-    (payload size, number of blocks that used the chunk table)."""
+    (payload size, number of blocks that used the chunk table).
+
+    Per-block work reuses buffers allocated once here and prices candidate tables without listing
+    their tokens (table_bits_into): blocks average ~6 KiB, and this bookkeeping cost ~20 us a block
+    (more than packing its bits) when each step allocated its own arrays."""
     chunk_table_uses = 0
     n_total = data.shape[0]
     zero = np.zeros(256, dtype=np.uint8)
     previous = np.zeros(256, dtype=np.uint8)
+    local = np.zeros(256, dtype=np.uint8)
+    counts = np.zeros(256, dtype=np.int64)
+    work = code_lengths_workspace(256)
+    chunk_codes = np.zeros(256, dtype=np.uint64)
+    chunk_lens = np.zeros(256, dtype=np.uint64)
+    previous_codes = np.zeros(256, dtype=np.uint64)
+    previous_lens = np.zeros(256, dtype=np.uint64)
     has_previous = False
     op = 0
     out[op] = np.uint8(FLAG_CHUNK_TABLE if use_chunk_table else 0)
@@ -510,14 +526,29 @@ def encode_payload(data, leaf_size, hists, bounds, chunk_lengths, use_chunk_tabl
     if use_chunk_table:
         tokens, extras, token_lengths, _ = table_plan(chunk_lengths, zero)
         op = _write_table(out, op, tokens, extras, token_lengths)
+        _fill_codes(chunk_lengths, chunk_codes, chunk_lens)
     for b in range(bounds.shape[0] - 1):
         start = bounds[b] * leaf_size
         stop = min(bounds[b + 1] * leaf_size, n_total)
         n = stop - start
         if op + n + BLOCK_ROOM + TABLE_ROOM + WRITE_SLACK > out.shape[0]:
             return -1, chunk_table_uses  # cannot happen with the caller's capacity; never write past it
-        counts = _block_counts(hists, bounds[b], bounds[b + 1])
-        present = _present_symbols(counts)
+        _block_counts(hists, bounds[b], bounds[b + 1], counts)
+        # One pass for what the chunk and previous tables would cost (coded_bits of each; a
+        # present symbol without a code rules a table out).
+        present = 0
+        chunk_bits = 0
+        chunk_missing = 0
+        previous_bits = 0
+        previous_missing = 0
+        for s in range(256):
+            c = counts[s]
+            nonzero = np.int64(c != 0)
+            present += nonzero
+            chunk_bits += c * np.int64(chunk_lengths[s])
+            chunk_missing += nonzero & np.int64(chunk_lengths[s] == 0)
+            previous_bits += c * np.int64(previous[s])
+            previous_missing += nonzero & np.int64(previous[s] == 0)
         if present == 1:
             out[op] = KIND_RLE
             op = _put_varint(out, op + 1, n)
@@ -526,32 +557,30 @@ def encode_payload(data, leaf_size, hists, bounds, chunk_lengths, use_chunk_tabl
             continue
         best_kind = KIND_RAW
         best_bytes = n
-        if use_chunk_table:
-            bits = coded_bits(counts, chunk_lengths)
-            if bits >= 0 and _huffman_bytes(bits, n) < best_bytes:
-                best_kind = KIND_SHARED
-                best_bytes = _huffman_bytes(bits, n)
-        if has_previous:
-            bits = coded_bits(counts, previous)
-            if bits >= 0 and _huffman_bytes(bits, n) < best_bytes:
-                best_kind = KIND_REPEAT
-                best_bytes = _huffman_bytes(bits, n)
-        local = code_lengths(counts, MAX_CODE_LENGTH)
-        local_bits = coded_bits(counts, local)
-        local_kind = KIND_LOCAL_FROM_ZERO
+        if use_chunk_table and chunk_missing == 0 and _huffman_bytes(chunk_bits, n) < best_bytes:
+            best_kind = KIND_SHARED
+            best_bytes = _huffman_bytes(chunk_bits, n)
+        if has_previous and previous_missing == 0 and _huffman_bytes(previous_bits, n) < best_bytes:
+            best_kind = KIND_REPEAT
+            best_bytes = _huffman_bytes(previous_bits, n)
+        code_lengths_into(counts, MAX_CODE_LENGTH, local, work)
+        local_bits = 0
+        for s in range(256):
+            local_bits += counts[s] * np.int64(local[s])
         # Against the chunk table when there is one (deltas are cheaper than plain lengths
         # almost always; skipping the plain plan saves time per block).
         if use_chunk_table:
-            plan = table_plan(local, chunk_lengths)
             local_kind = KIND_LOCAL_FROM_SHARED
+            table_cost = table_bits_into(local, chunk_lengths, work)
         else:
-            plan = table_plan(local, zero)
+            local_kind = KIND_LOCAL_FROM_ZERO
+            table_cost = table_bits_into(local, zero, work)
         if has_previous:
-            candidate = table_plan(local, previous)
-            if candidate[3] < plan[3]:
-                plan = candidate
+            candidate = table_bits_into(local, previous, work)
+            if candidate < table_cost:
+                table_cost = candidate
                 local_kind = KIND_LOCAL_FROM_PREVIOUS
-        local_bytes = _huffman_bytes(local_bits, n) + (plan[3] + 7) // 8
+        local_bytes = _huffman_bytes(local_bits, n) + (table_cost + 7) // 8
         if local_bytes < best_bytes:
             best_kind = local_kind
             best_bytes = local_bytes
@@ -563,14 +592,21 @@ def encode_payload(data, leaf_size, hists, bounds, chunk_lengths, use_chunk_tabl
             out[op:op + n] = data[start:stop]
             op += n
         elif best_kind == KIND_SHARED:
-            op = _write_huffman_block(data, start, n, chunk_lengths, out, op)
+            op = _write_huffman_block(data, start, n, chunk_codes, chunk_lens, out, op)
         elif best_kind == KIND_REPEAT:
-            op = _write_huffman_block(data, start, n, previous, out, op)
+            op = _write_huffman_block(data, start, n, previous_codes, previous_lens, out, op)
         else:
+            if best_kind == KIND_LOCAL_FROM_SHARED:
+                plan = table_plan(local, chunk_lengths)
+            elif best_kind == KIND_LOCAL_FROM_ZERO:
+                plan = table_plan(local, zero)
+            else:
+                plan = table_plan(local, previous)
             op = _write_table(out, op, plan[0], plan[1], plan[2])
-            op = _write_huffman_block(data, start, n, local, out, op)
             previous[:] = local
+            _fill_codes(previous, previous_codes, previous_lens)
             has_previous = True
+            op = _write_huffman_block(data, start, n, previous_codes, previous_lens, out, op)
     return op, chunk_table_uses
 
 

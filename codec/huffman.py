@@ -54,11 +54,9 @@ def _count_bytes(data):
 
 
 @nb.njit(cache=True, nogil=True)
-def _minimum_redundancy_lengths(weights):
-    """Huffman code lengths for weights sorted ascending (Moffat-Katajainen, in place, O(n)).
-
-    Returns an array whose i-th entry is the code length of the i-th (ascending) weight."""
-    a = weights.astype(np.int64).copy()
+def _minimum_redundancy_lengths(a):
+    """Huffman code lengths for int64 weights sorted ascending (Moffat-Katajainen, O(n)), in place:
+    afterwards a[i] is the code length of the i-th (ascending) weight. Returns `a`."""
     n = a.shape[0]
     if n == 1:
         a[0] = 1
@@ -104,41 +102,9 @@ def _minimum_redundancy_lengths(weights):
 
 
 @nb.njit(cache=True, nogil=True)
-def _radix_sorted(keys):
-    """Non-negative int64 keys sorted ascending (LSD radix, bytes): ~4x numba's sort on 256 keys."""
-    n = keys.shape[0]
-    src = keys.copy()
-    if n <= 32:  # insertion sort beats clearing 256 bins per pass (token alphabets, sparse blocks)
-        for i in range(1, n):
-            key = src[i]
-            j = i - 1
-            while j >= 0 and src[j] > key:
-                src[j + 1] = src[j]
-                j -= 1
-            src[j + 1] = key
-        return src
-    dst = np.empty(n, dtype=np.int64)
-    bins = np.empty(256, dtype=np.int64)
-    largest = 0
-    for i in range(n):
-        largest = max(largest, src[i])
-    shift = 0
-    while (largest >> shift) > 0:
-        bins[:] = 0
-        for i in range(n):
-            bins[(src[i] >> shift) & 255] += 1
-        total = 0
-        for d in range(256):
-            c = bins[d]
-            bins[d] = total
-            total += c
-        for i in range(n):
-            d = (src[i] >> shift) & 255
-            dst[bins[d]] = src[i]
-            bins[d] += 1
-        src, dst = dst, src
-        shift += 8
-    return src
+def code_lengths_workspace(nsym):
+    """Scratch memory for code_lengths_into and table_bits_into with up to `nsym` symbols."""
+    return np.empty(3 * nsym + 256 + 65, dtype=np.int64)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -152,33 +118,43 @@ def code_lengths(counts, max_length):
     out again so that more frequent symbols never get longer codes. Deterministic: ties are broken
     by symbol value."""
     nsym = counts.shape[0]
+    lengths = np.zeros(nsym, dtype=np.uint8)
+    code_lengths_into(counts, max_length, lengths, code_lengths_workspace(nsym))
+    return lengths
+
+
+@nb.njit(cache=True, nogil=True)
+def code_lengths_into(counts, max_length, lengths, work):
+    """code_lengths writing into `lengths` (all of it) with scratch `work` (code_lengths_workspace):
+    the encoder calls this for every block, where allocating the ~7 arrays it needs cost as much as
+    the work."""
+    nsym = counts.shape[0]
     if not 1 <= max_length <= 32:
         raise ValueError("max_length must be in 1..32")
-    lengths = np.zeros(nsym, dtype=np.uint8)
+    if nsym > 256:
+        raise ValueError("code_lengths handles alphabets of at most 256 symbols")
     present = 0
     for s in range(nsym):
+        lengths[s] = 0
         if counts[s] > 0:
             present += 1
     if present == 0:
-        return lengths
+        return
     if present == 1:
         for s in range(nsym):
             if counts[s] > 0:
                 lengths[s] = 1
                 lengths[1 if s == 0 else s - 1] = 1
-        return lengths
-    # Sort present symbols by (count, symbol) ascending.
-    keys = np.empty(present, dtype=np.int64)
-    j = 0
-    for s in range(nsym):
-        if counts[s] > 0:
-            keys[j] = np.int64(counts[s]) * nsym + s
-            j += 1
-    keys = _radix_sorted(keys)
-    weights = keys // nsym
-    symbols = keys - weights * nsym
-    depth = _minimum_redundancy_lengths(weights)
-    per_length = np.zeros(65, dtype=np.int64)
+        return
+    weights = work[:present]
+    symbols = work[nsym:nsym + present]
+    spare = work[2 * nsym:2 * nsym + present]
+    bins = work[3 * nsym:3 * nsym + 256]
+    per_length = work[3 * nsym + 256:3 * nsym + 256 + 65]
+    _sort_by_count(counts, weights, symbols, spare, bins)
+    _minimum_redundancy_lengths(weights)
+    depth = weights
+    per_length[:] = 0
     for i in range(present):
         d = depth[i]
         if d > max_length:
@@ -201,7 +177,61 @@ def code_lengths(counts, max_length):
         for _ in range(per_length[d]):
             lengths[symbols[i]] = d
             i -= 1
-    return lengths
+
+
+@nb.njit(cache=True, nogil=True)
+def _sort_by_count(counts, weights, symbols, spare, bins):
+    """Present symbols in ascending (count, symbol) order: their counts into `weights`, the symbols
+    into `symbols` (`spare`: scratch of the same size, `bins`: 256 scratch).
+
+    Keys pack count * 256 + symbol (alphabets of up to 256 symbols), so one array moves. Few keys:
+    insertion sort (cheaper than clearing 256 bins per pass: token alphabets, sparse blocks); more:
+    LSD radix on bytes (~4x numba's sort on 256 keys), skipping the low byte because the symbols
+    are listed in ascending order already."""
+    n = weights.shape[0]
+    keys = weights
+    j = 0
+    for s in range(counts.shape[0]):
+        if counts[s] > 0:
+            keys[j] = (np.int64(counts[s]) << 8) | s
+            j += 1
+    if n <= 32:
+        for i in range(1, n):
+            key = keys[i]
+            k = i - 1
+            while k >= 0 and keys[k] > key:
+                keys[k + 1] = keys[k]
+                k -= 1
+            keys[k + 1] = key
+    else:
+        largest = 0
+        for i in range(n):
+            largest = max(largest, keys[i])
+        src = keys
+        dst = spare
+        passes = 0
+        shift = 8
+        while (largest >> shift) > 0:
+            bins[:] = 0
+            for i in range(n):
+                bins[(src[i] >> shift) & 255] += 1
+            total = 0
+            for d in range(256):
+                c = bins[d]
+                bins[d] = total
+                total += c
+            for i in range(n):
+                d = (src[i] >> shift) & 255
+                dst[bins[d]] = src[i]
+                bins[d] += 1
+            src, dst = dst, src
+            passes += 1
+            shift += 8
+        if passes % 2 == 1:
+            keys[:] = spare
+    for i in range(n):
+        symbols[i] = keys[i] & 255
+        keys[i] >>= 8
 
 
 @nb.njit(cache=True, nogil=True)
@@ -256,6 +286,23 @@ def coded_bits(counts, lengths):
     return total
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _length_delta(length, reference):
+    """(length - reference) mod 12 for lengths 0..11, without the slower signed modulo."""
+    delta = np.int64(length) - np.int64(reference)
+    return delta + LENGTH_ALPHABET if delta < 0 else delta
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _zero_run(lengths, reference, i):
+    """How many symbols from i on (at most 138, a long run's limit) equal their reference."""
+    n = lengths.shape[0]
+    run = 1
+    while i + run < n and run < 138 and lengths[i + run] == reference[i + run]:
+        run += 1
+    return run
+
+
 @nb.njit(cache=True, nogil=True)
 def _length_tokens(lengths, reference):
     """Tokens (and their extra-bit values) that describe `lengths` as deltas against `reference`."""
@@ -265,11 +312,9 @@ def _length_tokens(lengths, reference):
     count = 0
     i = 0
     while i < n:
-        delta = (np.int64(lengths[i]) - np.int64(reference[i])) % LENGTH_ALPHABET
+        delta = _length_delta(lengths[i], reference[i])
         if delta == 0:
-            run = 1
-            while i + run < n and run < 138 and lengths[i + run] == reference[i + run]:
-                run += 1
+            run = _zero_run(lengths, reference, i)
             if run >= LONG_RUN_MIN:
                 tokens[count] = TOKEN_LONG_RUN
                 extras[count] = run - LONG_RUN_MIN
@@ -318,4 +363,34 @@ def table_plan(lengths, reference):
 @nb.njit(cache=True, nogil=True)
 def table_bits(lengths, reference):
     """Exact serialized size in bits of table `lengths` sent against `reference`."""
-    return table_plan(lengths, reference)[3]
+    return table_bits_into(lengths, reference, code_lengths_workspace(256))
+
+
+@nb.njit(cache=True, nogil=True)
+def table_bits_into(lengths, reference, work):
+    """table_bits with scratch `work` (code_lengths_workspace(256)): counts the tokens table_plan
+    would list without listing them, so the encoder can price candidate tables per block cheaply."""
+    token_counts = work[work.shape[0] - TOKEN_COUNT:]
+    token_lengths = np.empty(TOKEN_COUNT, dtype=np.uint8)
+    token_counts[:] = 0
+    n = lengths.shape[0]
+    i = 0
+    while i < n:
+        delta = _length_delta(lengths[i], reference[i])
+        if delta == 0:
+            run = _zero_run(lengths, reference, i)
+            if run >= LONG_RUN_MIN:
+                token_counts[TOKEN_LONG_RUN] += 1
+                i += run
+                continue
+            if run >= SHORT_RUN_MIN:
+                token_counts[TOKEN_SHORT_RUN] += 1
+                i += run
+                continue
+        token_counts[delta] += 1
+        i += 1
+    code_lengths_into(token_counts, TOKEN_MAX_LENGTH, token_lengths, work[:work.shape[0] - TOKEN_COUNT])
+    bits = 3 * TOKEN_COUNT
+    for t in range(TOKEN_COUNT):
+        bits += token_counts[t] * (np.int64(token_lengths[t]) + _token_extra_bits(t))
+    return bits

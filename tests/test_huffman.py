@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from codec import _kernels
 from codec.huffman import (
+    _minimum_redundancy_lengths,
     MAX_CODE_LENGTH,
     canonical_codes,
     code_lengths,
@@ -84,6 +85,41 @@ def test_code_lengths_are_limited_and_form_a_complete_prefix_code(counts):
     assert lengths.max() <= MAX_CODE_LENGTH
     assert (lengths[present] > 0).all()
     assert kraft_units(lengths, MAX_CODE_LENGTH) == 2**MAX_CODE_LENGTH
+
+
+def _reference_code_lengths(counts: np.ndarray, max_length: int) -> np.ndarray:
+    """code_lengths as first written: Python's sort by (count, symbol), then the same tree, fold
+    and hand-out steps. The kernel's radix sort and scratch buffers must not change one length."""
+    lengths = np.zeros(len(counts), dtype=np.uint8)
+    order = sorted((int(c), s) for s, c in enumerate(counts) if c > 0)
+    if len(order) == 1:
+        s = order[0][1]
+        lengths[s] = lengths[1 if s == 0 else s - 1] = 1
+        return lengths
+    if not order:
+        return lengths
+    depth = _minimum_redundancy_lengths(np.array([c for c, _ in order], dtype=np.int64))
+    per_length = [0] * (max_length + 2)
+    for d in depth:
+        per_length[min(int(d), max_length)] += 1
+    total = sum(per_length[d] << (max_length - d) for d in range(1, max_length + 1))
+    while total != 1 << max_length:
+        per_length[max_length] -= 1
+        d = max(d for d in range(1, max_length) if per_length[d])
+        per_length[d] -= 1
+        per_length[d + 1] += 2
+        total -= 1
+    symbols = [s for _, s in reversed(order)]
+    handed = [d for d in range(1, max_length + 1) for _ in range(per_length[d])]
+    for s, d in zip(symbols, handed):
+        lengths[s] = d
+    return lengths
+
+
+@settings(max_examples=300, deadline=None)
+@given(counts_strategy, st.sampled_from([8, MAX_CODE_LENGTH, 16]))
+def test_code_lengths_equal_the_straightforward_sort_and_fold(counts, max_length):
+    assert (code_lengths(counts, max_length) == _reference_code_lengths(counts, max_length)).all()
 
 
 def test_fibonacci_counts_that_want_deep_codes_are_limited_to_eleven_bits():
