@@ -60,17 +60,28 @@ class Tool:
     decompress: Callable[[Path, Path, int], Command]
 
 
-def dcas_tool(worker_flag: list[str] | None) -> Tool:
+def dcas_tool(worker_flag: list[str] | None, name: str = "dcas", beam_args: tuple[str, ...] = ()) -> Tool:
     def workers_args(workers: int) -> list[str]:
         return [arg.format(workers=workers) for arg in worker_flag] if worker_flag else []
 
     exe = dcas_executable()
+    extra = ["--", *beam_args] if beam_args else []
     return Tool(
-        "dcas", ".dcz",
+        name, ".dcz",
         lambda src, dst, w: Command([exe, "compress", str(src), "-o", str(dst), "-f", "-q",
-                                     *workers_args(w)]),
+                                     *workers_args(w), *extra]),
         lambda src, dst, w: Command([exe, "decompress", str(src), "-o", str(dst), "-f", "-q",
-                                     *workers_args(w)]))
+                                     *workers_args(w), *extra]))
+
+
+# The pipeline's fixed cost: dcas on a 1 MiB file, in the same runner mode as the big runs (without
+# the Beam option, run_job would run so small an input on one in-memory worker).
+STARTUP = "dcas start-up (1 MiB)"
+STARTUP_INPUT_SIZE = 2**20
+
+
+def startup_tool(worker_flag: list[str] | None) -> Tool:
+    return dcas_tool(worker_flag, STARTUP, ("--direct_running_mode=multi_threading",))
 
 
 def beam_pipeline_tool() -> Tool:
@@ -82,13 +93,26 @@ def beam_pipeline_tool() -> Tool:
     return Tool("beam pipeline", ".dcz", command("compress"), command("decompress"))
 
 
+PIGZ = "pigz --huffman"
+PIGZ_SYNCED = "pigz --huffman, then sync"
+
+
 def pigz_tool() -> Tool:
     # pigz compresses with -p threads; its decompression is one thread (plus helper threads for
     # reading, writing and the check), whatever -p says.
     return Tool(
-        "pigz --huffman", ".gz",
+        PIGZ, ".gz",
         lambda src, dst, w: Command(["pigz", "--huffman", "-p", str(w), "-c", str(src)], dst),
         lambda src, dst, w: Command(["pigz", "-d", "-p", str(w), "-c", str(src)], dst))
+
+
+def pigz_synced_tool() -> Tool:
+    """pigz followed by `sync FILE` (fsync of its output): context for our times, which include an
+    fsync before the output is renamed into place; pigz alone leaves its output in the page cache."""
+    def command(pigz_args: str) -> Callable[[Path, Path, int], Command]:
+        script = f'pigz {pigz_args} -p "$0" -c "$1" > "$2" && sync "$2"'
+        return lambda src, dst, w: Command(["sh", "-c", script, str(w), str(src), str(dst)])
+    return Tool(PIGZ_SYNCED, ".gz", command("--huffman"), command("-d"))
 
 
 # --- running one command and watching its processes ----------------------------------------------
@@ -253,9 +277,22 @@ def warm_up(tools: list[Tool], src: Path, work_dir: Path, size: int = 2**20) -> 
         sample.unlink(missing_ok=True)
 
 
+def run_startup(tool: Tool, src: Path, workers: int, repeats: int, work_dir: Path) -> Case:
+    """The start-up case: `tool` (startup_tool) on the first STARTUP_INPUT_SIZE bytes of `src`."""
+    sample = work_dir / "start-up.bin"
+    with open(src, "rb") as f:
+        sample.write_bytes(f.read(STARTUP_INPUT_SIZE))
+    try:
+        return run_case(tool, workers, sample, 0, repeats, work_dir, sha256_of(sample))
+    finally:
+        sample.unlink(missing_ok=True)
+
+
 def run_benchmark(sizes_gb: list[int], workers_list: list[int], tools: list[Tool], repeats: int,
-                  work_dir: Path = WORK_DIR, given_input: Path | None = None) -> tuple[list[Case], dict]:
-    """Every tool × worker count × input size; `given_input` replaces the built inputs (small runs)."""
+                  work_dir: Path = WORK_DIR, given_input: Path | None = None,
+                  startup: Tool | None = None) -> tuple[list[Case], dict]:
+    """Every tool × worker count × input size; `given_input` replaces the built inputs (small runs).
+    With `startup`, also that tool's fixed cost on a small head of the first input (STARTUP)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     cases: list[Case] = []
     manifest: dict = {}
@@ -269,6 +306,8 @@ def run_benchmark(sizes_gb: list[int], workers_list: list[int], tools: list[Tool
             source_sha = sha256_of(src)
             print(f"{src}: {src.stat().st_size:,} bytes", file=sys.stderr, flush=True)
             warm_up(tools, src, work_dir)
+            if startup is not None and not any(c.tool == startup.name for c in cases):
+                cases.append(run_startup(startup, src, max(workers_list), repeats, work_dir))
             for workers in workers_list:
                 for tool in tools:
                     cases.append(run_case(tool, workers, src, size_gb, repeats, work_dir, source_sha))
@@ -288,9 +327,9 @@ def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
-def _find(cases: list[Case], tool_prefix: str, workers: int, size_gb: int) -> Case | None:
-    return next((c for c in cases if c.tool.startswith(tool_prefix) and c.workers == workers
-                 and c.size_gb == size_gb), None)
+def _find(cases: list[Case], tool: str, workers: int, size_gb: int) -> Case | None:
+    return next((c for c in cases if c.tool == tool and c.workers == workers and c.size_gb == size_gb),
+                None)
 
 
 OUR_TOOLS = ("dcas", "beam pipeline")
@@ -298,7 +337,7 @@ OUR_TOOLS = ("dcas", "beam pipeline")
 
 def target_lines(cases: list[Case], tool: str = "dcas", size_gb: int = 1, workers: int = 2) -> list[str]:
     """Rows of the targets table for one of our tools, for whichever comparisons the run has."""
-    ours, pigz = _find(cases, tool, workers, size_gb), _find(cases, "pigz", workers, size_gb)
+    ours, pigz = _find(cases, tool, workers, size_gb), _find(cases, PIGZ, workers, size_gb)
     lines = []
     if ours and pigz:
         c = ours.median("compress") / pigz.median("compress")
@@ -310,12 +349,23 @@ def target_lines(cases: list[Case], tool: str = "dcas", size_gb: int = 1, worker
                   f"{_met(d <= TARGET_DECOMPRESS_VS_UNPIGZ)} |",
                   f"| {tool}: compressed size ÷ pigz's | ≤ {TARGET_SIZE_VS_PIGZ:.2f} | {s:.4f} | "
                   f"{_met(s <= TARGET_SIZE_VS_PIGZ)} |"]
+    synced = _find(cases, PIGZ_SYNCED, workers, size_gb)
+    if ours and synced:
+        for phase in ("compress", "decompress"):
+            x = ours.median(phase) / synced.median(phase)
+            lines.append(f"| context: {tool} {phase} time ÷ {PIGZ_SYNCED}'s | – | {x:.2f} | |")
     one = _find(cases, tool, 1, size_gb)
+    startup = next((c for c in cases if c.tool == STARTUP), None)
     if ours and one and workers == 2:
         for phase in ("compress", "decompress"):
             x = one.median(phase) / ours.median(phase)
             lines.append(f"| {tool} {phase}: time with 1 worker ÷ with 2 | ≥ {TARGET_SCALING:.1f} | "
                          f"{x:.2f} | {_met(x >= TARGET_SCALING)} |")
+            if startup:
+                fixed = startup.median(phase)
+                beyond = (one.median(phase) - fixed) / max(ours.median(phase) - fixed, 1e-9)
+                lines.append(f"| context: {tool} {phase}, the same beyond the {fixed:.1f} s start-up | – | "
+                             f"{beyond:.2f} | |")
     big = max((c.size_gb for c in cases), default=size_gb)
     ours_big = _find(cases, tool, workers, big)
     if ours and ours_big and big > size_gb:
@@ -371,22 +421,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1", help="input sizes in GB, comma-separated (e.g. 1,4)")
     parser.add_argument("--workers", default="2,1", help="worker counts, comma-separated")
-    parser.add_argument("--tools", default="pigz,dcas", help="comma-separated: pigz, dcas, beam "
+    parser.add_argument("--tools", default="pigz,pigz-sync,dcas",
+                        help="comma-separated: pigz, pigz-sync (pigz then sync FILE), dcas, beam "
                         "(python -m pipelines.batch directly)")
+    parser.add_argument("--no-startup", action="store_true",
+                        help=f"skip the start-up case ({STARTUP})")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--input", type=Path, help="benchmark this file instead of the built 1 GB input")
     args = parser.parse_args(argv)
 
     worker_flag = dcas_worker_flag()
-    available = {"pigz": pigz_tool(), "dcas": dcas_tool(worker_flag), "beam": beam_pipeline_tool()}
+    available = {"pigz": pigz_tool(), "pigz-sync": pigz_synced_tool(), "dcas": dcas_tool(worker_flag),
+                 "beam": beam_pipeline_tool()}
     tools = [available[name] for name in args.tools.split(",")]
+    startup = None if args.no_startup or "dcas" not in args.tools.split(",") else startup_tool(worker_flag)
     if "pigz" in args.tools and shutil.which("pigz") is None:
         parser.error("pigz is not installed: run `make bench-e2e`, which installs Debian's pigz")
     run = {**conditions(), "repeats": args.repeats, "pigz": pigz_version()}
     cases, manifest = run_benchmark([int(s) for s in args.sizes.split(",")],
                                     [int(w) for w in args.workers.split(",")], tools, args.repeats,
-                                    given_input=args.input)
+                                    given_input=args.input, startup=startup)
     run["load_after"] = os.getloadavg()
     block = render_markdown(cases, run, corpora.summary(manifest), worker_flag)
     print(block)

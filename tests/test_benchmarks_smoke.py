@@ -188,3 +188,31 @@ def test_end_to_end_harness_round_trips_through_the_dcas_cli_and_a_reference(tmp
     conditions = {**run.conditions(), "repeats": 1}
     text = e2e.render_markdown(cases, conditions, manifest, e2e.dcas_worker_flag())
     assert "| python-zlib | 1 |" in text and "| dcas | 1 |" in text
+
+
+def _case(tool: str, workers: int, size_gb: int, compress_s: float, decompress_s: float) -> e2e.Case:
+    def stats(wall: float) -> e2e.RunStats:
+        return e2e.RunStats(wall=wall, cpu=wall, peak_rss_root=2**20, peak_rss_worker=0,
+                            peak_rss_sum=2**20, processes=1)
+    return e2e.Case(tool, workers, size_gb, size_gb * 10**9, size_gb * 6 * 10**8,
+                    [stats(compress_s)], [stats(decompress_s)])
+
+
+def test_target_rows_compare_with_pigz_and_give_scaling_beyond_the_start_up_as_context():
+    cases = [_case(e2e.STARTUP, 2, 0, 4.0, 3.0),
+             _case(e2e.PIGZ, 2, 1, 8.0, 6.0), _case(e2e.PIGZ_SYNCED, 2, 1, 10.0, 9.0),
+             _case("dcas", 2, 1, 8.0, 6.0), _case("dcas", 1, 1, 12.0, 9.0)]
+    rows = "\n".join(e2e.target_lines(cases))
+    assert "pigz --huffman -p 2's | ≤ 1.00 | 1.00 | **met**" in rows
+    assert "decompress time ÷ pigz -d's | ≤ 0.67 | 1.00 | **not met**" in rows
+    assert f"compress time ÷ {e2e.PIGZ_SYNCED}'s | – | 0.80 |" in rows
+    # 1 worker 12 s, 2 workers 8 s: 1.5x; beyond the 4 s start-up: 8 s against 4 s, 2.0x.
+    assert "compress: time with 1 worker ÷ with 2 | ≥ 1.7 | 1.50 | **not met**" in rows
+    assert "compress, the same beyond the 4.0 s start-up | – | 2.00 |" in rows
+    assert "decompress, the same beyond the 3.0 s start-up | – | 2.00 |" in rows
+
+
+def test_pigz_synced_commands_run_pigz_then_sync_the_output():
+    command = e2e.pigz_synced_tool().compress(Path("in.bin"), Path("out.gz"), 2)
+    assert command.argv[:2] == ["sh", "-c"] and command.argv[3:] == ["2", "in.bin", "out.gz"]
+    assert "pigz --huffman -p \"$0\" -c \"$1\" > \"$2\" && sync \"$2\"" in command.argv[2]
