@@ -249,6 +249,36 @@ def test_failed_publication_leaves_an_existing_destination_untouched(base_dir):
     assert read_all(destination) == b"the previous good version"
 
 
+@pytest.mark.parametrize("count", [0, 2, 40])
+def test_publication_without_overwrite_leaves_an_existing_destination_and_the_sources(base_dir, count):
+    # 40 sources: on gs:// the precondition must hold on the last call of a compose tree.
+    destination = write(base_dir + "file.dcz", b"created while the job ran")
+    sources, _ = make_parts(base_dir, count)
+    with pytest.raises(FileExistsError, match="already exists"):
+        storage.publish_concatenation(sources, destination, overwrite=False)
+    assert read_all(destination) == b"created while the job ran"
+    assert all(FileSystems.exists(p) for p in sources)
+
+
+def test_publication_without_overwrite_publishes_where_nothing_exists(base_dir):
+    sources, expected = make_parts(base_dir, 40)
+    storage.publish_concatenation(sources, base_dir + "new.dcz", overwrite=False)
+    assert read_all(base_dir + "new.dcz") == expected
+
+
+def test_a_local_file_published_without_overwrite_never_replaces_one_that_appeared(tmp_path):
+    (tmp_path / "out.bin").write_bytes(b"someone else's")
+    (tmp_path / "decoded").write_bytes(b"ours")
+    with pytest.raises(FileExistsError):
+        storage.publish_local_file(str(tmp_path / "decoded"), str(tmp_path / "out.bin"), 4, overwrite=False)
+    assert (tmp_path / "out.bin").read_bytes() == b"someone else's"
+    assert sorted(os.listdir(tmp_path)) == ["out.bin"]
+    (tmp_path / "decoded").write_bytes(b"ours")
+    storage.publish_local_file(str(tmp_path / "decoded"), str(tmp_path / "new.bin"), 4, overwrite=False)
+    assert (tmp_path / "new.bin").read_bytes() == b"ours"
+    assert sorted(os.listdir(tmp_path)) == ["new.bin", "out.bin"]
+
+
 @pytest.mark.parametrize("in_kernel", [True, False], ids=["copy_file_range", "buffer"])
 def test_copying_a_range_puts_the_source_at_the_offset_and_leaves_the_rest(tmp_path, in_kernel):
     source = tmp_path / "source"

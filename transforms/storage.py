@@ -13,6 +13,7 @@ from typing import BinaryIO, Sequence
 import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from google.api_core import exceptions as gcs_exceptions
 
 __all__ = [
     "GCS_MAX_COMPONENTS",
@@ -236,29 +237,32 @@ def remove_temp_dir(temp_dir: str) -> None:
 # Atomic publication
 
 
-def publish_concatenation(sources: Sequence[str], destination: str, *, temp_dir: str | None = None) -> None:
+def publish_concatenation(sources: Sequence[str], destination: str, *, temp_dir: str | None = None,
+                          overwrite: bool = True) -> None:
     """Make destination the concatenation of sources, in order, atomically; then delete the sources.
 
     Atomic means: destination is either the complete concatenation or, if anything fails, exactly
     what it was before (absent or the old object). Sources are deleted only after success.
-    Intermediate objects go to temp_dir (default: a fresh folder from temp_dir_for).
+    Intermediate objects go to temp_dir (default: a fresh folder from temp_dir_for). With
+    `overwrite=False`, a destination that exists at the moment of publication (even one created
+    while the sources were being written) is left alone and FileExistsError is raised.
     """
     sources = list(sources)
     if _is_gcs(destination):
-        _gcs_publish(sources, destination, temp_dir)
+        _gcs_publish(sources, destination, temp_dir, overwrite)
     elif "://" in destination:
         raise ValueError(f"publish_concatenation supports local paths and gs:// only, not {destination!r}")
     else:
-        _local_publish(sources, destination)
+        _local_publish(sources, destination, overwrite)
     delete(sources)
 
 
-def publish_local_file(path: str, destination: str, expected_size: int) -> None:
+def publish_local_file(path: str, destination: str, expected_size: int, *, overwrite: bool = True) -> None:
     """Make the finished local file at `path` the destination atomically: fsync, check, rename.
 
     `path` must be on the destination's filesystem (a temp_dir_for folder is). No byte is copied.
     A file of the wrong size is refused and removed; on any failure `path` is gone and the
-    destination is what it was before.
+    destination is what it was before. `overwrite=False`: as in publish_concatenation.
     """
     directory = os.path.dirname(os.path.abspath(destination))
     try:
@@ -271,7 +275,7 @@ def publish_local_file(path: str, destination: str, expected_size: int) -> None:
         finally:
             os.close(fd)
         os.makedirs(directory, exist_ok=True)
-        os.replace(path, destination)
+        _move_into_place(path, destination, overwrite)
     except BaseException:
         try:
             os.remove(path)
@@ -346,7 +350,30 @@ def _fsync_directory(directory: str) -> None:
         os.close(dir_fd)
 
 
-def _local_publish(sources: list[str], destination: str) -> None:
+def _move_into_place(path: str, destination: str, overwrite: bool) -> None:
+    """Rename `path` to `destination`; without `overwrite`, only if nothing is at `destination` at
+    that moment (a hard link fails on an existing name, where a rename would replace it)."""
+    if overwrite:
+        os.replace(path, destination)
+        return
+    try:
+        os.link(path, destination)
+    except FileExistsError:
+        raise _exists(destination) from None
+    except OSError:
+        # No hard links here (some FUSE and network filesystems): check, then rename.
+        if os.path.lexists(destination):
+            raise _exists(destination) from None
+        os.replace(path, destination)
+        return
+    os.remove(path)
+
+
+def _exists(destination: str) -> FileExistsError:
+    return FileExistsError(f"{destination} already exists and overwriting was not allowed")
+
+
+def _local_publish(sources: list[str], destination: str, overwrite: bool) -> None:
     for source in sources:
         if _is_gcs(source):
             raise ValueError(f"cannot publish gs:// source {source!r} to local {destination!r}")
@@ -372,7 +399,7 @@ def _local_publish(sources: list[str], destination: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temp_path, destination)
+        _move_into_place(temp_path, destination, overwrite)
     except BaseException:
         try:
             os.remove(temp_path)
@@ -452,7 +479,7 @@ def _copy_range(src_fd: int, dst_fd: int, dst_offset: int, size: int, in_kernel:
     return copied
 
 
-def _gcs_publish(sources: list[str], destination: str, temp_dir: str | None) -> None:
+def _gcs_publish(sources: list[str], destination: str, temp_dir: str | None, overwrite: bool) -> None:
     bucket_name, destination_name = _split_gcs(destination)
     source_names = []
     for source in sources:
@@ -463,9 +490,17 @@ def _gcs_publish(sources: list[str], destination: str, temp_dir: str | None) -> 
                 "(write parts under temp_dir_for(destination, ...))")
         source_names.append(source_name)
     bucket = _gcs_client().bucket(bucket_name)
+    if not overwrite and bucket.blob(destination_name).exists(retry=_gcs_retry()):
+        # Fails early; the precondition on the final write below is what closes the race on GCS
+        # (fake-gcs-server ignores it on compose, so only this check is exercised by the tests).
+        raise _exists(destination)
     if not source_names:
         # compose needs at least one source; an empty upload is just as atomic.
-        bucket.blob(destination_name).upload_from_string(b"", content_type="application/octet-stream")
+        try:
+            bucket.blob(destination_name).upload_from_string(
+                b"", content_type="application/octet-stream", **_no_overwrite(overwrite))
+        except gcs_exceptions.PreconditionFailed:
+            raise _exists(destination) from None
         return
     if temp_dir is None:
         temp_dir = temp_dir_for(destination, f"compose-{uuid.uuid4().hex}")
@@ -485,7 +520,9 @@ def _gcs_publish(sources: list[str], destination: str, temp_dir: str | None) -> 
     try:
         for level in _plan_levels(plan, len(source_names)):
             _run_compose_calls(bucket, [(plan[k], node_names[len(source_names) + k]) for k in level],
-                               node_names, len(source_names))
+                               node_names, len(source_names), final_overwrite=overwrite)
+    except gcs_exceptions.PreconditionFailed:
+        raise _exists(destination) from None
     finally:
         # Intermediates are garbage whether or not the final compose succeeded.
         delete([f"{_GCS_PREFIX}{bucket_name}/{name}" for name in intermediates])
@@ -504,8 +541,15 @@ def _plan_levels(plan: list[list[int]], n_sources: int) -> list[list[int]]:
     return levels
 
 
+def _no_overwrite(overwrite: bool) -> dict:
+    """GCS precondition for a write that must not replace an object: generation 0 = "absent"."""
+    return {} if overwrite else {"if_generation_match": 0}
+
+
 def _run_compose_calls(bucket, calls: list[tuple[list[int], str]], node_names: list[str],
-                       n_sources: int) -> None:
+                       n_sources: int, final_overwrite: bool = True) -> None:
+    """`final_overwrite=False` puts the no-overwrite precondition on the call that writes the last
+    node (the destination); intermediates are ours and always written."""
     def compose_one(call: tuple[list[int], str]) -> None:
         inputs, target_name = call
         # Check first for a clear error: GCS answers a missing source with a bare 404 on the
@@ -519,7 +563,8 @@ def _run_compose_calls(bucket, calls: list[tuple[list[int], str]], node_names: l
         target = bucket.blob(target_name)
         target.content_type = "application/octet-stream"
         # Compose of the same sources gives the same bytes, so retrying it is safe.
-        target.compose([bucket.blob(node_names[node]) for node in inputs], retry=_gcs_retry())
+        target.compose([bucket.blob(node_names[node]) for node in inputs], retry=_gcs_retry(),
+                       **_no_overwrite(final_overwrite or target_name != node_names[-1]))
 
     _run_in_threads(compose_one, calls)
 
