@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from apache_beam.io.filesystem import CompressionTypes
@@ -169,6 +170,24 @@ def test_read_range_past_the_end_raises_instead_of_returning_fewer_bytes(base_di
         storage.read_range(path, 10, 1)
     with pytest.raises(EOFError):
         storage.read_range(path, 50, 1)
+
+
+def test_reads_of_the_version_taken_at_planning_succeed_until_the_object_is_replaced(base_dir):
+    path = write(base_dir + "input.bin", b"0123456789" * 10)
+    version = storage.input_version(path)
+    assert storage.read_range(path, 10, 5, version) == b"01234"
+    assert storage.input_version(path) == version  # reading changes nothing
+    time.sleep(0.01)  # a distinct modification time for the rewrite, whatever the clock's tick
+    write(path, b"abcdefghij" * 10)
+    assert storage.input_version(path) != version
+    with pytest.raises(storage.InputChangedError, match="input.bin"):
+        storage.read_range(path, 10, 5, version)
+    assert storage.read_range(path, 10, 5) == b"abcde"  # without a version, whatever is there now
+
+
+def test_the_version_of_a_missing_object_is_file_not_found(base_dir):
+    with pytest.raises(FileNotFoundError):
+        storage.input_version(base_dir + "missing.bin")
 
 
 def test_read_range_of_a_missing_object_raises_file_not_found(base_dir):

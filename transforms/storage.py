@@ -17,6 +17,7 @@ from google.api_core import exceptions as gcs_exceptions
 
 __all__ = [
     "GCS_MAX_COMPONENTS",
+    "InputChangedError",
     "GCS_MAX_COMPOSE_SOURCES",
     "TEMP_DIR_NAME",
     "compose_plan",
@@ -28,6 +29,7 @@ __all__ = [
     "direct_io_allows",
     "open_direct",
     "pwrite_all",
+    "input_version",
     "open_write",
     "plan_parts",
     "publish_concatenation",
@@ -134,18 +136,49 @@ def temp_dir_for(destination: str, job_id: str) -> str:
 # Reads and writes
 
 
-def read_range(path: str, offset: int, length: int) -> bytes:
-    """Exactly `length` bytes of `path` from `offset`; EOFError if the object is shorter, FileNotFoundError if missing."""
+class InputChangedError(RuntimeError):
+    """An input was replaced or modified after its job was planned: reading on would mix versions."""
+
+
+def input_version(path: str) -> str:
+    """A token that changes whenever the object at `path` is replaced or modified: its GCS
+    generation, or a local file's device, inode, size and modification time. FileNotFoundError if
+    it is missing. Taken when a job is planned, checked by every read_range of that job."""
+    if _is_gcs(path):
+        bucket_name, name = _split_gcs(path)
+        blob = _gcs_client().bucket(bucket_name).get_blob(name, retry=_gcs_retry())
+        if blob is None:
+            raise FileNotFoundError(f"no such object: {path}")
+        return f"gs-generation:{blob.generation}"
+    return _local_version(os.stat(path))
+
+
+def _local_version(st: os.stat_result) -> str:
+    return f"local:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def read_range(path: str, offset: int, length: int, version: str | None = None) -> bytes:
+    """Exactly `length` bytes of `path` from `offset`; EOFError if the object is shorter, FileNotFoundError if missing.
+
+    With `version` (from input_version), the bytes come from that version of the object or
+    InputChangedError is raised: a GCS read asks for that generation, a local read checks the
+    open file's metadata after reading."""
     if offset < 0 or length < 0:
         raise ValueError(f"offset and length must be >= 0, got offset={offset!r} length={length!r}")
     if length == 0:
         return b""
     if _is_gcs(path):
-        data = _gcs_read_range(path, offset, length)
-    else:
+        data = _gcs_read_range(path, offset, length, version)
+    elif "://" in path:  # another Beam filesystem: no version check there
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             f.seek(offset)
             data = _read_exactly(f, length)
+    else:
+        with open(path, "rb", buffering=0) as f:
+            f.seek(offset)
+            data = _read_exactly(f, length)
+            if version is not None and _local_version(os.fstat(f.fileno())) != version:
+                raise InputChangedError(f"{path} changed while the job was reading it")
     if len(data) != length:
         raise EOFError(
             f"{path}: wanted {length} bytes at offset {offset}, but the object ends after {len(data)}")
@@ -609,7 +642,7 @@ def _gcs_retry():
     return DEFAULT_RETRY
 
 
-def _gcs_read_range(path: str, offset: int, length: int) -> bytes:
+def _gcs_read_range(path: str, offset: int, length: int, version: str | None = None) -> bytes:
     # Not FileSystems.open + seek + read: Beam's GCS reader (BeamBlobReader) fetches
     # max(requested, 16 MiB) per read and first GETs the object's metadata, so a 4 MiB chunk would
     # cost two requests and 4x its size in egress. One ranged GET of exactly the bytes wanted
@@ -617,7 +650,12 @@ def _gcs_read_range(path: str, offset: int, length: int) -> bytes:
     # fake-gcs-server, 4 MiB chunks of a 64 MiB object: 0.08 s per chunk through FileSystems,
     # 0.01-0.02 s here (medians of 5, two runs). gs:// writes and listing stay on FileSystems.
     bucket_name, name = _split_gcs(path)
-    blob = _gcs_client().bucket(bucket_name).blob(name)
+    generation = None
+    if version is not None:
+        if not version.startswith("gs-generation:"):
+            raise ValueError(f"{version!r} is not a version of a gs:// object")
+        generation = int(version.split(":", 1)[1])
+    blob = _gcs_client().bucket(bucket_name).blob(name, generation=generation)
     from google.api_core.exceptions import NotFound, RequestRangeNotSatisfiable
     try:
         return blob.download_as_bytes(start=offset, end=offset + length - 1, checksum=None,
@@ -625,6 +663,8 @@ def _gcs_read_range(path: str, offset: int, length: int) -> bytes:
     except RequestRangeNotSatisfiable:
         return b""  # offset at or past the end: reported as a short read by the caller
     except NotFound as e:
+        if generation is not None:
+            raise InputChangedError(f"{path} was replaced or deleted while the job was reading it") from e
         raise FileNotFoundError(f"no such object: {path}") from e  # as for a local path
 
 
