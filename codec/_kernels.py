@@ -20,6 +20,7 @@ from codec.huffman import (
     code_lengths_into,
     code_lengths_workspace,
     kraft_units,
+    next_token,
     table_bits_into,
     table_plan,
 )
@@ -136,25 +137,36 @@ XLOGX = np.arange(1 << 16, dtype=np.float64) * np.log2(np.maximum(np.arange(1 <<
 @nb.njit(cache=True, nogil=True)
 def leaf_histograms(data, leaf_size):
     """Byte counts of each `leaf_size` (< 2^16) slice of `data`, as uint16[leaves, 256] (half the
-    memory of int32). Counting goes through two int32 sub-histograms (alternate bytes), which
-    measured ~1.7x faster than incrementing the uint16 rows directly."""
+    memory of int32). Counting goes through four int32 sub-histograms fed from one 8-byte load
+    (equal neighbouring bytes then bump different counters): 1.45x the two sub-histograms with
+    byte loads it replaced (1.1 -> 1.6 GB/s on 16 MiB of each corpus), and two measured ~1.7x
+    faster than incrementing the uint16 rows directly."""
     n = data.shape[0]
     leaves = (n + leaf_size - 1) // leaf_size
     hists = np.zeros((leaves, 256), dtype=np.uint16)
-    sub = np.zeros((2, 256), dtype=np.int32)
+    sub = np.zeros((4, 256), dtype=np.int32)
+    byte = np.uint64(255)
     for leaf in range(leaves):
         sub[:] = 0
         start = leaf * leaf_size
         stop = min(start + leaf_size, n)
         i = start
-        while i + 2 <= stop:
+        while i + 8 <= stop:
+            w = _load_u64(data, i)
+            sub[0, w & byte] += 1
+            sub[1, (w >> np.uint64(8)) & byte] += 1
+            sub[2, (w >> np.uint64(16)) & byte] += 1
+            sub[3, (w >> np.uint64(24)) & byte] += 1
+            sub[0, (w >> np.uint64(32)) & byte] += 1
+            sub[1, (w >> np.uint64(40)) & byte] += 1
+            sub[2, (w >> np.uint64(48)) & byte] += 1
+            sub[3, w >> np.uint64(56)] += 1
+            i += 8
+        while i < stop:
             sub[0, data[np.uint64(i)]] += 1
-            sub[1, data[np.uint64(i + 1)]] += 1
-            i += 2
-        if i < stop:
-            sub[0, data[np.uint64(i)]] += 1
+            i += 1
         for s in range(256):
-            hists[leaf, s] = sub[0, s] + sub[1, s]
+            hists[leaf, s] = sub[0, s] + sub[1, s] + sub[2, s] + sub[3, s]
     return hists
 
 
@@ -301,6 +313,44 @@ def _write_table(out, op, tokens, extras, token_lengths):
             nbits += SHORT_RUN_BITS
         elif t == TOKEN_LONG_RUN:
             acc |= extras[i] << nbits
+            nbits += LONG_RUN_BITS
+        while nbits >= 8:
+            out[op] = np.uint8(acc & 255)
+            op += 1
+            acc >>= 8
+            nbits -= 8
+    if nbits > 0:
+        out[op] = np.uint8(acc & 255)
+        op += 1
+    return op
+
+
+@nb.njit(cache=True, nogil=True)
+def _write_table_of(out, op, lengths, reference, token_lengths):
+    """Writes table `lengths` against `reference` with the token code `token_lengths` (from
+    table_bits_into): the same bits as _write_table of its table_plan, without listing tokens."""
+    acc = 0
+    nbits = 0
+    for t in range(TOKEN_COUNT):
+        acc |= np.int64(token_lengths[t]) << nbits
+        nbits += 3
+        while nbits >= 8:
+            out[op] = np.uint8(acc & 255)
+            op += 1
+            acc >>= 8
+            nbits -= 8
+    token_codes = canonical_codes(token_lengths)
+    i = 0
+    while i < 256:
+        t, extra, covered = next_token(lengths, reference, i)
+        i += covered
+        acc |= np.int64(token_codes[t]) << nbits
+        nbits += np.int64(token_lengths[t])
+        if t == TOKEN_SHORT_RUN:
+            acc |= extra << nbits
+            nbits += SHORT_RUN_BITS
+        elif t == TOKEN_LONG_RUN:
+            acc |= extra << nbits
             nbits += LONG_RUN_BITS
         while nbits >= 8:
             out[op] = np.uint8(acc & 255)
@@ -514,6 +564,8 @@ def encode_payload(data, leaf_size, hists, bounds, chunk_lengths, use_chunk_tabl
     local = np.zeros(256, dtype=np.uint8)
     counts = np.zeros(256, dtype=np.int64)
     work = code_lengths_workspace(256)
+    token_lengths = np.zeros(TOKEN_COUNT, dtype=np.uint8)
+    previous_token_lengths = np.zeros(TOKEN_COUNT, dtype=np.uint8)
     chunk_codes = np.zeros(256, dtype=np.uint64)
     chunk_lens = np.zeros(256, dtype=np.uint64)
     previous_codes = np.zeros(256, dtype=np.uint64)
@@ -571,12 +623,12 @@ def encode_payload(data, leaf_size, hists, bounds, chunk_lengths, use_chunk_tabl
         # almost always; skipping the plain plan saves time per block).
         if use_chunk_table:
             local_kind = KIND_LOCAL_FROM_SHARED
-            table_cost = table_bits_into(local, chunk_lengths, work)
+            table_cost = table_bits_into(local, chunk_lengths, work, token_lengths)
         else:
             local_kind = KIND_LOCAL_FROM_ZERO
-            table_cost = table_bits_into(local, zero, work)
+            table_cost = table_bits_into(local, zero, work, token_lengths)
         if has_previous:
-            candidate = table_bits_into(local, previous, work)
+            candidate = table_bits_into(local, previous, work, previous_token_lengths)
             if candidate < table_cost:
                 table_cost = candidate
                 local_kind = KIND_LOCAL_FROM_PREVIOUS
@@ -597,12 +649,11 @@ def encode_payload(data, leaf_size, hists, bounds, chunk_lengths, use_chunk_tabl
             op = _write_huffman_block(data, start, n, previous_codes, previous_lens, out, op)
         else:
             if best_kind == KIND_LOCAL_FROM_SHARED:
-                plan = table_plan(local, chunk_lengths)
+                op = _write_table_of(out, op, local, chunk_lengths, token_lengths)
             elif best_kind == KIND_LOCAL_FROM_ZERO:
-                plan = table_plan(local, zero)
+                op = _write_table_of(out, op, local, zero, token_lengths)
             else:
-                plan = table_plan(local, previous)
-            op = _write_table(out, op, plan[0], plan[1], plan[2])
+                op = _write_table_of(out, op, local, previous, previous_token_lengths)
             previous[:] = local
             _fill_codes(previous, previous_codes, previous_lens)
             has_previous = True

@@ -303,6 +303,20 @@ def _zero_run(lengths, reference, i):
     return run
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def next_token(lengths, reference, i):
+    """The token that describes lengths[i:] against `reference`: (token, extra-bits value, symbols
+    it covers). The one tokenizing rule for listing, pricing and writing tables."""
+    delta = _length_delta(lengths[i], reference[i])
+    if delta == 0:
+        run = _zero_run(lengths, reference, i)
+        if run >= LONG_RUN_MIN:
+            return TOKEN_LONG_RUN, run - LONG_RUN_MIN, run
+        if run >= SHORT_RUN_MIN:
+            return TOKEN_SHORT_RUN, run - SHORT_RUN_MIN, run
+    return delta, 0, 1
+
+
 @nb.njit(cache=True, nogil=True)
 def _length_tokens(lengths, reference):
     """Tokens (and their extra-bit values) that describe `lengths` as deltas against `reference`."""
@@ -312,25 +326,11 @@ def _length_tokens(lengths, reference):
     count = 0
     i = 0
     while i < n:
-        delta = _length_delta(lengths[i], reference[i])
-        if delta == 0:
-            run = _zero_run(lengths, reference, i)
-            if run >= LONG_RUN_MIN:
-                tokens[count] = TOKEN_LONG_RUN
-                extras[count] = run - LONG_RUN_MIN
-                count += 1
-                i += run
-                continue
-            if run >= SHORT_RUN_MIN:
-                tokens[count] = TOKEN_SHORT_RUN
-                extras[count] = run - SHORT_RUN_MIN
-                count += 1
-                i += run
-                continue
-        tokens[count] = delta
-        extras[count] = 0
+        token, extra, covered = next_token(lengths, reference, i)
+        tokens[count] = token
+        extras[count] = extra
         count += 1
-        i += 1
+        i += covered
     return tokens[:count], extras[:count]
 
 
@@ -363,32 +363,23 @@ def table_plan(lengths, reference):
 @nb.njit(cache=True, nogil=True)
 def table_bits(lengths, reference):
     """Exact serialized size in bits of table `lengths` sent against `reference`."""
-    return table_bits_into(lengths, reference, code_lengths_workspace(256))
+    return table_bits_into(lengths, reference, code_lengths_workspace(256),
+                           np.empty(TOKEN_COUNT, dtype=np.uint8))
 
 
 @nb.njit(cache=True, nogil=True)
-def table_bits_into(lengths, reference, work):
-    """table_bits with scratch `work` (code_lengths_workspace(256)): counts the tokens table_plan
-    would list without listing them, so the encoder can price candidate tables per block cheaply."""
+def table_bits_into(lengths, reference, work, token_lengths):
+    """table_bits with scratch `work` (code_lengths_workspace(256)), also filling `token_lengths`
+    (uint8[TOKEN_COUNT]) as table_plan would: counts the tokens without listing them, so the encoder
+    can price candidate tables per block cheaply."""
     token_counts = work[work.shape[0] - TOKEN_COUNT:]
-    token_lengths = np.empty(TOKEN_COUNT, dtype=np.uint8)
     token_counts[:] = 0
     n = lengths.shape[0]
     i = 0
     while i < n:
-        delta = _length_delta(lengths[i], reference[i])
-        if delta == 0:
-            run = _zero_run(lengths, reference, i)
-            if run >= LONG_RUN_MIN:
-                token_counts[TOKEN_LONG_RUN] += 1
-                i += run
-                continue
-            if run >= SHORT_RUN_MIN:
-                token_counts[TOKEN_SHORT_RUN] += 1
-                i += run
-                continue
-        token_counts[delta] += 1
-        i += 1
+        token, _, covered = next_token(lengths, reference, i)
+        token_counts[token] += 1
+        i += covered
     code_lengths_into(token_counts, TOKEN_MAX_LENGTH, token_lengths, work[:work.shape[0] - TOKEN_COUNT])
     bits = 3 * TOKEN_COUNT
     for t in range(TOKEN_COUNT):
