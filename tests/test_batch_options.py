@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import apache_beam as beam
 import pytest
 from apache_beam.pipeline import PipelineVisitor
 
 from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
-from pipelines.batch import build_pipeline, default_failures_path, parse_args, parse_size
+from pipelines.batch import build_pipeline, default_failures_path, new_pipeline, parse_args, parse_size
 from transforms.planning import output_is_file
 
 BASE = ["--input", "in/*", "--output", "out/"]
@@ -120,17 +121,42 @@ def top_level_labels(pipeline: beam.Pipeline) -> list[str]:
     return labels
 
 
-@pytest.mark.parametrize("mode, stages", [
-    ("compress", ["Plan files", "Plan chunks", "Frequency tables", "Plan parts", "Encode", "Publish",
-                  "Report failures", "Remove temp dirs"]),
+def stage_boundaries(pipeline: beam.Pipeline) -> list[str]:
+    """Transforms that end a stage on the FnApiRunner: groupings and Flattens of several inputs."""
+    boundaries = []
+
+    class Visitor(PipelineVisitor):
+        def visit_transform(self, node):
+            if isinstance(node.transform, beam.GroupByKey) or (
+                    isinstance(node.transform, beam.Flatten) and len(node.inputs) > 1):
+                boundaries.append(node.full_label)
+
+    pipeline.visit(Visitor())
+    return boundaries
+
+
+@pytest.fixture
+def beam_temp_dir(tmp_path, monkeypatch):
+    """The system temp dir, private to this test: where beam.Pipeline() makes its local temp folder."""
+    directory = tmp_path / "system-tmp"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    return directory
+
+
+@pytest.mark.parametrize("mode, stages, boundaries", [
+    ("compress", ["Plan files", "Plan chunks", "Frequency tables", "Encode", "Publish", "Report failures"], 7),
     ("decompress", ["Plan files", "Seek tables", "Plan parts", "Spread parts", "Decode", "Publish",
-                    "Report failures", "Remove temp dirs"]),
+                    "Report failures"], 5),
 ])
-def test_building_the_graph_names_every_stage_and_touches_no_file(tmp_path, mode, stages):
-    known, _ = parse_args(["--input", str(tmp_path / "missing" / "*"), "--output", str(tmp_path / "out"),
-                           "--mode", mode])
-    pipeline = beam.Pipeline(runner="FnApiRunner")
-    build_pipeline(pipeline, known, "dcas-test")
-    labels = top_level_labels(pipeline)
-    assert [label for label in labels if label in stages] == stages
-    assert os.listdir(tmp_path) == []
+def test_building_the_graph_names_every_stage_and_touches_no_file(tmp_path, beam_temp_dir, mode, stages,
+                                                                  boundaries):
+    known, pipeline_args = parse_args(["--input", str(tmp_path / "missing" / "*"),
+                                       "--output", str(tmp_path / "out"), "--mode", mode])
+    with new_pipeline(pipeline_args) as pipeline:
+        build_pipeline(pipeline, known, "dcas-test")
+    assert [label for label in top_level_labels(pipeline) if label in stages] == stages
+    # Each boundary is a stage run after the others (~20-85 ms each on the local runner).
+    assert len(stage_boundaries(pipeline)) == boundaries
+    assert sorted(os.listdir(tmp_path)) == ["system-tmp"]
+    assert os.listdir(beam_temp_dir) == []  # no beam-pipeline-temp* folder left behind

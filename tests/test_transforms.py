@@ -7,6 +7,7 @@ import json
 import os
 
 import apache_beam as beam
+from apache_beam.io.filesystem import FileMetadata
 import numpy as np
 import pytest
 from apache_beam.testing import test_pipeline
@@ -22,10 +23,11 @@ from transforms.decode import (
     ContainerJob, decode_part, decode_part_in_place, decode_part_tasks, decoded_temp_path, read_container_table,
 )
 from transforms.encode import PartRecord, PartTask, encode_part, part_tasks, tasks_with_table
-from transforms.failures import failure, failures_csv
-from transforms.frequencies import FrequencyTableCombineFn, FrequencyTables
+from transforms.failures import failure, failures_csv, finish_job, started, temp_dir_item
+from transforms.frequencies import FrequencyTableCombineFn, FrequencyTables, job_key
 from transforms.planning import (
-    ChunkDescriptor, FileJob, PlanChunks, PlanFiles, chunk_count, chunk_descriptors, destination_for,
+    ChunkDescriptor, FileJob, PlanChunks, PlanFiles, Spread, chunk_count, chunk_descriptors, destination_for,
+    plan_jobs,
 )
 
 
@@ -100,8 +102,27 @@ def test_plan_chunks_emits_every_chunk_of_every_file():
     jobs = [FileJob("a", 25, "a.dcz"), FileJob("b", 0, "b.dcz"), FileJob("c", 10, "c.dcz")]
     with local_pipeline() as p:
         chunks = p | beam.Create(jobs) | PlanChunks(chunk_size=10)
-        assert_that(chunks, equal_to([ChunkDescriptor("a", 0, 0, 10), ChunkDescriptor("a", 1, 10, 10),
-                                      ChunkDescriptor("a", 2, 20, 5), ChunkDescriptor("c", 0, 0, 10)]))
+        assert_that(chunks, equal_to([(jobs[0], ChunkDescriptor("a", 0, 0, 10)), (jobs[0], ChunkDescriptor("a", 1, 10, 10)),
+                                      (jobs[0], ChunkDescriptor("a", 2, 20, 5)), (jobs[2], ChunkDescriptor("c", 0, 0, 10))]))
+
+
+def test_plan_jobs_fails_an_input_whose_output_cannot_be_named_and_keeps_the_others():
+    matched = [FileMetadata("/in/a.dcz", 5), FileMetadata("/in/b.zip", 7)]
+    jobs, failures = plan_jobs(matched, "/out", "decompress", False)
+    assert jobs == [FileJob("/in/a.dcz", 5, "/out/a")]
+    assert [source for source, _ in failures] == ["/in/b.zip"]
+
+
+def test_plan_files_fails_the_pipeline_when_a_literal_input_matches_nothing(tmp_path):
+    with pytest.raises(Exception, match="no file matches"):
+        with local_pipeline() as p:
+            p | PlanFiles(str(tmp_path / "gone.txt"), str(tmp_path / "out"), "compress", False)
+
+
+def test_spread_keeps_every_element_once():
+    with local_pipeline() as p:
+        spread = p | beam.Create(range(50)) | Spread(lambda n: n)
+        assert_that(spread, equal_to(list(range(50))))
 
 
 # --- frequency tables -----------------------------------------------------------------------
@@ -142,21 +163,25 @@ def test_extracted_table_does_not_change_when_its_accumulator_does():
 def test_frequency_tables_sum_chunk_histograms_per_file(tmp_path):
     a, b = sample_bytes(5_000, seed=1), b"hello"
     path_a, path_b = write(tmp_path / "a", a), write(tmp_path / "b", b)
-    chunks = [*chunk_descriptors(path_a, len(a), 1_000), *chunk_descriptors(path_b, len(b), 1_000)]
+    job_a, job_b = FileJob(path_a, len(a), "a.dcz"), FileJob(path_b, len(b), "b.dcz")
+    chunks = [*((job_a, c) for c in chunk_descriptors(path_a, len(a), 1_000)),
+              *((job_b, c) for c in chunk_descriptors(path_b, len(b), 1_000))]
     with local_pipeline() as p:
         tables, failures = p | beam.Create(chunks) | FrequencyTables()
-        as_lists = tables | beam.MapTuple(lambda source, table: (source, table.tolist()))
-        assert_that(as_lists, equal_to([(path_a, codec.histogram(a).tolist()),
-                                        (path_b, codec.histogram(b).tolist())]), label="check:tables")
+        as_lists = tables | beam.MapTuple(lambda key, table: (FileJob(*key), table.tolist()))
+        assert_that(as_lists, equal_to([(job_a, codec.histogram(a).tolist()),
+                                        (job_b, codec.histogram(b).tolist())]), label="check:tables")
         assert_that(failures, equal_to([]), label="check:failures")
 
 
 def test_a_chunk_that_cannot_be_read_fails_its_file_and_not_the_others(tmp_path):
     path = write(tmp_path / "short", b"0123456789")
-    chunks = [ChunkDescriptor(path, 0, 0, 10), ChunkDescriptor(path + ".gone", 0, 0, 10)]
+    chunks = [(FileJob(path, 10, "x.dcz"), ChunkDescriptor(path, 0, 0, 10)),
+              (FileJob(path + ".gone", 10, "y.dcz"), ChunkDescriptor(path + ".gone", 0, 0, 10))]
     with local_pipeline() as p:
         tables, failures = p | beam.Create(chunks) | FrequencyTables()
-        assert_that(tables | "Table files" >> beam.Keys(), equal_to([path]), label="check:tables")
+        assert_that(tables | "Table files" >> beam.MapTuple(lambda key, _: key[0]), equal_to([path]),
+                    label="check:tables")
         assert_that(failures | "Failed files" >> beam.Keys(), equal_to([path + ".gone"]),
                     label="check:failures")
 
@@ -186,12 +211,10 @@ def test_part_tasks_respect_the_part_plan_of_storage():
     assert [t.index for t in tasks] == list(range(len(tasks)))
 
 
-def test_each_task_gets_its_files_table_and_a_file_without_one_gets_none():
+def test_each_task_of_a_file_gets_the_files_table():
     job = FileJob("f", 30, "f.dcz")
-    tasks = part_tasks(job, 10)
     table = codec.histogram(b"abc")
-    assert tasks_with_table(("f", {"tasks": tasks, "tables": [table]})) == [(t, table) for t in tasks]
-    assert tasks_with_table(("f", {"tasks": tasks, "tables": []})) == [(t, None) for t in tasks]
+    assert tasks_with_table((job_key(job), table), 10) == [(t, table) for t in part_tasks(job, 10)]
 
 
 def test_a_terabyte_file_has_few_enough_parts_for_one_gcs_composite_object():
@@ -401,3 +424,20 @@ def test_metadata_has_the_seed_fields_and_the_per_chunk_checksums():
     assert meta["codec"]["format_version"] == container.FORMAT_VERSION
     assert sum(meta["frequencies"]) == 3_000
     json.dumps(meta)  # JSON-ready
+
+
+def test_finishing_a_job_writes_only_the_failures_and_then_removes_each_temp_folder_once(tmp_path):
+    removed = []
+    items = [started(None), ("b", "encode: boom"), temp_dir_item("/t/1"), temp_dir_item("/t/1"),
+             ("a", "plan: bad"), temp_dir_item("/t/2")]
+    count = finish_job(items, str(tmp_path / "f.csv"), False, removed.append)
+    assert count == 2
+    assert (tmp_path / "f.csv").read_text() == "file,error\na,plan: bad\nb,encode: boom\n"
+    assert removed == ["/t/1", "/t/2"]
+
+
+def test_finishing_a_job_with_no_failures_writes_the_csv_only_when_asked(tmp_path):
+    assert finish_job([started(None)], str(tmp_path / "default.csv"), False, print) == 0
+    assert not (tmp_path / "default.csv").exists()
+    finish_job([started(None)], str(tmp_path / "asked.csv"), True, print)
+    assert (tmp_path / "asked.csv").read_text() == "file,error\n"

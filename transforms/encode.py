@@ -11,7 +11,7 @@ from codec import container
 from transforms import storage
 from transforms.failures import FAILED, failure
 from transforms.observability import log_event, record_distribution
-from transforms.planning import FileJob, chunk_count, chunk_descriptors, part_path
+from transforms.planning import FileJob, Spread, chunk_count, chunk_descriptors, part_path
 
 __all__ = ["PartTask", "PartRecord", "part_tasks", "encode_part", "tasks_with_table", "EncodeParts"]
 
@@ -76,16 +76,14 @@ def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) ->
     return record, encode_ms
 
 
-def tasks_with_table(keyed) -> list[tuple[PartTask, object]]:
-    """(source, {tasks, tables}) -> each of the file's tasks paired with its frequency table.
+def tasks_with_table(keyed_table, chunk_size: int) -> list[tuple[PartTask, object]]:
+    """(job_key, table) -> each of the file's part tasks paired with the file's frequency table."""
+    key, table = keyed_table
+    return [(task, table) for task in part_tasks(FileJob(*key), chunk_size)]
 
-    A file whose table is missing (a histogram read failed) still encodes, without a shared table;
-    its publication fails anyway because the failure reaches the same file's group.
-    """
-    _, grouped = keyed
-    tables = list(grouped["tables"])
-    table = tables[0] if tables else None
-    return [(task, table) for task in grouped["tasks"]]
+
+def _part_key(task_and_table) -> tuple[str, int]:
+    return task_and_table[0].job.source, task_and_table[0].index
 
 
 class _EncodePartFn(beam.DoFn):
@@ -115,24 +113,22 @@ class _EncodePartFn(beam.DoFn):
 
 @dataclasses.dataclass
 class EncodeParts(beam.PTransform):
-    """`(tasks, tables)` -> `(records, failures)`: every part encoded with its file's frequency table.
+    """`(job_key, table)` frequency tables -> `(records, failures)`: every part of each file encoded with its table.
 
-    The table travels with each task (joined per file) rather than as a side input, so no worker
-    has to hold the tables of every file in the job: 2 KiB per part instead of 2 KiB per file on
-    every worker.
+    The tasks are made from each table and carry it, rather than reading the tables as a side
+    input, so no worker has to hold the tables of every file in the job: 2 KiB per part instead
+    of 2 KiB per file on every worker. A file without a table (empty, or none of its chunks could
+    be read) has nothing to encode; publication handles it.
     """
 
     chunk_size: int
     job_id: str
 
-    def expand(self, tasks_and_tables):
-        tasks, tables = tasks_and_tables
+    def expand(self, tables):
         encoded = (
-            {"tasks": tasks | "Key tasks" >> beam.Map(lambda task: (task.job.source, task)),
-             "tables": tables}
-            | "Join tables" >> beam.CoGroupByKey()
-            | "Pair tasks with table" >> beam.FlatMap(tasks_with_table)
-            | "Spread parts" >> beam.Reshuffle()
+            tables
+            | "Plan parts" >> beam.FlatMap(tasks_with_table, self.chunk_size)
+            | "Spread parts" >> Spread(_part_key)
             | "Encode part" >> beam.ParDo(_EncodePartFn(self.chunk_size, self.job_id)).with_outputs(
                 FAILED, main="records"))
         return encoded.records, encoded[FAILED]

@@ -1,4 +1,4 @@
-"""Per-file byte frequency tables: per-chunk histograms summed by a CombineFn, keyed by input file."""
+"""Per-file byte frequency tables: per-chunk histograms summed by a CombineFn, keyed by the file's job."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +9,9 @@ import numpy as np
 import codec
 from transforms import storage
 from transforms.failures import FAILED, failure
+from transforms.planning import FileJob
 
-__all__ = ["FrequencyTableCombineFn", "chunk_histogram", "FrequencyTables"]
+__all__ = ["FrequencyTableCombineFn", "chunk_histogram", "job_key", "FrequencyTables"]
 
 _SYMBOLS = 256
 
@@ -45,24 +46,35 @@ class FrequencyTableCombineFn(beam.CombineFn):
         return np.array(accumulator, dtype=np.uint64, copy=True)
 
 
-def chunk_histogram(chunk) -> tuple[str, np.ndarray]:
-    """`(source, histogram)` of one chunk, read from storage with a ranged read."""
-    return chunk.source, codec.histogram(storage.read_range(chunk.source, chunk.offset, chunk.length))
+def chunk_histogram(chunk) -> np.ndarray:
+    """The byte histogram of one chunk, read from storage with a ranged read."""
+    return codec.histogram(storage.read_range(chunk.source, chunk.offset, chunk.length))
+
+
+def job_key(job: FileJob) -> tuple[str, int, str]:
+    """A FileJob as a key: a tuple of its fields, which Beam encodes deterministically without the
+    fallback coder (that one logs a warning per grouping); `FileJob(*key)` is the job again."""
+    return dataclasses.astuple(job)
 
 
 class _ChunkHistogramFn(beam.DoFn):
-    """ChunkDescriptor -> (source, histogram); a read error goes to FAILED and the others go on."""
+    """(job, ChunkDescriptor) -> (job_key, histogram); a read error goes to FAILED and the others go on."""
 
-    def process(self, chunk):
+    def process(self, job_and_chunk):
+        job, chunk = job_and_chunk
         try:
-            yield chunk_histogram(chunk)
+            yield job_key(job), chunk_histogram(chunk)
         except Exception as e:  # noqa: BLE001 - any error fails this file only
             yield beam.pvalue.TaggedOutput(FAILED, failure(chunk.source, f"count bytes of chunk {chunk.index}", e))
 
 
 @dataclasses.dataclass
 class FrequencyTables(beam.PTransform):
-    """ChunkDescriptors -> `(tables, failures)`; `tables` holds one `(source, uint64[256])` per non-empty file."""
+    """`(job, chunk)` pairs -> `(tables, failures)`: `tables` holds one `(job_key, uint64[256])` per non-empty file.
+
+    Keyed by the whole FileJob (job_key) rather than by its path: the encoders' tasks are made from the table's key, with no join against the
+    jobs (a join costs two stages on the local runner).
+    """
 
     def expand(self, chunks):
         counted = chunks | "Count bytes" >> beam.ParDo(_ChunkHistogramFn()).with_outputs(
