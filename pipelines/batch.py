@@ -178,6 +178,27 @@ def build_pipeline(pipeline: beam.Pipeline, known: argparse.Namespace, job_id: s
     return results, (plan_failures, publish_failures)
 
 
+class _Options(PipelineOptions):
+    """PipelineOptions that make each view once per options class and then hand out that one.
+
+    view_as() builds an argparse parser for the class and parses every flag again (~1 ms each);
+    Beam calls it ~240 times on the pipeline's options while building and translating our graph
+    (a type-hint check per transform reads TypeOptions). All views of one options object share its
+    values, so one view per class reads and writes the same values as a fresh one would.
+    Compress graph build: 0.56 -> 0.32 s (medians of 4-5 runs in one process, shared 2 cores).
+    """
+
+    def view_as(self, cls):
+        views = self.__dict__.get("_views")
+        if views is None:
+            views = {}
+            object.__setattr__(self, "_views", views)  # PipelineOptions.__setattr__ admits option names only
+        view = views.get(cls)
+        if view is None:
+            view = views[cls] = super().view_as(cls)
+        return view
+
+
 @contextlib.contextmanager
 def new_pipeline(pipeline_args: Sequence[str]) -> Iterator[beam.Pipeline]:
     """A Beam pipeline whose local temp folder is gone afterwards, whether or not it ran.
@@ -186,7 +207,7 @@ def new_pipeline(pipeline_args: Sequence[str]) -> Iterator[beam.Pipeline]:
     removes it only at the end of run(): a graph that is built and never run (a build error, a
     graph-only check) left one behind each time.
     """
-    pipeline = beam.Pipeline(options=PipelineOptions(pipeline_args))
+    pipeline = beam.Pipeline(options=_Options(pipeline_args))
     try:
         yield pipeline
     finally:

@@ -160,3 +160,16 @@ def test_building_the_graph_names_every_stage_and_touches_no_file(tmp_path, beam
     assert len(stage_boundaries(pipeline)) == boundaries
     assert sorted(os.listdir(tmp_path)) == ["system-tmp"]
     assert os.listdir(beam_temp_dir) == []  # no beam-pipeline-temp* folder left behind
+
+
+def test_pipeline_options_share_values_between_views_made_once_per_class(beam_temp_dir):
+    from apache_beam.options.pipeline_options import DebugOptions, DirectOptions, TypeOptions
+
+    with new_pipeline(["--direct_num_workers=3", "--experiments=a"]) as pipeline:
+        options = pipeline.options
+        assert options.view_as(DirectOptions) is options.view_as(DirectOptions)
+        assert options.view_as(DirectOptions).direct_num_workers == 3
+        options.view_as(DebugOptions).experiments.append("b")
+        options.view_as(TypeOptions).pipeline_type_check = False
+        assert options.get_all_options()["experiments"] == ["a", "b"]
+        assert options.get_all_options()["pipeline_type_check"] is False
