@@ -73,7 +73,8 @@ def encode_chunk(data, shared_histogram: np.ndarray | None = None) -> tuple[int,
     hists = _kernels.leaf_histograms(arr, LEAF_SIZE)
     chunk_lengths = _chunk_table(hists.sum(axis=0, dtype=np.int64), shared_histogram)
     has_chunk_table = bool(chunk_lengths.any())
-    bounds = _kernels.plan_blocks(hists, chunk_lengths, has_chunk_table, _kernels.XLOGX)
+    bounds = _kernels.plan_blocks(hists, chunk_lengths, has_chunk_table, _kernels.XLOGX,
+                                  _kernels.TABLE_FIXED_BITS + _kernels.TABLE_TIME_BITS)
     # A block is written as Huffman only when that is smaller than raw, so the payload never needs
     # more than the raw bytes plus a few header bytes per block and the chunk table.
     capacity = n + _kernels.BLOCK_ROOM * (bounds.shape[0] + 16) + _kernels.WRITE_SLACK
