@@ -90,8 +90,9 @@ class WriteFailures(beam.PTransform):
 
     Takes a sequence of PCollections holding failures, temp folders (temp_dir_item) and one
     `started` mark, and emits the number of failed files. One Flatten and one GroupByKey: the
-    group is complete only once every input is, so the removal comes after every file was
-    published or failed. It replaces a ToList combine (two stages on the local runner), a
+    group is complete only once every input is, and publication's failures are complete only
+    once publication has run for every file, so the removal comes after every file was published
+    or failed (pass them in). It replaces a ToList combine (two stages on the local runner), a
     Distinct of temp folders and a step ordered by side inputs (~85 ms per stage, ~5 ms per
     transform to build). An explicitly requested path is always written (a header alone means
     nothing failed), so a scheduler can rely on it; a default path is written only when something
