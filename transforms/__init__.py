@@ -12,8 +12,9 @@ from transforms.frequencies import FrequencyTableCombineFn as FrequencyTableComb
 from transforms.frequencies import FrequencyTables as FrequencyTables
 from transforms.planning import PlanChunks as PlanChunks
 from transforms.planning import PlanFiles as PlanFiles
+from transforms.planning import Spread as Spread
 
 __all__ = [
-    "PlanFiles", "PlanChunks", "FrequencyTableCombineFn", "FrequencyTables", "EncodeParts",
+    "PlanFiles", "PlanChunks", "Spread", "FrequencyTableCombineFn", "FrequencyTables", "EncodeParts",
     "ReadSeekTables", "DecodeParts", "PublishContainers", "PublishDecoded", "WriteFailures", "FAILED",
 ]
