@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                              "when a file failed")
     parser.add_argument("--job_id", default=None,
                         help="id for logs and temp object names (default: a fresh one per run)")
+    parser.add_argument("--keep_existing", action="store_true",
+                        help="fail a file whose output (or its .meta.json) already exists, even one "
+                             "created while the job runs, instead of replacing it")
     return parser
 
 
@@ -136,16 +139,17 @@ def _build_compress(jobs, known, job_id):
     tables, count_failures = chunks | "Frequency tables" >> FrequencyTables()
     records, encode_failures = tables | "Encode" >> EncodeParts(known.chunk_size, job_id)
     return ((jobs, records, (count_failures, encode_failures), tables)
-            | "Publish" >> PublishContainers(known.chunk_size, job_id))
+            | "Publish" >> PublishContainers(known.chunk_size, job_id, overwrite=not known.keep_existing))
 
 
-def _build_decompress(jobs, job_id):
+def _build_decompress(jobs, known, job_id):
     containers, table_failures = jobs | "Seek tables" >> ReadSeekTables()
     tasks = (containers
              | "Plan parts" >> beam.FlatMap(decode_part_tasks)
              | "Spread parts" >> Spread(_decode_task_key))
     records, decode_failures = tasks | "Decode" >> DecodeParts(job_id)
-    return (containers, records, (table_failures, decode_failures)) | "Publish" >> PublishDecoded(job_id)
+    return ((containers, records, (table_failures, decode_failures))
+            | "Publish" >> PublishDecoded(job_id, overwrite=not known.keep_existing))
 
 
 def _decode_task_key(task) -> tuple[str, int]:
@@ -166,7 +170,7 @@ def build_pipeline(pipeline: beam.Pipeline, known: argparse.Namespace, job_id: s
     if known.mode == COMPRESS:
         results, publish_failures = _build_compress(jobs, known, job_id)
     else:
-        results, publish_failures = _build_decompress(jobs, job_id)
+        results, publish_failures = _build_decompress(jobs, known, job_id)
     failures_path = known.failures or default_failures_path(known.output, names_file, job_id)
     # The last step also removes the temp folders: it runs once every file is published or failed.
     marks = start | "Mark start" >> beam.Map(started)
@@ -248,7 +252,7 @@ def _read_failures(path: str) -> list[tuple[str, str]]:
 
 def run_job(input: str, output: str, mode: str = COMPRESS, chunk_size: int = container.DEFAULT_CHUNK_SIZE,
             workers: int = 0, runner: str = "DirectRunner", extra_args: Sequence[str] = (),
-            failures: str | None = None) -> dict:
+            failures: str | None = None, overwrite: bool = True) -> dict:
     """Runs one whole job and returns its stats; the entry point for `dcas compress/decompress`.
 
     `workers` is the local runner's worker count (0 = one per CPU core), threads of this process
@@ -256,13 +260,15 @@ def run_job(input: str, output: str, mode: str = COMPRESS, chunk_size: int = con
     by other runners, which take their own options in `extra_args`. Inputs smaller than
     IN_PROCESS_BELOW in total run on one worker in this process (unless `extra_args` set
     --direct_running_mode): for them, the runner's per-worker costs exceed what parallel work would
-    save. Raises ValueError for bad arguments and
+    save. `overwrite=False` is --keep_existing. Raises ValueError for bad arguments and
     FileNotFoundError when `input` matches nothing. Files that fail do not raise: they are listed
     in `stats["failures"]` as `(file, error)` pairs and in the failures CSV.
     """
     argv = ["--input", input, "--output", output, "--mode", mode, "--chunk_size", str(chunk_size)]
     if failures is not None:
         argv += ["--failures", failures]
+    if not overwrite:
+        argv.append("--keep_existing")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     matched = FileSystems.match([input])[0].metadata_list

@@ -127,7 +127,7 @@ class BeamEngine:
         src, dst = os.fspath(src), os.fspath(dst)
         size = self._check_paths(src, dst, overwrite)
         stats = self._run(src, dst, "compress", chunk_size, progress, size,
-                          lambda temp_dir: _encoded_input_probe(temp_dir, dst, size, chunk_size))
+                          lambda temp_dir: _encoded_input_probe(temp_dir, dst, size, chunk_size), overwrite)
         return {"original_size": stats["bytes_in"], "compressed_size": stats["bytes_out"],
                 "chunks": stats["chunks"], "job_id": stats["job_id"]}
 
@@ -140,7 +140,7 @@ class BeamEngine:
         with _open_path(src) as f:
             total = sum(entry.original_size for entry in read_seek_table(f, size, max_size))
         stats = self._run(src, dst, "decompress", DEFAULT_CHUNK_SIZE, progress, total,
-                          lambda temp_dir: _decoded_bytes_probe(temp_dir, dst))
+                          lambda temp_dir: _decoded_bytes_probe(temp_dir, dst), overwrite)
         return {"original_size": stats["bytes_out"], "compressed_size": stats["bytes_in"],
                 "chunks": stats["chunks"], "job_id": stats["job_id"]}
 
@@ -171,8 +171,8 @@ class BeamEngine:
             with contextlib.suppress(OSError):
                 if os.path.samefile(src, path):
                     raise OutputError(f"input and output are the same file: {path}")
-        # Checked here, not at publication: the pipeline renames over DST once it succeeds, so an
-        # output created by someone else during the run would be replaced.
+        # Checked here to fail before any work; without --force the pipeline checks again as it
+        # publishes (--keep_existing), so an output created during the run is kept, not replaced.
         if not overwrite and os.path.lexists(path):
             raise OutputExistsError(path)
         directory = path.parent
@@ -183,7 +183,7 @@ class BeamEngine:
         return size
 
     def _run(self, src: str, dst: str, mode: str, chunk_size: int, progress: Progress | None,
-             total: int, probe_for: Callable[[str], Callable[[], int]]) -> dict:
+             total: int, probe_for: Callable[[str], Callable[[], int]], overwrite: bool) -> dict:
         # Imported here: Beam takes a second or two to import, which `info` and pipes never need.
         from pipelines.batch import run_job
         from transforms import storage
@@ -198,13 +198,17 @@ class BeamEngine:
             with _polling(progress, probe_for(temp_dir), total, _is_remote(dst)):
                 try:
                     stats = run_job(src, dst, mode, chunk_size=chunk_size, workers=self.workers,
-                                    runner=self.runner, extra_args=extra_args, failures=failures_path)
+                                    runner=self.runner, extra_args=extra_args, failures=failures_path,
+                                    overwrite=overwrite)
                 except FileNotFoundError:
                     raise InputError(f"input file not found: {src}") from None
                 except ValueError as e:
                     raise ServiceError(str(e)) from None
             if stats["files_failed"] or stats["files_written"] != 1:
-                raise _file_failed(src, [error for _, error in stats["failures"]])
+                reasons = [error for _, error in stats["failures"]]
+                if not overwrite and any(": FileExistsError: " in reason for reason in reasons):
+                    raise OutputExistsError(dst)  # it appeared during the run; it was kept
+                raise _file_failed(src, reasons)
             succeeded = True
         finally:
             _remove_job_leftovers(storage, temp_dir, failures_path, dst, succeeded)

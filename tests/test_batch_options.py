@@ -27,6 +27,8 @@ def test_defaults_are_compress_with_the_container_default_chunk_size():
     assert known.mode == "compress"
     assert known.chunk_size == DEFAULT_CHUNK_SIZE
     assert known.failures is None and known.job_id is None
+    assert known.keep_existing is False
+    assert parse_args(BASE + ["--keep_existing"])[0].keep_existing is True
 
 
 def test_without_a_runner_the_local_runner_uses_worker_threads_on_every_core():

@@ -169,6 +169,21 @@ def test_one_literal_input_is_written_to_the_output_file_name_given(tmp_path):
     assert (tmp_path / ("custom-name.dcz" + METADATA_SUFFIX)).exists()
 
 
+def test_keeping_existing_outputs_fails_only_the_files_whose_output_exists(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "in" / "new").write_bytes(b"new file")
+    (tmp_path / "in" / "old").write_bytes(b"old file")
+    (tmp_path / "out" / "old.dcz").write_bytes(b"not ours")
+    stats = run_job(str(tmp_path / "in" / "*"), str(tmp_path / "out") + "/", extra_args=IN_PROCESS,
+                    overwrite=False)
+    assert codec.decode(read(tmp_path / "out" / "new.dcz")) == b"new file"
+    assert read(tmp_path / "out" / "old.dcz") == b"not ours"
+    assert not (tmp_path / "out" / ("old.dcz" + METADATA_SUFFIX)).exists()
+    assert [(file, "FileExistsError" in error) for file, error in stats["failures"]] == [
+        (str(tmp_path / "in" / "old"), True)]
+
+
 def test_an_explicit_failures_file_is_written_even_when_nothing_failed(tmp_path):
     (tmp_path / "a").write_bytes(b"abc")
     stats = run_job(str(tmp_path / "a"), str(tmp_path / "out") + "/", extra_args=IN_PROCESS,

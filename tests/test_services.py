@@ -250,6 +250,21 @@ def test_pipeline_round_trip_leaves_only_the_output_and_its_metadata(original: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.dcz", "p.dcz.meta.json", "p.txt", "sample.txt"]
 
 
+def test_an_output_that_appears_while_the_pipeline_runs_is_kept_without_overwrite(original: Path,
+                                                                                 tmp_path: Path):
+    destination = tmp_path / "p.dcz"
+
+    def someone_else_writes_the_output(done: int) -> None:  # progress is first reported as the job starts
+        if not destination.exists():
+            destination.write_bytes(b"someone else's")
+
+    with pytest.raises(compression.OutputExistsError):
+        compress_file(original, destination, chunk_size=CHUNK, progress=someone_else_writes_the_output,
+                      engine=BeamEngine())
+    assert destination.read_bytes() == b"someone else's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.dcz", "sample.txt"]
+
+
 def test_pipeline_decompress_honours_max_size_before_any_work(container: Path, tmp_path: Path):
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(FormatError, match="limit"):

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import time
 
 import apache_beam as beam
 from apache_beam.io.filesystem import FileMetadata
@@ -27,7 +28,7 @@ from transforms.failures import failure, failures_csv, finish_job, started, temp
 from transforms.frequencies import FrequencyTableCombineFn, FrequencyTables, job_key
 from transforms.planning import (
     ChunkDescriptor, FileJob, PlanChunks, PlanFiles, Spread, chunk_count, chunk_descriptors, destination_for,
-    plan_jobs,
+    pin_versions, plan_jobs,
 )
 
 
@@ -91,8 +92,9 @@ def test_plan_files_names_outputs_and_fails_inputs_that_would_share_one(tmp_path
     write(tmp_path / "x" / "own.txt", b"")
     with local_pipeline() as p:
         jobs, failures = p | PlanFiles(str(tmp_path / "*" / "*.txt"), str(tmp_path / "out"), "compress", False)
-        assert_that(jobs, equal_to([FileJob(str(tmp_path / "x" / "own.txt"), 0,
-                                            str(tmp_path / "out" / "own.txt.dcz"))]), label="check:jobs")
+        own = str(tmp_path / "x" / "own.txt")
+        assert_that(jobs, equal_to([FileJob(own, 0, str(tmp_path / "out" / "own.txt.dcz"),
+                                            storage.input_version(own))]), label="check:jobs")
         assert_that(failures | "Failed files" >> beam.Keys(),
                     equal_to([str(tmp_path / sub / "same.txt") for sub in "xy"]),
                     label="check:failures")
@@ -368,6 +370,103 @@ def test_publishing_a_container_twice_keeps_the_first_result(tmp_path):
     assert codec.decode(read_bytes(job.destination)) == data
     assert os.path.getsize(job.destination) == first.bytes_out == again.bytes_out
     assert os.path.exists(job.destination + METADATA_SUFFIX)
+
+
+def encoded_job(tmp_path, data: bytes, chunk_size: int, name: str = "data.bin"):
+    """(job, records, table, temp_dir) of a file encoded into part files, ready to publish."""
+    job = FileJob(write(tmp_path / name, data), len(data), str(tmp_path / "out" / f"{name}.dcz"))
+    temp_dir = storage.temp_dir_for(job.destination, "job-1")
+    os.makedirs(temp_dir, exist_ok=True)
+    table = codec.histogram(data)
+    records = [encode_part(task, chunk_size, table, str(tmp_path / f"part-{task.index}"))[0]
+               for task in part_tasks(job, chunk_size)]
+    return job, records, table, temp_dir
+
+
+def test_a_container_is_not_published_over_an_output_that_appeared_when_overwrite_is_off(tmp_path):
+    job, records, table, temp_dir = encoded_job(tmp_path, sample_bytes(3_000, seed=12), 700)
+    write(job.destination, b"made by someone else during the run")
+    with pytest.raises(FileExistsError):
+        publish_container(job, records, 700, table, temp_dir, overwrite=False)
+    assert read_bytes(job.destination) == b"made by someone else during the run"
+    assert not os.path.exists(job.destination + METADATA_SUFFIX)
+
+
+def test_an_existing_metadata_file_also_stops_publication_when_overwrite_is_off(tmp_path):
+    job, records, table, temp_dir = encoded_job(tmp_path, sample_bytes(3_000, seed=13), 700)
+    write(job.destination + METADATA_SUFFIX, b"{}")
+    with pytest.raises(FileExistsError):
+        publish_container(job, records, 700, table, temp_dir, overwrite=False)
+    assert not os.path.exists(job.destination)
+    assert read_bytes(job.destination + METADATA_SUFFIX) == b"{}"
+
+
+def test_a_failed_publication_puts_back_the_metadata_it_was_replacing(tmp_path):
+    job, records, table, temp_dir = encoded_job(tmp_path, sample_bytes(3_000, seed=14), 700)
+    write(job.destination, b"the older container")
+    write(job.destination + METADATA_SUFFIX, b'{"the": "older description"}')
+    os.remove(records[1].path)  # a lost part: publication must fail
+    with pytest.raises(Exception):
+        publish_container(job, records, 700, table, temp_dir)
+    assert read_bytes(job.destination) == b"the older container"
+    assert read_bytes(job.destination + METADATA_SUFFIX) == b'{"the": "older description"}'
+    assert not [name for name in os.listdir(temp_dir) if "meta" in name]
+
+
+def test_a_replacing_publication_leaves_no_copy_of_the_old_metadata(tmp_path):
+    data = sample_bytes(3_000, seed=15)
+    job, records, table, temp_dir = encoded_job(tmp_path, data, 700)
+    write(job.destination + METADATA_SUFFIX, b"{}")
+    publish_container(job, records, 700, table, temp_dir)
+    assert codec.decode(read_bytes(job.destination)) == data
+    assert json.loads(read_bytes(job.destination + METADATA_SUFFIX))["og_size"] == len(data)
+    assert os.listdir(temp_dir) == []
+
+
+def test_a_decoded_file_is_not_published_over_an_output_that_appeared_when_overwrite_is_off(tmp_path):
+    data = sample_bytes(5_000, seed=16)
+    job = container_job(tmp_path, data, 700)
+    temp_dir = storage.temp_dir_for(job.job.destination, "job-1")
+    records = [decode_part_in_place(task, decoded_temp_path(temp_dir, job.job.destination))[0]
+               for task in decode_part_tasks(job)]
+    write(job.job.destination, b"someone else's")
+    with pytest.raises(FileExistsError):
+        publish_decoded(job, records, temp_dir, overwrite=False)
+    assert read_bytes(job.job.destination) == b"someone else's"
+
+
+def test_an_input_replaced_after_planning_fails_its_encoding(tmp_path):
+    path = write(tmp_path / "in", sample_bytes(3_000, seed=17))
+    job = pin_versions([FileJob(path, 3_000, str(tmp_path / "in.dcz"))])[0][0]
+    time.sleep(0.01)
+    write(tmp_path / "in", sample_bytes(3_000, seed=18))
+    with pytest.raises(storage.InputChangedError):
+        encode_part(PartTask(job, 0, 0, 3), 1_000, None, str(tmp_path / "part"))
+    assert not (tmp_path / "part").exists()
+
+
+def test_a_container_replaced_after_planning_fails_its_decoding(tmp_path):
+    job = container_job(tmp_path, sample_bytes(3_000, seed=19), 700)
+    pinned = ContainerJob(pin_versions([job.job])[0][0], job.entries)
+    time.sleep(0.01)
+    write(job.job.source, codec.encode(sample_bytes(3_000, seed=20), 700))
+    with pytest.raises(storage.InputChangedError):
+        decode_part_in_place(decode_part_tasks(pinned)[0], str(tmp_path / "tmp" / "out.decoded"))
+
+
+def test_pinning_fails_a_file_that_vanished_since_it_was_matched(tmp_path):
+    kept = FileJob(write(tmp_path / "kept", b"x"), 1, str(tmp_path / "kept.dcz"))
+    gone = FileJob(str(tmp_path / "gone"), 1, str(tmp_path / "gone.dcz"))
+    jobs, failures = pin_versions([kept, gone])
+    assert [job.source for job in jobs] == [kept.source] and jobs[0].version is not None
+    assert [source for source, _ in failures] == [gone.source]
+
+
+def test_plan_jobs_skips_files_in_job_temp_folders():
+    matched = [FileMetadata("/data/a.bin", 1), FileMetadata(f"/data/{storage.TEMP_DIR_NAME}/job/a.bin.dcz.part-00000", 1),
+               FileMetadata(f"gs://b/out/{storage.TEMP_DIR_NAME}/job/x.header", 1)]
+    jobs, failures = plan_jobs(matched, "/out", "compress", False)
+    assert [job.source for job in jobs] == ["/data/a.bin"] and failures == []
 
 
 def read_bytes(path) -> bytes:

@@ -133,11 +133,15 @@ def _gone(path: str) -> bool:
         return False
 
 
-def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: str) -> FileResult:
+def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: str,
+                      overwrite: bool = True) -> FileResult:
     """Writes header and trailer objects, the metadata, then publishes header+parts+trailer atomically.
 
     Idempotent: a retried bundle that runs this again after an earlier attempt published the file
     (and so deleted its parts) finds the container in place and reports it, instead of failing.
+    If the container cannot be published, the metadata beside it is what it was before (an older
+    one is restored from a copy). `overwrite=False`: neither the container nor its metadata may
+    replace an existing object (FileExistsError), even one created while the job ran.
     """
     started = time.perf_counter()
     parts = ordered_parts(job.source, records, _compress_part_count(job, chunk_size))
@@ -164,24 +168,36 @@ def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: s
                "slowest_part_seconds": round(max((part.seconds for part in parts), default=0.0), 6)}
     description = container_metadata(job, entries, chunk_size, table, compressed_size, timings)
     _write_object(meta, json.dumps(description, separators=(",", ":")).encode("utf-8") + b"\n")
-    # Metadata first, so a published container always has its description beside it.
-    storage.publish_concatenation([meta], metadata_path(job.destination), temp_dir=temp_dir)
+    # Metadata first, so a published container always has its description beside it; the one it
+    # replaces is kept until the container is in place.
+    meta_path = metadata_path(job.destination)
+    backup = FileSystems.join(temp_dir, f"{name}.meta-before")
+    had_meta = overwrite and FileSystems.exists(meta_path)
+    if had_meta:
+        FileSystems.copy([meta_path], [backup])
+    storage.publish_concatenation([meta], meta_path, temp_dir=temp_dir, overwrite=overwrite)
     try:
         storage.publish_concatenation([header, *(part.path for part in parts), trailer],
-                                      job.destination, temp_dir=temp_dir)
+                                      job.destination, temp_dir=temp_dir, overwrite=overwrite)
     except Exception:
         if _container_published(job.destination, compressed_size, trailer_bytes):
+            storage.delete([backup])
             return result()  # a concurrent attempt of this bundle published it first
-        storage.delete([metadata_path(job.destination), header, trailer])
+        if had_meta:
+            storage.publish_concatenation([backup], meta_path, temp_dir=temp_dir)
+        else:
+            storage.delete([meta_path])
+        storage.delete([header, trailer])
         raise
+    storage.delete([backup])
     return result()
 
 
-def publish_decoded(container_job: ContainerJob, records, temp_dir: str) -> FileResult:
+def publish_decoded(container_job: ContainerJob, records, temp_dir: str, overwrite: bool = True) -> FileResult:
     """Publishes the decoded output (an empty file for no chunks); idempotent like publish_container.
 
     A local output was decoded in place into one temp file, which is renamed; a gs:// output's
-    parts are composed in order.
+    parts are composed in order. `overwrite=False`: as in publish_container.
     """
     started = time.perf_counter()
     job = container_job.job
@@ -200,9 +216,9 @@ def publish_decoded(container_job: ContainerJob, records, temp_dir: str) -> File
         return result()
     try:
         if in_place:
-            storage.publish_local_file(sources[0], job.destination, original_size)
+            storage.publish_local_file(sources[0], job.destination, original_size, overwrite=overwrite)
         else:
-            storage.publish_concatenation(sources, job.destination, temp_dir=temp_dir)
+            storage.publish_concatenation(sources, job.destination, temp_dir=temp_dir, overwrite=overwrite)
     except Exception:
         if sources and _decoded_published(job.destination, entries):
             return result()  # a concurrent attempt of this bundle published it first
@@ -221,8 +237,9 @@ def _part_paths(destination: str, temp_dir: str, part_count: int) -> list[str]:
 class _PublishFn(beam.DoFn):
     """(source, {jobs, records, failures}) -> FileResult, or one failure per file with its parts removed."""
 
-    def __init__(self, job_id: str):
+    def __init__(self, job_id: str, overwrite: bool = True):
         self._job_id = job_id
+        self._overwrite = overwrite
 
     def publish(self, job, records, temp_dir: str, grouped) -> FileResult:
         raise NotImplementedError
@@ -268,13 +285,14 @@ class _PublishFn(beam.DoFn):
 
 
 class _PublishContainerFn(_PublishFn):
-    def __init__(self, job_id: str, chunk_size: int):
-        super().__init__(job_id)
+    def __init__(self, job_id: str, chunk_size: int, overwrite: bool = True):
+        super().__init__(job_id, overwrite)
         self._chunk_size = chunk_size
 
     def publish(self, job, records, temp_dir, grouped):
         tables = list(grouped["tables"])
-        return publish_container(job, records, self._chunk_size, tables[0] if tables else None, temp_dir)
+        return publish_container(job, records, self._chunk_size, tables[0] if tables else None, temp_dir,
+                                 self._overwrite)
 
     def part_count(self, job) -> int:
         return _compress_part_count(job, self._chunk_size)
@@ -282,7 +300,7 @@ class _PublishContainerFn(_PublishFn):
 
 class _PublishDecodedFn(_PublishFn):
     def publish(self, container_job, records, temp_dir, grouped):
-        return publish_decoded(container_job, records, temp_dir)
+        return publish_decoded(container_job, records, temp_dir, self._overwrite)
 
     def part_count(self, container_job) -> int:
         return len(storage.plan_parts(len(container_job.entries)))
@@ -338,8 +356,8 @@ def _record_by_source(record):
 
 
 def _table_by_source(keyed_table):
-    (source, _, _), table = keyed_table
-    return source, table
+    key, table = keyed_table
+    return key[0], table  # job_key: the FileJob's fields, source first
 
 
 def _keyed(pair):
@@ -351,11 +369,13 @@ class PublishContainers(beam.PTransform):
     """`(jobs, records, failures, tables)` -> `(results, failures)`: a `.dcz` per fully encoded file.
 
     `failures` is a sequence of the stages' `(source, reason)` PCollections; `tables` are the
-    `(job_key, uint64[256])` frequency tables, written into each file's metadata.
+    `(job_key, uint64[256])` frequency tables, written into each file's metadata. `overwrite=False`
+    fails a file whose output (or its metadata) exists instead of replacing it.
     """
 
     chunk_size: int
     job_id: str
+    overwrite: bool = True
 
     def expand(self, inputs):
         jobs, records, failures, tables = inputs
@@ -364,7 +384,8 @@ class PublishContainers(beam.PTransform):
                              ("tables", tables, _table_by_source),
                              *(("failures", failed, _keyed) for failed in failures)])
             | "Publish container" >> beam.ParDo(
-                _PublishContainerFn(self.job_id, self.chunk_size)).with_outputs(FAILED, main="results"))
+                _PublishContainerFn(self.job_id, self.chunk_size, self.overwrite)).with_outputs(
+                    FAILED, main="results"))
         return published.results, published[FAILED]
 
 
@@ -372,16 +393,18 @@ class PublishContainers(beam.PTransform):
 class PublishDecoded(beam.PTransform):
     """`(containers, records, failures)` -> `(results, failures)`: one published output per good container.
 
-    `failures` is a sequence of the stages' `(source, reason)` PCollections.
+    `failures` is a sequence of the stages' `(source, reason)` PCollections; `overwrite` as in
+    PublishContainers.
     """
 
     job_id: str
+    overwrite: bool = True
 
     def expand(self, inputs):
         containers, records, failures = inputs
         published = (
             _group_per_file([("jobs", containers, _container_by_source), ("records", records, _record_by_source),
                              *(("failures", failed, _keyed) for failed in failures)])
-            | "Publish output" >> beam.ParDo(_PublishDecodedFn(self.job_id)).with_outputs(
+            | "Publish output" >> beam.ParDo(_PublishDecodedFn(self.job_id, self.overwrite)).with_outputs(
                 FAILED, main="results"))
         return published.results, published[FAILED]

@@ -51,11 +51,11 @@ def read_container_table(job: FileJob) -> ContainerJob:
     if size < container.HEADER_SIZE + container.trailer_size(0):
         raise FormatError(f"truncated container: {size} bytes is less than the smallest container "
                           f"({container.HEADER_SIZE + container.trailer_size(0)} bytes)")
-    container.parse_header(storage.read_range(job.source, 0, container.HEADER_SIZE))
-    footer = storage.read_range(job.source, size - container.FOOTER_SIZE, container.FOOTER_SIZE)
+    container.parse_header(storage.read_range(job.source, 0, container.HEADER_SIZE, job.version))
+    footer = storage.read_range(job.source, size - container.FOOTER_SIZE, container.FOOTER_SIZE, job.version)
     chunk_count, _ = container.parse_footer(footer, size)
     table_size = container.trailer_size(chunk_count) - container.FOOTER_SIZE
-    table = storage.read_range(job.source, size - container.trailer_size(chunk_count), table_size)
+    table = storage.read_range(job.source, size - container.trailer_size(chunk_count), table_size, job.version)
     return ContainerJob(job, tuple(container.parse_seek_table(table, footer, size)))
 
 
@@ -87,7 +87,8 @@ def _frames(task: DecodePartTask):
     """Yields (chunk number, frame offset, entry, frame bytes) of the task, one ranged read each."""
     offset = task.frame_offset
     for number, entry in enumerate(task.entries, start=task.chunk_start):
-        yield number, offset, entry, storage.read_range(task.job.source, offset, entry.frame_size)
+        yield number, offset, entry, storage.read_range(task.job.source, offset, entry.frame_size,
+                                                        task.job.version)
         offset += entry.frame_size
 
 

@@ -60,8 +60,8 @@ def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) ->
     bytes_in = bytes_out = 0
     with storage.open_write(path) as out:
         for chunk in chunk_descriptors(task.job.source, task.job.size, chunk_size,
-                                       task.chunk_start, task.chunk_stop):
-            data = storage.read_range(chunk.source, chunk.offset, chunk.length)
+                                       task.chunk_start, task.chunk_stop, task.job.version):
+            data = storage.read_range(chunk.source, chunk.offset, chunk.length, chunk.version)
             encode_started = time.perf_counter()
             # Header and payload written apart: joining them would copy every compressed byte once more.
             frame_header, payload, entry = container.encode_frame_parts(data, shared_histogram)

@@ -48,10 +48,10 @@ class FrequencyTableCombineFn(beam.CombineFn):
 
 def chunk_histogram(chunk) -> np.ndarray:
     """The byte histogram of one chunk, read from storage with a ranged read."""
-    return codec.histogram(storage.read_range(chunk.source, chunk.offset, chunk.length))
+    return codec.histogram(storage.read_range(chunk.source, chunk.offset, chunk.length, chunk.version))
 
 
-def job_key(job: FileJob) -> tuple[str, int, str]:
+def job_key(job: FileJob) -> tuple:
     """A FileJob as a key: a tuple of its fields, which Beam encodes deterministically without the
     fallback coder (that one logs a warning per grouping); `FileJob(*key)` is the job again."""
     return dataclasses.astuple(job)

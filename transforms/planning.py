@@ -8,12 +8,14 @@ from typing import Callable, Iterator
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import storage
 from transforms.failures import FAILED, failure
 
 __all__ = [
     "COMPRESS", "DECOMPRESS", "MODES", "CONTAINER_SUFFIX",
     "FileJob", "ChunkDescriptor",
-    "has_glob", "output_is_file", "destination_for", "plan_jobs", "chunk_count", "chunk_descriptors",
+    "has_glob", "output_is_file", "destination_for", "plan_jobs", "pin_versions", "chunk_count",
+    "chunk_descriptors",
     "part_path", "PlanFiles", "Spread", "PlanChunks",
 ]
 
@@ -25,21 +27,27 @@ CONTAINER_SUFFIX = ".dcz"
 
 @dataclasses.dataclass(frozen=True)
 class FileJob:
-    """One input file and the final path its output is published to."""
+    """One input file and the final path its output is published to.
+
+    `version` (storage.input_version, taken when the job is planned) pins the input: every read of
+    the job asks for that version, so an input replaced mid-job fails its file instead of mixing.
+    """
 
     source: str
     size: int
     destination: str
+    version: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class ChunkDescriptor:
-    """Where one chunk of an input file lies; a worker reads it with a ranged read."""
+    """Where one chunk of an input file lies; a worker reads it with a ranged read (of `version`)."""
 
     source: str
     index: int
     offset: int
     length: int
+    version: str | None = None
 
 
 def has_glob(pattern: str) -> bool:
@@ -83,13 +91,13 @@ def chunk_count(size: int, chunk_size: int) -> int:
     return -(-size // chunk_size)
 
 
-def chunk_descriptors(source: str, size: int, chunk_size: int,
-                      start: int = 0, stop: int | None = None) -> Iterator[ChunkDescriptor]:
+def chunk_descriptors(source: str, size: int, chunk_size: int, start: int = 0, stop: int | None = None,
+                      version: str | None = None) -> Iterator[ChunkDescriptor]:
     """Yields chunks `start`..`stop` (default: all) of a file; lazily, as a large file has many."""
     stop = chunk_count(size, chunk_size) if stop is None else stop
     for index in range(start, stop):
         offset = index * chunk_size
-        yield ChunkDescriptor(source, index, offset, min(chunk_size, size - offset))
+        yield ChunkDescriptor(source, index, offset, min(chunk_size, size - offset), version)
 
 
 def part_path(temp_dir: str, destination: str, part_index: int) -> str:
@@ -103,11 +111,15 @@ def plan_jobs(metadata_list, output: str, mode: str,
     """`(jobs, failures)` for matched files: one FileJob per file whose output can be named.
 
     A file fails when no output name can be derived from it, and so do all inputs that would be
-    written to one output (they would race to publish it).
+    written to one output (they would race to publish it). Files under a job temp folder
+    (storage.TEMP_DIR_NAME: another run's parts, when the output lies inside the input pattern)
+    are not inputs and are skipped.
     """
     by_destination: dict[str, list[FileJob]] = {}
     failures = []
     for metadata in metadata_list:
+        if _in_temp_dir(metadata.path):
+            continue
         try:
             destination = destination_for(metadata.path, output, mode, output_names_file)
         except ValueError as e:
@@ -125,6 +137,22 @@ def plan_jobs(metadata_list, output: str, mode: str,
         failures.extend(failure(job.source, "plan", ValueError(
             f"inputs {sources} would all be written to {destination}")) for job in sharing)
     return jobs, failures
+
+
+def _in_temp_dir(path: str) -> bool:
+    return storage.TEMP_DIR_NAME in path.replace(os.sep, "/").split("/")[:-1]
+
+
+def pin_versions(jobs: list[FileJob]) -> tuple[list[FileJob], list[tuple[str, str]]]:
+    """`(jobs, failures)`: each job with its input's current version; a file that vanished since it
+    was matched fails."""
+    pinned, failures = [], []
+    for job, version in zip(jobs, storage.input_versions([job.source for job in jobs])):
+        if isinstance(version, Exception):
+            failures.append(failure(job.source, "plan", version))
+        else:
+            pinned.append(dataclasses.replace(job, version=version))
+    return pinned, failures
 
 
 class _PlanFilesFn(beam.DoFn):
@@ -146,8 +174,9 @@ class _PlanFilesFn(beam.DoFn):
         if not matched and "*" not in self._pattern:
             raise FileNotFoundError(f"no file matches {self._pattern!r}")
         jobs, failures = plan_jobs(matched, self._output, self._mode, self._output_names_file)
+        jobs, vanished = pin_versions(jobs)
         yield from jobs
-        for failed in failures:
+        for failed in failures + vanished:
             yield beam.pvalue.TaggedOutput(FAILED, failed)
 
 
@@ -196,7 +225,8 @@ def _chunk_key(job_and_chunk) -> tuple[str, int]:
 
 
 def _job_chunks(job: FileJob, chunk_size: int):
-    return ((job, chunk) for chunk in chunk_descriptors(job.source, job.size, chunk_size))
+    return ((job, chunk) for chunk in chunk_descriptors(job.source, job.size, chunk_size,
+                                                        version=job.version))
 
 
 @dataclasses.dataclass

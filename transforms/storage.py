@@ -30,6 +30,7 @@ __all__ = [
     "open_direct",
     "pwrite_all",
     "input_version",
+    "input_versions",
     "open_write",
     "plan_parts",
     "publish_concatenation",
@@ -151,6 +152,25 @@ def input_version(path: str) -> str:
             raise FileNotFoundError(f"no such object: {path}")
         return f"gs-generation:{blob.generation}"
     return _local_version(os.stat(path))
+
+
+def input_versions(paths: Sequence[str]) -> list[str | Exception]:
+    """input_version of each path, in order; the error instead where one fails (a file that
+    vanished since it was matched). gs:// lookups run a few at a time: each is a request."""
+    versions: list[str | Exception] = [None] * len(paths)  # type: ignore[list-item]
+
+    def look_up(index: int) -> None:
+        try:
+            versions[index] = input_version(paths[index])
+        except Exception as e:  # noqa: BLE001 - reported per path
+            versions[index] = e
+
+    remote = [i for i, path in enumerate(paths) if _is_gcs(path)]
+    for i in range(len(paths)):
+        if not _is_gcs(paths[i]):
+            look_up(i)
+    _run_in_threads(look_up, remote)
+    return versions
 
 
 def _local_version(st: os.stat_result) -> str:
