@@ -298,44 +298,10 @@ def plan_blocks(hists, chunk_lengths, has_chunk_table, xlogx, table_fixed_bits=T
 
 
 @nb.njit(cache=True, nogil=True)
-def _write_table(out, op, tokens, extras, token_lengths):
-    """Writes a planned table (see huffman.table_plan) at out[op:]; returns the new byte offset."""
-    acc = 0
-    nbits = 0
-    for t in range(TOKEN_COUNT):
-        acc |= np.int64(token_lengths[t]) << nbits
-        nbits += 3
-        while nbits >= 8:
-            out[op] = np.uint8(acc & 255)
-            op += 1
-            acc >>= 8
-            nbits -= 8
-    token_codes = canonical_codes(token_lengths)
-    for i in range(tokens.shape[0]):
-        t = tokens[i]
-        acc |= np.int64(token_codes[t]) << nbits
-        nbits += np.int64(token_lengths[t])
-        if t == TOKEN_SHORT_RUN:
-            acc |= extras[i] << nbits
-            nbits += SHORT_RUN_BITS
-        elif t == TOKEN_LONG_RUN:
-            acc |= extras[i] << nbits
-            nbits += LONG_RUN_BITS
-        while nbits >= 8:
-            out[op] = np.uint8(acc & 255)
-            op += 1
-            acc >>= 8
-            nbits -= 8
-    if nbits > 0:
-        out[op] = np.uint8(acc & 255)
-        op += 1
-    return op
-
-
-@nb.njit(cache=True, nogil=True)
 def _write_table_of(out, op, lengths, reference, token_lengths):
     """Writes table `lengths` against `reference` with the token code `token_lengths` (from
-    table_bits_into): the same bits as _write_table of its table_plan, without listing tokens."""
+    table_bits_into or table_plan) at out[op:]; returns the new byte offset. The tokens come from
+    next_token as they are written, so they are never listed."""
     acc = 0
     nbits = 0
     for t in range(TOKEN_COUNT):
@@ -372,7 +338,7 @@ def _write_table_of(out, op, lengths, reference, token_lengths):
 
 @nb.njit(cache=True, nogil=True)
 def _read_table(buf, pos, end, reference, lengths):
-    """Reads a table written by _write_table into `lengths`; returns the new byte offset or an error.
+    """Reads a table written by _write_table_of into `lengths`; returns the new byte offset or an error.
 
     Rejects any table that is not a complete prefix code of at least two symbols with lengths
     <= MAX_CODE_LENGTH, so every 11-bit pattern decodes to a symbol afterwards."""
@@ -584,8 +550,8 @@ def encode_payload(data, leaf_size, hists, bounds, chunk_lengths, use_chunk_tabl
     op += 1
     op = _put_varint(out, op, bounds.shape[0] - 1)
     if use_chunk_table:
-        tokens, extras, token_lengths, _ = table_plan(chunk_lengths, zero)
-        op = _write_table(out, op, tokens, extras, token_lengths)
+        token_lengths = table_plan(chunk_lengths, zero)[2]
+        op = _write_table_of(out, op, chunk_lengths, zero, token_lengths)
         _fill_codes(chunk_lengths, chunk_codes, chunk_lens)
     for b in range(bounds.shape[0] - 1):
         start = bounds[b] * leaf_size
