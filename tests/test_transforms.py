@@ -21,7 +21,8 @@ from transforms.assemble import (
     METADATA_SUFFIX, container_metadata, failure_reason, ordered_parts, publish_container, publish_decoded,
 )
 from transforms.decode import (
-    ContainerJob, decode_part, decode_part_in_place, decode_part_tasks, decoded_temp_path, read_container_table,
+    ContainerJob, DecodePartTask, decode_part, decode_part_in_place, decode_part_tasks, decoded_temp_path,
+    read_container_table,
 )
 from transforms.encode import PartRecord, PartTask, encode_part, part_tasks, tasks_with_table
 from transforms.failures import failure, failures_csv, finish_job, started, temp_dir_item
@@ -262,16 +263,21 @@ def test_decoded_parts_concatenate_to_the_original(tmp_path):
     assert sum(r.chunks for r in records) == len(job.entries)
 
 
-def test_a_damaged_chunk_fails_with_its_number_and_leaves_no_part_object(tmp_path):
-    data = sample_bytes(5_000, seed=5)
-    job = container_job(tmp_path, data, 700)
-    damaged_offset = container.frame_offsets(job.entries)[3] + container.FRAME_HEADER_SIZE + 5
+def task_with_damaged_chunk(job: ContainerJob, number: int) -> DecodePartTask:
+    """Flips a payload byte of chunk `number` in the container; returns the task that decodes it."""
+    damaged_offset = container.frame_offsets(job.entries)[number] + container.FRAME_HEADER_SIZE + 5
     with open(job.job.source, "r+b") as f:
         f.seek(damaged_offset)
         byte = f.read(1)
         f.seek(damaged_offset)
         f.write(bytes([byte[0] ^ 0xFF]))
-    (task,) = [t for t in decode_part_tasks(job) if t.chunk_start <= 3 < t.chunk_start + len(t.entries)]
+    (task,) = [t for t in decode_part_tasks(job) if t.chunk_start <= number < t.chunk_start + len(t.entries)]
+    return task
+
+
+def test_a_damaged_chunk_fails_with_its_number_and_leaves_no_part_object(tmp_path):
+    job = container_job(tmp_path, sample_bytes(5_000, seed=5), 700)
+    task = task_with_damaged_chunk(job, 3)
     part = tmp_path / "part"
     with pytest.raises(codec.FormatError, match="chunk 3 "):
         decode_part(task, str(part))
@@ -304,15 +310,8 @@ def test_parts_decoded_in_place_with_direct_io_fill_the_file_exactly(tmp_path, s
 
 
 def test_a_damaged_chunk_decoded_in_place_fails_with_its_number(tmp_path):
-    data = sample_bytes(5 * 8192, seed=9)
-    job = container_job(tmp_path, data, 8192)
-    damaged_offset = container.frame_offsets(job.entries)[2] + container.FRAME_HEADER_SIZE + 5
-    with open(job.job.source, "r+b") as f:
-        f.seek(damaged_offset)
-        byte = f.read(1)
-        f.seek(damaged_offset)
-        f.write(bytes([byte[0] ^ 0xFF]))
-    (task,) = [t for t in decode_part_tasks(job) if t.chunk_start <= 2 < t.chunk_start + len(t.entries)]
+    job = container_job(tmp_path, sample_bytes(5 * 8192, seed=9), 8192)
+    task = task_with_damaged_chunk(job, 2)
     with pytest.raises(codec.FormatError, match="chunk 2 "):
         decode_part_in_place(task, str(tmp_path / "tmp" / "out.decoded"))
 
