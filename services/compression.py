@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import stat
@@ -85,12 +86,18 @@ class StreamEngine:
     def compress_file(self, src: Source, dst: Destination, *, chunk_size: int,
                       progress: Progress | None, overwrite: bool) -> dict:
         with _open_input(src) as src_file, _open_output(dst, src, overwrite) as dst_file:
-            return self.compress(src_file, dst_file, chunk_size=chunk_size, progress=progress)
+            version = _file_version(src_file)
+            stats = self.compress(src_file, dst_file, chunk_size=chunk_size, progress=progress)
+            _check_unchanged(src, src_file, version)
+            return stats
 
     def decompress_file(self, src: Source, dst: Destination, *, max_size: int | None,
                         progress: Progress | None, overwrite: bool) -> dict:
         with _open_input(src) as src_file, _open_output(dst, src, overwrite) as dst_file:
-            return self.decompress(src_file, dst_file, max_size=max_size, progress=progress)
+            version = _file_version(src_file)
+            stats = self.decompress(src_file, dst_file, max_size=max_size, progress=progress)
+            _check_unchanged(src, src_file, version)
+            return stats
 
     def compress(self, src: BinaryIO, dst: BinaryIO, *, chunk_size: int,
                  progress: Progress | None) -> dict:
@@ -99,6 +106,26 @@ class StreamEngine:
     def decompress(self, src: BinaryIO, dst: BinaryIO, *, max_size: int | None,
                    progress: Progress | None) -> dict:
         return codec.decompress_stream(src, dst, max_size=max_size, progress=progress)
+
+
+def _file_version(f: BinaryIO) -> tuple | None:
+    """What changes when a regular file is modified or replaced; None for pipes and the like."""
+    try:
+        st = os.fstat(f.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _check_unchanged(src: Source, f: BinaryIO, version: tuple | None) -> None:
+    """InputError if the file changed since `version` was taken. Called inside the output's
+    context, so a changed input publishes nothing: the output would mix what was read before and
+    after the change (the pipeline pins its inputs the same way)."""
+    if version is not None and _file_version(f) != version:
+        name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else getattr(f, "name", "input")
+        raise InputError(f"input changed while it was read: {name}")
 
 
 class BeamEngine:

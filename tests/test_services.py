@@ -265,6 +265,27 @@ def test_an_output_that_appears_while_the_pipeline_runs_is_kept_without_overwrit
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.dcz", "sample.txt"]
 
 
+class _EngineWhileSomeoneAppends(compression.StreamEngine):
+    """The in-process engine, with the input growing under it after the first chunk is read."""
+
+    def compress(self, src, dst, *, chunk_size, progress):
+        appended = []
+
+        def append_after_first_chunk(done: int) -> None:
+            if not appended:  # once: a file that keeps growing is never read to its end
+                appended.append(done)
+                with open(src.name, "ab") as f:
+                    f.write(b"appended while dcas was reading")
+        return super().compress(src, dst, chunk_size=chunk_size, progress=append_after_first_chunk)
+
+
+def test_an_input_that_changes_while_it_is_read_in_process_publishes_nothing(original: Path, tmp_path: Path):
+    with pytest.raises(InputError, match="changed while it was read"):
+        compress_file(original, tmp_path / "p.dcz", chunk_size=CHUNK, engine=_EngineWhileSomeoneAppends())
+    assert not (tmp_path / "p.dcz").exists()
+    assert [p.name for p in tmp_path.iterdir()] == [original.name]
+
+
 def test_pipeline_decompress_honours_max_size_before_any_work(container: Path, tmp_path: Path):
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(FormatError, match="limit"):
