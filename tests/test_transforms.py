@@ -316,12 +316,18 @@ def test_a_damaged_chunk_decoded_in_place_fails_with_its_number(tmp_path):
         decode_part_in_place(task, str(tmp_path / "tmp" / "out.decoded"))
 
 
-def test_publishing_a_decoded_file_twice_keeps_the_first_result(tmp_path):
-    data = sample_bytes(5_000, seed=8)
-    job = container_job(tmp_path, data, 700)
+def decoded_job(tmp_path, data: bytes, chunk_size: int):
+    """(container job, records, temp_dir) of `data` encoded, then decoded in place, ready to publish."""
+    job = container_job(tmp_path, data, chunk_size)
     temp_dir = storage.temp_dir_for(job.job.destination, "job-1")
     records = [decode_part_in_place(task, decoded_temp_path(temp_dir, job.job.destination))[0]
                for task in decode_part_tasks(job)]
+    return job, records, temp_dir
+
+
+def test_publishing_a_decoded_file_twice_keeps_the_first_result(tmp_path):
+    data = sample_bytes(5_000, seed=8)
+    job, records, temp_dir = decoded_job(tmp_path, data, 700)
     first = publish_decoded(job, records, temp_dir)
     assert not os.path.exists(decoded_temp_path(temp_dir, job.job.destination))  # renamed, not copied
     again = publish_decoded(job, records, temp_dir)  # a retried bundle after a successful publish
@@ -331,10 +337,7 @@ def test_publishing_a_decoded_file_twice_keeps_the_first_result(tmp_path):
 
 def test_publishing_again_fails_when_the_destination_is_not_the_decoded_file(tmp_path):
     data = sample_bytes(5_000, seed=9)
-    job = container_job(tmp_path, data, 700)
-    temp_dir = storage.temp_dir_for(job.job.destination, "job-1")
-    records = [decode_part_in_place(task, decoded_temp_path(temp_dir, job.job.destination))[0]
-               for task in decode_part_tasks(job)]
+    job, records, temp_dir = decoded_job(tmp_path, data, 700)
     publish_decoded(job, records, temp_dir)
     write(job.job.destination, bytes(len(data)))  # same size, other bytes: not this job's output
     with pytest.raises(FileNotFoundError):
@@ -424,10 +427,7 @@ def test_a_replacing_publication_leaves_no_copy_of_the_old_metadata(tmp_path):
 
 def test_a_decoded_file_is_not_published_over_an_output_that_appeared_when_overwrite_is_off(tmp_path):
     data = sample_bytes(5_000, seed=16)
-    job = container_job(tmp_path, data, 700)
-    temp_dir = storage.temp_dir_for(job.job.destination, "job-1")
-    records = [decode_part_in_place(task, decoded_temp_path(temp_dir, job.job.destination))[0]
-               for task in decode_part_tasks(job)]
+    job, records, temp_dir = decoded_job(tmp_path, data, 700)
     write(job.job.destination, b"someone else's")
     with pytest.raises(FileExistsError):
         publish_decoded(job, records, temp_dir, overwrite=False)
