@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-e2e pigz clean
+.PHONY: demo test test-fast bench bench-e2e pigz clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP) $(NUMBA_STAMP)
 # Every test level, emulators included: tests/conftest.py starts fake-gcs-server when a test needs it.
 test: $(STAMP) $(NUMBA_STAMP)
 	$(PY) -m pytest -q tests
+
+# The inner loop: pure functions and fakes of the ports, no emulator, well under a minute.
+test-fast: $(STAMP) $(NUMBA_STAMP)
+	$(PY) -m pytest -q tests/unit
 
 # pigz is Debian's; both benchmarks install it, so the man-page corpus (which includes pigz.1) is the
 # same whichever ran first.

@@ -21,7 +21,7 @@ setup(
     version="0.1.0",
     description="Distributed Compression as a Service: a Huffman codec, its .dcz container, Beam pipelines",
     python_requires=">=3.10",
-    packages=find_packages(include=["codec", "codec.*", "transforms", "transforms.*",
+    packages=find_packages(include=["codec", "codec.*", "adapters", "adapters.*", "transforms", "transforms.*",
                                     "pipelines", "pipelines.*", "services", "services.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": DEV_REQUIRES},

@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from codec import container
 from codec.sizes import parse_size
-from transforms import storage
+from adapters import storage
 from transforms.assemble import PublishContainers, PublishDecoded
 from transforms.decode import DecodeParts, ReadSeekTables, decode_part_tasks
 from transforms.encode import EncodeParts

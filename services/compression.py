@@ -213,7 +213,7 @@ class BeamEngine:
              total: int, probe_for: Callable[[str], Callable[[], int]], overwrite: bool) -> dict:
         # Imported here: Beam takes a second or two to import, which `info` and pipes never need.
         from pipelines.batch import run_job
-        from transforms import storage
+        from adapters import storage
         from transforms.observability import new_job_id
 
         job_id = new_job_id()  # ours, so we know where the job's temp objects are
@@ -334,7 +334,7 @@ def _complete_frames_input(path: str, size: int) -> int:
 def _encoded_input_probe(temp_dir: str, dst: str, size: int, chunk_size: int) -> Callable[[], int]:
     """Input bytes encoded so far: each part covers a known chunk range (the plan the pipeline
     uses); a complete part counts all of it, a local part being written its complete frames."""
-    from transforms import storage
+    from adapters import storage
     from transforms.planning import chunk_count
     part_inputs = [min(stop * chunk_size, size) - start * chunk_size
                    for start, stop in storage.plan_parts(chunk_count(size, chunk_size))]
@@ -475,8 +475,8 @@ def _has_glob(path: str) -> bool:
 
 
 def _beam_filesystems():
-    """Beam's FileSystems, after transforms.storage has set Beam up (for the GCS emulator, too)."""
-    import transforms.storage  # noqa: F401 - configures Beam's GCS client when imported
+    """Beam's FileSystems, after adapters.storage has set Beam up (for the GCS emulator, too)."""
+    import adapters.storage  # noqa: F401 - configures Beam's GCS client when imported
     from apache_beam.io.filesystems import FileSystems
     return FileSystems
 

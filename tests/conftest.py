@@ -25,7 +25,7 @@ def gcs_emulator():
     saved = {name: os.environ.get(name) for name in emulator.env}
     os.environ.update(emulator.env)
     try:
-        from transforms.storage import configure_beam_for_storage_emulator
+        from adapters.storage import configure_beam_for_storage_emulator
         configure_beam_for_storage_emulator()
         yield emulator
     finally:

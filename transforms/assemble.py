@@ -11,7 +11,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from codec import container
-from transforms import storage
+from adapters import storage
 from transforms.decode import ContainerJob, decoded_temp_path, decodes_in_place
 from transforms.encode import PartRecord
 from transforms.failures import FAILED

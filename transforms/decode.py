@@ -9,7 +9,7 @@ import apache_beam as beam
 
 from codec import container
 from codec.errors import FormatError
-from transforms import storage
+from adapters import storage
 from transforms.encode import PartRecord
 from transforms.failures import FAILED, failure
 from transforms.observability import log_event, record_distribution

@@ -8,7 +8,7 @@ import time
 import apache_beam as beam
 
 from codec import container
-from transforms import storage
+from adapters import storage
 from transforms.failures import FAILED, failure
 from transforms.observability import log_event, record_distribution
 from transforms.planning import FileJob, Spread, chunk_count, chunk_descriptors, part_path

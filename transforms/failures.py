@@ -8,7 +8,7 @@ from typing import Callable
 
 import apache_beam as beam
 
-from transforms import storage
+from adapters import storage
 from transforms.observability import inc_counter
 
 __all__ = ["FAILED", "failure", "failures_csv", "started", "temp_dir_item", "finish_job", "WriteFailures"]

@@ -7,7 +7,7 @@ import apache_beam as beam
 import numpy as np
 
 import codec
-from transforms import storage
+from adapters import storage
 from transforms.failures import FAILED, failure
 from transforms.planning import FileJob
 

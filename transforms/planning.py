@@ -8,7 +8,8 @@ from typing import Callable, Iterator
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import storage
+from adapters import storage
+from adapters.jobs import COMPRESS, DECOMPRESS, OPERATIONS
 from transforms.failures import FAILED, failure
 
 __all__ = [
@@ -19,9 +20,7 @@ __all__ = [
     "part_path", "PlanFiles", "Spread", "PlanChunks",
 ]
 
-COMPRESS = "compress"
-DECOMPRESS = "decompress"
-MODES = (COMPRESS, DECOMPRESS)
+MODES = OPERATIONS
 CONTAINER_SUFFIX = ".dcz"
 
 

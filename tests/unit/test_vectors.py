@@ -7,7 +7,7 @@ import pytest
 
 import codec
 
-VECTOR_DIR = Path(__file__).resolve().parent / "vectors"
+VECTOR_DIR = Path(__file__).resolve().parent.parent / "vectors"
 VECTOR_NAMES = sorted(path.stem for path in VECTOR_DIR.glob("*.dcz"))
 # Containers an earlier version-1 writer produced (see make_vectors.py): decoded, not re-encoded.
 DECODE_ONLY = sorted(str(path.relative_to(VECTOR_DIR).with_suffix(""))

@@ -64,7 +64,7 @@ def test_the_emulator_dies_with_a_killed_test_process(tmp_path):
          f"e = start_emulator('s', [sys.executable, '-m', 'http.server', '{port}', '--bind', '127.0.0.1'],"
          f" http_ready('http://127.0.0.1:{port}/'));"
          "print(e.process.pid, flush=True); time.sleep(300)",
-         os.path.dirname(__file__)],
+         os.path.dirname(os.path.dirname(__file__))],
         stdout=subprocess.PIPE, text=True)
     try:
         server = int(launcher.stdout.readline())

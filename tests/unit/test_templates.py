@@ -8,7 +8,7 @@ import pytest
 
 from pipelines import batch
 
-TEMPLATES = pathlib.Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = pathlib.Path(__file__).resolve().parent.parent.parent / "templates"
 
 
 def template_parameters() -> list[dict]:

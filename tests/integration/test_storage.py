@@ -8,7 +8,7 @@ import pytest
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import storage
+from adapters import storage
 
 TB = 2**40
 MiB = 2**20

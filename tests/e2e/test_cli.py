@@ -16,7 +16,7 @@ from samples import sample_text  # tests/ is on sys.path (conftest dir)
 from codec.container import FRAME_HEADER_SIZE, HEADER_SIZE, crc32c
 from services import cli, compression
 # Not resolved: run from a copy of the tree, the copy's code is what gets tested.
-REPO = Path(__file__).absolute().parent.parent
+REPO = Path(__file__).absolute().parent.parent.parent
 CHUNK = 64 * 1024
 
 

@@ -9,7 +9,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from codec import stream
 from pipelines import batch
-from transforms import storage
+from adapters import storage
 
 CHUNK_SIZE = 4096
 WORKERS = 2

@@ -16,7 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 import codec
 from codec import container
-from transforms import storage
+from adapters import storage
 from transforms.assemble import (
     METADATA_SUFFIX, container_metadata, failure_reason, ordered_parts, publish_container, publish_decoded,
 )

@@ -12,7 +12,7 @@ import codec
 from codec import container
 from pipelines.batch import run_job
 from transforms.assemble import METADATA_SUFFIX
-from transforms.storage import TEMP_DIR_NAME
+from adapters.storage import TEMP_DIR_NAME
 
 CHUNK_SIZE = 64 * 1024
 # The in-process runner: the same stages and code as multi_processing, without starting workers.

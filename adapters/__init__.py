@@ -1,0 +1,1 @@
+"""Adapters: the outside world (storage, queue, status store) behind small ports; records in adapters.jobs."""

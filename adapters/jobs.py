@@ -1,0 +1,200 @@
+"""The records every port carries: a job request, its status document, a failure, and the one transition rule."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import re
+import secrets
+from typing import Any, Mapping
+
+from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+
+__all__ = [
+    "COMPRESS", "DECOMPRESS", "OPERATIONS", "JOB_ID_PATTERN", "JobState", "TERMINAL_STATES",
+    "JobRequest", "Failure", "JobStatus", "TransitionRefused", "check_transition", "new_job_id",
+    "utc_now",
+]
+
+COMPRESS = "compress"
+DECOMPRESS = "decompress"
+OPERATIONS = (COMPRESS, DECOMPRESS)
+# Lowercase letters, digits and '-': valid in object names, Firestore ids and Dataflow job names.
+JOB_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+def utc_now() -> str:
+    """The time as every record stores it: ISO 8601 in UTC, to the microsecond."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
+
+
+def new_job_id() -> str:
+    """An unguessable job id (128 random bits) that still sorts by creation time."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"job-{stamp}-{secrets.token_hex(16)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRequest:
+    """One job as it travels: on the queue, through the streaming graph, into the batch graph.
+
+    `attempt` starts at 1; the reconciler re-publishes a stuck job with attempt + 1 and every
+    attempt writes its temporaries under paths of its own. `table_uri` names a stored frequency
+    table to encode with (else the pipeline counts one). `trace_context` is a W3C traceparent.
+    """
+
+    job_id: str
+    operation: str
+    input_uri: str
+    output_uri: str
+    owner: str = ""
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    attempt: int = 1
+    table_uri: str | None = None
+    requested_at: str = ""
+    trace_context: str | None = None
+
+    def __post_init__(self) -> None:
+        if not JOB_ID_PATTERN.fullmatch(self.job_id or ""):
+            raise ValueError(f"job id {self.job_id!r} must be 1-128 lowercase letters, digits or '-'")
+        if self.operation not in OPERATIONS:
+            raise ValueError(f"operation must be one of {OPERATIONS}, got {self.operation!r}")
+        if not self.input_uri or not self.output_uri:
+            raise ValueError("a job needs both an input and an output URI")
+        if self.input_uri == self.output_uri:
+            raise ValueError(f"input and output are the same object: {self.output_uri}")
+        if not 1 <= self.chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk size must be between 1 byte and {MAX_CHUNK_SIZE}, got {self.chunk_size}")
+        if self.attempt < 1:
+            raise ValueError(f"attempt must be 1 or more, got {self.attempt}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "JobRequest":
+        """The request a dict describes; ValueError names a missing or unknown field."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown job field(s): {', '.join(sorted(unknown))}")
+        try:
+            return cls(**dict(data))
+        except TypeError as e:
+            raise ValueError(f"incomplete job request: {e}") from None
+
+    def next_attempt(self) -> "JobRequest":
+        return dataclasses.replace(self, attempt=self.attempt + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """Why one job (or one file of a batch run) failed: what the status store, the dead-letter
+    topic, the failures CSV and the CLI all read."""
+
+    job_id: str
+    source: str
+    stage: str
+    error_type: str
+    message: str
+
+    @classmethod
+    def of(cls, job_id: str, source: str, stage: str, error: BaseException | str) -> "Failure":
+        if isinstance(error, BaseException):
+            error_type, message = type(error).__name__, str(error)
+        else:
+            error_type, message = "Error", str(error)
+        return cls(job_id, source, stage, error_type, " ".join(message.split()))
+
+    @property
+    def reason(self) -> str:
+        """One line: `stage: ErrorType: message`."""
+        return f"{self.stage}: {self.error_type}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"stage": self.stage, "type": self.error_type, "message": self.message}
+
+
+@dataclasses.dataclass
+class JobStatus:
+    """One job's status document (one per job id)."""
+
+    job_id: str
+    state: JobState = JobState.QUEUED
+    attempt: int = 1
+    owner: str = ""
+    operation: str = ""
+    input: str = ""
+    output: str = ""
+    metadata: str | None = None
+    chunks_done: int = 0
+    chunks_total: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    ratio: float | None = None
+    error: dict[str, str] | None = None
+    times: dict[str, str] = dataclasses.field(default_factory=dict)  # state -> when it was entered
+    heartbeat: str | None = None
+    updated: str | None = None
+
+    @classmethod
+    def queued(cls, request: JobRequest) -> "JobStatus":
+        now = utc_now()
+        return cls(request.job_id, JobState.QUEUED, request.attempt, request.owner, request.operation,
+                   request.input_uri, request.output_uri, times={JobState.QUEUED.value: now}, updated=now)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["state"] = self.state.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "JobStatus":
+        names = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in data.items() if k in names}
+        known["state"] = JobState(known.get("state", JobState.QUEUED))
+        return cls(**known)
+
+
+class TransitionRefused(Exception):
+    """A status change the rules do not allow (a duplicate, a stale attempt, a finished job)."""
+
+
+def check_transition(current: JobStatus | None, state: JobState, attempt: int) -> None:
+    """Raises TransitionRefused unless `current` may move to `state` for `attempt`.
+
+    Only forward moves: QUEUED -> RUNNING (the claim, once per attempt), RUNNING -> a terminal
+    state, QUEUED -> FAILED or CANCELLED; a re-queue (QUEUED or RUNNING -> QUEUED) only for the
+    next attempt. Nothing moves a terminal job, and an older attempt never moves a newer one.
+    """
+    if current is None:
+        raise TransitionRefused("no such job")
+    if current.terminal:
+        raise TransitionRefused(f"job is already {current.state.value}")
+    if attempt < current.attempt:
+        raise TransitionRefused(f"attempt {attempt} is stale: the job is on attempt {current.attempt}")
+    if state is JobState.QUEUED:
+        if attempt != current.attempt + 1:
+            raise TransitionRefused(f"a re-queue must be for attempt {current.attempt + 1}, got {attempt}")
+        return
+    if attempt != current.attempt:
+        raise TransitionRefused(f"attempt {attempt} is not the job's attempt {current.attempt}")
+    if state is JobState.RUNNING and current.state is not JobState.QUEUED:
+        raise TransitionRefused(f"attempt {attempt} was already claimed")
+    if state is JobState.SUCCEEDED and current.state is not JobState.RUNNING:
+        raise TransitionRefused("only a running job can succeed")
