@@ -8,6 +8,7 @@ INSTALL_REQUIRES = [
     "numpy>=1.26,<2.5",
     "numba>=0.60,<0.70",
     "google-crc32c>=1.5,<2",
+    "google-cloud-firestore>=2.16,<3",
 ]
 DEV_REQUIRES = [
     "pytest>=8,<10",
@@ -23,6 +24,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["codec", "codec.*", "adapters", "adapters.*", "transforms", "transforms.*",
                                     "pipelines", "pipelines.*", "services", "services.*"]),
+    package_data={"adapters": ["schemas/*.avsc"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": DEV_REQUIRES},
     entry_points={"console_scripts": ["dcas=services.cli:main"]},

@@ -98,3 +98,23 @@ class InMemoryStatusStore:
             return [copy.deepcopy(s) for s in self._docs.values()
                     if (s.state is JobState.QUEUED and s.updated and s.updated < queued_before)
                     or (s.state is JobState.RUNNING and (s.heartbeat or "") < heartbeat_before)]
+
+
+# Named fakes that a pickled spec finds again in the same process (TestPipeline and the local
+# streaming runner run DoFns in this process): what a real spec's open() does with a client.
+_REGISTRY: dict[str, object] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class MemorySpec:
+    """A picklable handle on a named in-memory fake; `open()` returns the same object every time."""
+
+    name: str
+
+    def open(self):
+        return _REGISTRY[self.name]
+
+    @classmethod
+    def register(cls, name: str, fake: object) -> "MemorySpec":
+        _REGISTRY[name] = fake
+        return cls(name)

@@ -5,7 +5,7 @@ from typing import Protocol
 
 from adapters.jobs import Failure, JobRequest, JobState, JobStatus
 
-__all__ = ["JobQueue", "StatusStore"]
+__all__ = ["AdapterSpec", "JobQueue", "StatusStore"]
 
 
 class JobQueue(Protocol):
@@ -45,3 +45,10 @@ class StatusStore(Protocol):
     def stale_jobs(self, queued_before: str, heartbeat_before: str) -> list[JobStatus]:
         """Jobs QUEUED since before `queued_before`, or RUNNING with a heartbeat (or claim)
         older than `heartbeat_before` (ISO times, as adapters.jobs.utc_now writes them)."""
+
+
+class AdapterSpec(Protocol):
+    """What a DoFn holds instead of a client: small, picklable settings whose `open()` (called in
+    the DoFn's setup()) builds the adapter, e.g. adapters.memory.MemorySpec in unit tests."""
+
+    def open(self): ...

@@ -88,3 +88,19 @@ def test_the_in_memory_store_claims_an_attempt_once_and_never_moves_a_finished_j
         store.transition("job-1", JobState.FAILED, 1)
     final = store.get("job-1")
     assert final.state is JobState.SUCCEEDED and set(final.times) == {"QUEUED", "RUNNING", "SUCCEEDED"}
+
+
+def test_a_job_message_round_trips_through_the_avro_json_encoding():
+    from adapters.messages import decode_job_message, encode_job_message
+    original = request(owner="ann", table_uri="gs://b/in.table")
+    body, attributes = encode_job_message(original)
+    assert attributes["job_id"] == "job-1" and attributes["attempt"] == "1"
+    assert decode_job_message(body, attributes) == original
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"schema_version": 2}',
+                                  b'{"schema_version": 1, "job_id": 3}'])
+def test_a_malformed_job_message_is_a_value_error(body):
+    from adapters.messages import decode_job_message
+    with pytest.raises(ValueError, match="job message"):
+        decode_job_message(body)
