@@ -147,12 +147,14 @@ class JobStatus:
     times: dict[str, str] = dataclasses.field(default_factory=dict)  # state -> when it was entered
     heartbeat: str | None = None
     updated: str | None = None
+    request: dict[str, Any] | None = None  # the JobRequest, so the reconciler can publish it again
 
     @classmethod
     def queued(cls, request: JobRequest) -> "JobStatus":
         now = utc_now()
         return cls(request.job_id, JobState.QUEUED, request.attempt, request.owner, request.operation,
-                   request.input_uri, request.output_uri, times={JobState.QUEUED.value: now}, updated=now)
+                   request.input_uri, request.output_uri, times={JobState.QUEUED.value: now}, updated=now,
+                   request=request.to_dict())
 
     @property
     def terminal(self) -> bool:

@@ -104,3 +104,10 @@ def test_a_malformed_job_message_is_a_value_error(body):
     from adapters.messages import decode_job_message
     with pytest.raises(ValueError, match="job message"):
         decode_job_message(body)
+
+
+def test_a_queued_status_carries_its_request_for_the_reconciler():
+    original = request(attempt=1, chunk_size=65536)
+    status = JobStatus.queued(original)
+    again = JobRequest.from_dict(JobStatus.from_dict(status.to_dict()).request).next_attempt()
+    assert again.attempt == 2 and again.chunk_size == 65536 and again.job_id == original.job_id
