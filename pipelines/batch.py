@@ -21,16 +21,17 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from codec import container
 from codec.sizes import parse_size
 from adapters import storage
+from adapters.jobs import JobRequest
 from transforms.assemble import PublishContainers, PublishDecoded
 from transforms.decode import DecodeParts, ReadSeekTables, decode_part_tasks
 from transforms.encode import EncodeParts
 from transforms.failures import WriteFailures, started, temp_dir_item
 from transforms.frequencies import FrequencyTables
 from transforms.observability import METRICS_NAMESPACE, log_event, new_job_id
-from transforms.planning import COMPRESS, MODES, PlanChunks, PlanFiles, Spread, output_is_file
+from transforms.planning import COMPRESS, MODES, FileJob, PlanChunks, PlanFiles, Spread, output_is_file
 
 __all__ = ["IN_PROCESS_BELOW", "LOCAL_RUNNING_MODE", "parse_size", "parse_args", "validate_args", "default_failures_path",
-           "build_pipeline", "new_pipeline", "run", "run_job", "main"]
+           "job_request", "build_pipeline", "new_pipeline", "run", "run_job", "main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -134,48 +135,66 @@ def _remove_temp_dir(temp_dir: str) -> None:
             pass
 
 
-def _build_compress(jobs, known, job_id):
-    chunks = jobs | "Plan chunks" >> PlanChunks(known.chunk_size)
+def _build_compress(jobs, known):
+    chunks = jobs | "Plan chunks" >> PlanChunks()
     tables, count_failures = chunks | "Frequency tables" >> FrequencyTables()
-    records, encode_failures = tables | "Encode" >> EncodeParts(known.chunk_size, job_id)
+    records, encode_failures = tables | "Encode" >> EncodeParts()
     return ((jobs, records, (count_failures, encode_failures), tables)
-            | "Publish" >> PublishContainers(known.chunk_size, job_id, overwrite=not known.keep_existing))
+            | "Publish" >> PublishContainers(overwrite=not known.keep_existing))
 
 
-def _build_decompress(jobs, known, job_id):
+def _build_decompress(jobs, known):
     containers, table_failures = jobs | "Seek tables" >> ReadSeekTables()
     tasks = (containers
              | "Plan parts" >> beam.FlatMap(decode_part_tasks)
              | "Spread parts" >> Spread(_decode_task_key))
-    records, decode_failures = tasks | "Decode" >> DecodeParts(job_id)
+    records, decode_failures = tasks | "Decode" >> DecodeParts()
     return ((containers, records, (table_failures, decode_failures))
-            | "Publish" >> PublishDecoded(job_id, overwrite=not known.keep_existing))
+            | "Publish" >> PublishDecoded(overwrite=not known.keep_existing))
 
 
-def _decode_task_key(task) -> tuple[str, int]:
-    return task.job.source, task.index
+def _decode_task_key(task) -> tuple[str, str, int, int]:
+    return task.job.job_id, task.job.source, task.job.attempt, task.index
+
+
+def job_request(known: argparse.Namespace, job_id: str) -> JobRequest:
+    """The run as the one job request the graph plans from: its input may be a pattern."""
+    return JobRequest(job_id, known.mode, known.input, known.output, chunk_size=known.chunk_size)
+
+
+def _constant(unused_impulse, value):
+    return value
+
+
+def _temp_dir_item(job: FileJob):
+    return temp_dir_item(job.temp_dir)
 
 
 def build_pipeline(pipeline: beam.Pipeline, known: argparse.Namespace, job_id: str):
-    """Adds the whole job to `pipeline`; returns `results` and a pair of `(source, reason)` failure
-    PCollections (planning, publication). Reads nothing.
+    """Adds the whole job to `pipeline`; returns `results` and a pair of Failure PCollections
+    (planning, publication). Reads nothing.
 
+    The job is an element: a JobRequest made from the arguments, planned into FileJobs that carry
+    its settings (chunk size, job id) through every later step, as the service's jobs do.
     Every GroupByKey and every Flatten of several inputs ends a stage, and the local runner runs
     stages one after the other at ~20-85 ms each before any work, so the graph has as few as the
     job allows: compress has 7 (6-byte file, 2 worker threads: 15 bundles in 1.9 s before).
     """
     names_file = output_is_file(known.input, known.output)
-    start = pipeline | "Start" >> beam.Impulse()
-    jobs, plan_failures = start | "Plan files" >> PlanFiles(known.input, known.output, known.mode, names_file)
+    # Impulse and a Map rather than beam.Create: Create adds two transforms and infers a coder from
+    # the values (~0.1 s more to build the graph).
+    requests = (pipeline
+                | "Start" >> beam.Impulse()
+                | "Request" >> beam.Map(_constant, job_request(known, job_id)))
+    jobs, plan_failures = requests | "Plan files" >> PlanFiles()
     if known.mode == COMPRESS:
-        results, publish_failures = _build_compress(jobs, known, job_id)
+        results, publish_failures = _build_compress(jobs, known)
     else:
-        results, publish_failures = _build_decompress(jobs, known, job_id)
+        results, publish_failures = _build_decompress(jobs, known)
     failures_path = known.failures or default_failures_path(known.output, names_file, job_id)
     # The last step also removes the temp folders: it runs once every file is published or failed.
-    marks = start | "Mark start" >> beam.Map(started)
-    temp_dirs = jobs | "Temp dirs" >> beam.Map(
-        lambda job: temp_dir_item(storage.temp_dir_for(job.destination, job_id)))
+    marks = requests | "Mark start" >> beam.Map(started)
+    temp_dirs = jobs | "Temp dirs" >> beam.Map(_temp_dir_item)
     _ = ((plan_failures, publish_failures, marks, temp_dirs)
          | "Report failures" >> WriteFailures(failures_path, write_when_empty=known.failures is not None,
                                               remove_temp_dir=_remove_temp_dir))
