@@ -38,7 +38,7 @@ __all__ = [
     "start_writeback",
     "read_range",
     "remove_temp_dir",
-    "temp_dir_for",
+    "temp_dir_for", "remove_job_temp_dir",
 ]
 
 # Limits of GCS `compose`: at most 32 sources per call, and a composite object counts every
@@ -296,6 +296,16 @@ def remove_temp_dir(temp_dir: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Atomic publication
+
+
+def remove_job_temp_dir(temp_dir: str) -> None:
+    """remove_temp_dir, and locally the shared parent (.dcas-tmp) too once no other job uses it."""
+    remove_temp_dir(temp_dir)
+    if not _is_gcs(temp_dir):
+        try:
+            os.rmdir(os.path.dirname(temp_dir.rstrip(os.sep)))
+        except OSError:
+            pass  # rmdir refuses a folder another job still uses
 
 
 def publish_concatenation(sources: Sequence[str], destination: str, *, temp_dir: str | None = None,
