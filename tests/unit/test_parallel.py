@@ -79,6 +79,18 @@ def test_compressed_bytes_are_the_same_for_every_thread_count_from_files_and_pip
     assert codec.decode(serial) == codec.decode(with_table) == data
 
 
+def test_direct_writes_through_a_small_staging_buffer_give_the_same_file(data, data_file, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(parallel._Appender, "STAGE_SIZE", 8192)  # many stages, a partial last one
+    for threads in (1, 3):
+        with open(tmp_path / "prefix.dcz", "wb") as dst:
+            dst.write(b"x" * 4096)  # an aligned start: direct writes begin after it
+            with open(data_file, "rb") as src:
+                codec.compress_stream(src, dst, chunk_size=CHUNK, threads=threads)
+            assert dst.tell() == (tmp_path / "prefix.dcz").stat().st_size
+        assert (tmp_path / "prefix.dcz").read_bytes() == b"x" * 4096 + codec.encode(data, chunk_size=CHUNK)
+
+
 def test_file_histogram_is_the_whole_file_histogram_and_leaves_the_position(data, data_file):
     for threads in (1, 3):
         with open(data_file, "rb") as f:
