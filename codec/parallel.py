@@ -382,6 +382,7 @@ def _decompress_in_place(src_fd: int, dst: BinaryIO, dst_fd: int, base: int, ent
     offsets, positions = frame_offsets(entries), original_offsets(entries)
     total = sum(entry.original_size for entry in entries)
     largest = max((entry.original_size for entry in entries), default=0)
+    frames = _ThreadBuffers()
     buffers = threading.local()
     os.ftruncate(dst_fd, base + total)
     writer = _Writer(dst_fd)
@@ -389,7 +390,7 @@ def _decompress_in_place(src_fd: int, dst: BinaryIO, dst_fd: int, base: int, ent
     def decode(index: int) -> int:
         _hook(index)
         entry = entries[index]
-        frame = np.empty(entry.frame_size, dtype=np.uint8)
+        frame = frames.get(entry.frame_size)
         if _fileio.pread_into(src_fd, frame, offsets[index]) != entry.frame_size:
             raise FormatError(f"truncated container: chunk {index}'s frame runs past the end of the file")
         out = getattr(buffers, "out", None)
@@ -399,7 +400,6 @@ def _decompress_in_place(src_fd: int, dst: BinaryIO, dst_fd: int, base: int, ent
             size = decode_frame_into(frame, out, entry)
         except FormatError as e:
             raise _damaged_chunk(index, offsets[index], e) from e
-        del frame
         writer.write(out[:size], base + positions[index])
         return size
 
