@@ -180,8 +180,11 @@ def test_the_harness_runs_interleaved_rounds_checks_round_trips_and_cleans_up(tm
     assert results[e2e.C2].output_size == results[e2e.C1].output_size == results[e2e.PIPE].output_size
     assert results[e2e.D2].output_size == source.stat().st_size
     assert sorted(p.name for p in work.iterdir()) == []  # outputs cleaned up
-    text = e2e.render_markdown([(" (1 MiB)", results)], {**run.conditions(), "repeats": 2}, {})
+    conditions = {**run.conditions(), "repeats": 2}
+    text = e2e.render_markdown([(" (1 MiB)", results)], conditions, {"description": "1 MiB of text"})
     assert f"| {e2e.C2} |" in text and "time with 1 thread ÷ with 2 (1 MiB)" in text
+    e2e.save(tmp_path / "e2e.json", conditions, {"description": "1 MiB of text"}, [(" (1 MiB)", results)])
+    assert e2e.rerender(tmp_path / "e2e.json") == text
 
 
 def test_a_decompressor_that_does_not_give_the_input_back_fails_the_benchmark(tmp_path):
