@@ -355,7 +355,9 @@ def render_markdown(sections: list[tuple[str, dict[str, Result]]], run: dict, ma
     load = " → ".join(f"{a[0]:.1f}" for a in (run["load_before"], run.get("load_after", run["load_before"])))
     lines = [
         f"Run {run['date']}, commit `{run['commit']}`, {run['nproc']} × {run['cpu']}; {v}; {run.get('pigz', 'pigz')}.",
-        f"{run['repeats']} interleaved rounds, medians of wall-clock time; 1-minute load average {load}"
+        f"{run['repeats']} interleaved rounds"
+        + (f" ({run['big_repeats']} above 1 GB)" if run.get("big_repeats") not in (None, run["repeats"]) else "")
+        + f", medians of wall-clock time; 1-minute load average {load}"
         + (f"; {run['note']}" if run.get("note") else "") + ".",
         f"Input: {manifest.get('description', '')}"
         + (f" ({manifest['files']} files, sha256 `{manifest['sha256'][:16]}…`); larger sizes repeat it."
@@ -409,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam", action="store_true",
                         help="also the Beam pipeline's cost per GB beyond start-up (runs 1 and 4 GB)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--big-repeats", type=int, default=None,
+                        help="rounds for inputs above 1 GB (default: --repeats)")
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--note", default="", help="a remark for the report's second line")
     parser.add_argument("--input", type=Path, help="benchmark this file instead of the built 1 GB input")
@@ -424,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("pigz") is None:
         parser.error("pigz is not installed: run `make bench-e2e`, which installs Debian's pigz")
 
-    run = {**conditions(), "repeats": args.repeats, "pigz": pigz_version(), "note": args.note}
+    run = {**conditions(), "repeats": args.repeats, "big_repeats": args.big_repeats, "pigz": pigz_version(),
+           "note": args.note}
     tiny = WORK_DIR / "tiny.txt"
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     tiny.write_bytes(b"hello\n")
@@ -439,11 +444,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"{src}: {src.stat().st_size:,} bytes", file=sys.stderr, flush=True)
             warm_up(src, WORK_DIR)
+            repeats = args.repeats if size_gb <= 1 or args.big_repeats is None else args.big_repeats
             if size_gb in sizes:
-                results = run_rounds(local_steps(tiny), src, args.repeats, WORK_DIR)
+                results = run_rounds(local_steps(tiny), src, repeats, WORK_DIR)
                 sections.append((f" ({size_gb} GB)", results))
             if args.beam:
-                beam[size_gb] = run_rounds(beam_steps(), src, args.repeats, WORK_DIR)
+                beam[size_gb] = run_rounds(beam_steps(), src, repeats, WORK_DIR)
                 sections.append((f" ({size_gb} GB, beam)", beam[size_gb]))
         finally:
             if delete_after:

@@ -91,6 +91,22 @@ def test_direct_writes_through_a_small_staging_buffer_give_the_same_file(data, d
         assert (tmp_path / "prefix.dcz").read_bytes() == b"x" * 4096 + codec.encode(data, chunk_size=CHUNK)
 
 
+def test_an_output_opened_for_appending_gets_the_container_after_what_it_held(data, tmp_path):
+    # `dcas ... -o - >> log`: positional writes on an O_APPEND file would land at its end anyway,
+    # so the engine must not rely on them for either direction.
+    blob = codec.encode(data, chunk_size=CHUNK)
+    (tmp_path / "c.dcz").write_bytes(blob)
+    for threads in (1, 3):
+        (tmp_path / "log").write_bytes(b"before\n")
+        with open(tmp_path / "log", "ab") as dst:
+            codec.compress_stream(Pipe(data), dst, chunk_size=CHUNK, threads=threads)
+        assert (tmp_path / "log").read_bytes() == b"before\n" + blob
+        (tmp_path / "log").write_bytes(b"")
+        with open(tmp_path / "c.dcz", "rb") as src, open(tmp_path / "log", "ab") as dst:
+            codec.decompress_stream(src, dst, threads=threads)
+        assert (tmp_path / "log").read_bytes() == data
+
+
 def test_file_histogram_is_the_whole_file_histogram_and_leaves_the_position(data, data_file):
     for threads in (1, 3):
         with open(data_file, "rb") as f:
