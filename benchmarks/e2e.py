@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny = WORK_DIR / "tiny.txt"
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     tiny.write_bytes(b"hello\n")
-    sections, extra, manifest, beam = [], [], {}, {}
+    sections, manifest, beam, block = [], {}, {}, ""
     sizes = [int(s) for s in args.sizes.split(",")]
     for size_gb in sorted(set(sizes) | ({1, 4} if args.beam else set())):
         if args.input is not None:
@@ -448,24 +448,30 @@ def main(argv: list[str] | None = None) -> int:
             if size_gb in sizes:
                 results = run_rounds(local_steps(tiny), src, repeats, WORK_DIR)
                 sections.append((f" ({size_gb} GB)", results))
+                block = report(run, manifest, sections, beam, not args.no_docs)
             if args.beam:
                 beam[size_gb] = run_rounds(beam_steps(), src, repeats, WORK_DIR)
                 sections.append((f" ({size_gb} GB, beam)", beam[size_gb]))
+                block = report(run, manifest, sections, beam, not args.no_docs)
         finally:
             if delete_after:
                 src.unlink(missing_ok=True)
         if args.input is not None:
             break
-    if 1 in beam and 4 in beam:
-        extra = beam_rows(beam[1], beam[4])
+    print(block)
+    return 0
+
+
+def report(run: dict, manifest: dict, sections: list, beam: dict, docs: bool) -> str:
+    """Saves and renders what has been measured so far: a long run that is stopped keeps its
+    finished sections."""
     run["load_after"] = os.getloadavg()
     manifest = corpora.summary(manifest) if "sha256" in manifest else manifest
-    block = render_markdown(sections, run, manifest, extra)
-    print(block)
+    block = render_markdown(sections, run, manifest, beam_rows(beam[1], beam[4]) if 1 in beam and 4 in beam else [])
     save(OUT_DIR / "e2e.json", run, manifest, sections)
-    if not args.no_docs:
+    if docs:
         write_docs_section("e2e-benchmark", block)
-    return 0
+    return block
 
 
 if __name__ == "__main__":
