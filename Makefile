@@ -39,8 +39,9 @@ pigz:
 bench: $(STAMP) pigz
 	$(PY) -m benchmarks.run
 
-# End-to-end `dcas compress/decompress` of a 1 GB file vs pigz (several minutes). Pass E2E_ARGS,
-# e.g. E2E_ARGS="--sizes 1,4" for the 4 GB memory check.
+# End-to-end `dcas compress/decompress` of a 1 GB file and a pipe vs pigz (several minutes). Pass
+# E2E_ARGS, e.g. E2E_ARGS="--sizes 1,4" for the 4 GB memory check, "--beam" for the pipeline's cost
+# per GB beyond start-up (1 and 4 GB, ~15 more minutes).
 bench-e2e: $(STAMP) pigz
 	$(PY) -m benchmarks.e2e $(E2E_ARGS)
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import mmap
 import os
 import shutil
 import threading
@@ -10,10 +9,14 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Sequence
 
-import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from google.api_core import exceptions as gcs_exceptions
+
+# Positional and direct writes live in the codec, which the in-process engine uses without Beam.
+from codec._fileio import (  # noqa: F401 - re-exported
+    DIRECT_IO_ALIGNMENT, aligned_buffer, direct_io_allows, open_direct, pwrite_all, start_writeback,
+)
 
 __all__ = [
     "GCS_MAX_COMPONENTS",
@@ -354,62 +357,6 @@ def publish_local_file(path: str, destination: str, expected_size: int, *, overw
             pass
         raise
     _fsync_directory(directory)
-
-
-def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
-    """Starts writing a local file's dirty pages (`length` 0: to the end) to disk without waiting.
-
-    Linux does that for POSIX_FADV_DONTNEED on dirty pages. Called while the rest of the file is
-    still being produced, it lets the disk work alongside, so the final fsync waits for less.
-    A hint only: where it is missing or refused, nothing changes.
-    """
-    if hasattr(os, "posix_fadvise"):
-        try:
-            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-        except OSError:
-            pass
-
-
-# Direct I/O: offsets, lengths and buffer addresses must be multiples of the device's logical block
-# size; 4096 covers both 512-byte and 4 KiB devices.
-DIRECT_IO_ALIGNMENT = 4096
-
-
-def open_direct(path: str) -> int | None:
-    """A write-only fd on the existing local file `path` that bypasses the page cache (O_DIRECT), or
-    None where the platform or filesystem has no direct I/O (tmpfs, macOS, ...).
-
-    Why: on the benchmark machine, filling page-cache pages costs ~2 CPU-s per GB written (buffered
-    pwrite ~480 MB/s per core) and fsync then writes them anyway; direct writes go from our buffer to
-    the disk, which sets the pace alone. The file still needs an fsync for the device's cache and
-    the metadata."""
-    flag = getattr(os, "O_DIRECT", 0)
-    if not flag:
-        return None
-    try:
-        return os.open(path, os.O_WRONLY | flag)
-    except OSError:
-        return None
-
-
-def direct_io_allows(offset: int, length: int) -> bool:
-    """Whether a write of `length` bytes at `offset` meets direct I/O's alignment."""
-    return offset % DIRECT_IO_ALIGNMENT == 0 and length % DIRECT_IO_ALIGNMENT == 0 and length > 0
-
-
-def aligned_buffer(size: int):
-    """A zeroed uint8 numpy array of `size` bytes at a page-aligned address (anonymous mmap), as
-    direct I/O needs."""
-    return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype=np.uint8)[:size]
-
-
-def pwrite_all(fd: int, data, offset: int) -> None:
-    """Writes all of `data` at `offset` (os.pwrite may write less than asked)."""
-    view = memoryview(data).cast("B")
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 def _fsync_directory(directory: str) -> None:

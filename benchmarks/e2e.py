@@ -1,118 +1,81 @@
-"""End-to-end benchmark: `dcas compress` / `dcas decompress` of a ~1 GB real-data file vs pigz --huffman."""
+"""End-to-end benchmark: `dcas` on 1 GB of real data (a local file, a pipe) against pigz with the same durability."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from benchmarks import corpora
 from benchmarks.run import OUT_DIR, conditions, write_docs_section
 
 GB = 10**9  # the input: 1 GB of real data (the machine holds a little more than that)
+MiB = 2**20
 WORK_DIR = OUT_DIR / "e2e"
+THREADS = 2  # the machine's cores; pigz gets as many
+CHUNK_SIZE = 4 * MiB  # dcas's default
 
-# Targets from the pipeline issue.
-TARGET_COMPRESS_VS_PIGZ = 1.0  # our compress time / pigz --huffman's, at most (same workers)
-TARGET_DECOMPRESS_VS_UNPIGZ = 2 / 3  # our decompress time / pigz -d's, at most
-TARGET_SIZE_VS_PIGZ = 1.0  # our size / pigz's, at most
-TARGET_SCALING = 1.7  # time with 1 worker / time with 2 workers, at least
-TARGET_MEMORY_GROWTH = 1.25  # peak RSS per worker at 4 GB / at 1 GB: "independent of file size"
+# Targets from the in-process engine issue: our time / pigz's, at most, unless said otherwise.
+TARGET_COMPRESS = 0.5  # dcas compress --threads 2 vs pigz -H -p 2, both fsynced
+TARGET_DECOMPRESS = 0.5  # dcas decompress vs pigz -d, both fsynced
+TARGET_PIPE = 0.6  # cat | dcas compress - -o - > out vs cat | pigz -H -p 2 > out, both synced
+TARGET_SCALING = 1.7  # compress time with 1 thread / with 2, at least
+MEMORY_ALLOWANCE = 64 * MiB + (THREADS + 2) * CHUNK_SIZE  # peak RSS above the 6-byte run's
+TARGET_BEAM_COMPRESS_PER_GB = 0.7  # (t4 - t1) / 3 of `dcas --engine beam` vs pigz -H -p 2's
+TARGET_BEAM_DECOMPRESS_PER_GB = 0.6  # the same vs pigz -d's
 
 
-# --- every command line the benchmark runs, in one place -----------------------------------------
-
-@dataclass(frozen=True)
-class Command:
-    argv: list[str]
-    stdout_path: Path | None = None  # where the command's stdout goes (pigz writes to stdout)
-
+# --- the commands, in one place ------------------------------------------------------------------
 
 def dcas_executable() -> str:
     beside_python = Path(sys.executable).parent / "dcas"
     return str(beside_python) if beside_python.exists() else (shutil.which("dcas") or "dcas")
 
 
-def dcas_worker_flag() -> list[str] | None:
-    """How the current `dcas` takes a worker count, or None while it has no such option (then every
-    'workers' setting runs the same serial command, and the report says so)."""
-    help_text = subprocess.run([dcas_executable(), "compress", "--help"], capture_output=True,
-                               text=True).stdout
-    for flag in ("--workers", "--direct_num_workers", "--num-workers"):
-        if flag in help_text:
-            return [flag, "{workers}"]
-    return None
-
-
 @dataclass(frozen=True)
-class Tool:
-    name: str
-    suffix: str
-    compress: Callable[[Path, Path, int], Command]
-    decompress: Callable[[Path, Path, int], Command]
+class Command:
+    argv: list[str]
+    stdout_path: Path | None = None  # where the command's stdout goes
 
 
-def dcas_tool(worker_flag: list[str] | None, name: str = "dcas", beam_args: tuple[str, ...] = ()) -> Tool:
-    def workers_args(workers: int) -> list[str]:
-        return [arg.format(workers=workers) for arg in worker_flag] if worker_flag else []
-
-    exe = dcas_executable()
-    extra = ["--", *beam_args] if beam_args else []
-    return Tool(
-        name, ".dcz",
-        lambda src, dst, w: Command([exe, "compress", str(src), "-o", str(dst), "-f", "-q",
-                                     *workers_args(w), *extra]),
-        lambda src, dst, w: Command([exe, "decompress", str(src), "-o", str(dst), "-f", "-q",
-                                     *workers_args(w), *extra]))
+def dcas(mode: str, src: Path, dst: Path, threads: int = THREADS, *extra: str) -> Command:
+    return Command([dcas_executable(), mode, str(src), "-o", str(dst), "-f", "-q",
+                    "--threads", str(threads), *extra])
 
 
-# The pipeline's fixed cost: dcas on a 1 MiB file, in the same runner mode as the big runs (without
-# the Beam option, run_job would run so small an input on one in-memory worker).
-STARTUP = "dcas start-up (1 MiB)"
-STARTUP_INPUT_SIZE = 2**20
+def dcas_beam(mode: str, src: Path, dst: Path, workers: int = THREADS) -> Command:
+    return Command([dcas_executable(), mode, str(src), "-o", str(dst), "-f", "-q", "--engine", "beam",
+                    "--workers", str(workers)])
 
 
-def startup_tool(worker_flag: list[str] | None) -> Tool:
-    return dcas_tool(worker_flag, STARTUP, ("--direct_running_mode=multi_threading",))
+def shell(script: str, *args: Path | str) -> Command:
+    """`sh -c SCRIPT ARGS`: $0, $1, ... are the arguments (no quoting to get wrong)."""
+    return Command(["sh", "-c", script, *map(str, args)])
 
 
-def beam_pipeline_tool() -> Tool:
-    """The batch pipeline called directly (what `dcas` runs once it has switched to Beam)."""
-    def command(mode: str) -> Callable[[Path, Path, int], Command]:
-        return lambda src, dst, w: Command([sys.executable, "-m", "pipelines.batch", "--input", str(src),
-                                            "--output", str(dst), "--mode", mode,
-                                            f"--direct_num_workers={w}"])
-    return Tool("beam pipeline", ".dcz", command("compress"), command("decompress"))
+def pigz_compress(src: Path, dst: Path, threads: int = THREADS) -> Command:
+    # Same durability as dcas, which fsyncs its output before renaming it into place.
+    return shell('pigz -H -p "$0" -c "$1" > "$2" && sync "$2"', threads, src, dst)
 
 
-PIGZ = "pigz --huffman"
-PIGZ_SYNCED = "pigz --huffman, then sync"
+def pigz_decompress(src: Path, dst: Path) -> Command:
+    return shell('pigz -d -c "$0" > "$1" && sync "$1"', src, dst)
 
 
-def pigz_tool() -> Tool:
-    # pigz compresses with -p threads; its decompression is one thread (plus helper threads for
-    # reading, writing and the check), whatever -p says.
-    return Tool(
-        PIGZ, ".gz",
-        lambda src, dst, w: Command(["pigz", "--huffman", "-p", str(w), "-c", str(src)], dst),
-        lambda src, dst, w: Command(["pigz", "-d", "-p", str(w), "-c", str(src)], dst))
+def dcas_pipe(src: Path, dst: Path, threads: int = THREADS) -> Command:
+    return shell('cat "$0" | "$1" compress - -o - -q --threads "$2" > "$3" && sync "$3"',
+                 src, dcas_executable(), threads, dst)
 
 
-def pigz_synced_tool() -> Tool:
-    """pigz followed by `sync FILE` (fsync of its output): context for our times, which include an
-    fsync before the output is renamed into place; pigz alone leaves its output in the page cache."""
-    def command(pigz_args: str) -> Callable[[Path, Path, int], Command]:
-        script = f'pigz {pigz_args} -p "$0" -c "$1" > "$2" && sync "$2"'
-        return lambda src, dst, w: Command(["sh", "-c", script, str(w), str(src), str(dst)])
-    return Tool(PIGZ_SYNCED, ".gz", command("--huffman"), command("-d"))
+def pigz_pipe(src: Path, dst: Path, threads: int = THREADS) -> Command:
+    return shell('cat "$0" | pigz -H -p "$1" > "$2" && sync "$2"', src, threads, dst)
 
 
 # --- running one command and watching its processes ----------------------------------------------
@@ -120,9 +83,9 @@ def pigz_synced_tool() -> Tool:
 @dataclass
 class RunStats:
     wall: float
-    cpu: float  # user + system seconds of all the command's processes
-    peak_rss_root: int  # bytes, high-water mark of the process we started
-    peak_rss_worker: int  # bytes, largest high-water mark among its descendants (0 if none)
+    cpu: float  # user + system seconds of the command and its descendants
+    peak_rss_root: int  # bytes: the high-water mark (VmHWM) of the process we started, as last sampled
+    peak_rss_worker: int  # bytes, largest high-water mark sampled among its descendants (0 if none)
     peak_rss_sum: int  # bytes, largest sampled sum of current RSS over the whole process tree
     processes: int
 
@@ -161,45 +124,46 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def run_watched(command: Command, interval: float = 0.1) -> RunStats:
+def run_watched(command: Command, interval: float = 0.05) -> RunStats:
     """Runs `command`, sampling its process tree every `interval` s: each process's own VmHWM (its
-    exact peak, as of the last sample that saw it) and the sum of VmRSS across the tree."""
+    exact peak, as of the last sample that saw it) and the sum of VmRSS across the tree; CPU time
+    (the command's and its descendants') comes from wait4."""
     hwm: dict[int, int] = {}
     peak_sum, seen = 0, set()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     stdout = open(command.stdout_path, "wb") if command.stdout_path else subprocess.DEVNULL
-    start = time.perf_counter()
-    try:
-        proc = subprocess.Popen(command.argv, stdout=stdout, stderr=subprocess.PIPE)
-        while True:
-            done = proc.poll() is not None
-            if not done:
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        try:
+            proc = subprocess.Popen(command.argv, stdout=stdout, stderr=stderr)
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
                 total = 0
-                for pid in process_tree(proc.pid):
-                    status = _read_proc(pid, "status")
-                    if status is None:
+                for child in process_tree(proc.pid):
+                    text = _read_proc(child, "status")
+                    if text is None:
                         continue
-                    seen.add(pid)
-                    hwm[pid] = max(hwm.get(pid, 0), _status_kib(status, "VmHWM"))
-                    total += _status_kib(status, "VmRSS")
+                    seen.add(child)
+                    hwm[child] = max(hwm.get(child, 0), _status_kib(text, "VmHWM"))
+                    total += _status_kib(text, "VmRSS")
                 peak_sum = max(peak_sum, total)
-            if done:
-                break
-            time.sleep(interval)
-        wall = time.perf_counter() - start
-        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    finally:
-        if command.stdout_path:
-            stdout.close()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command.argv)} failed ({proc.returncode}): {stderr.strip()[-800:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    # A command that ended before the first sample: the children's ru_maxrss, if this one raised it.
-    root_hwm = hwm.get(proc.pid) or (after.ru_maxrss if after.ru_maxrss > before.ru_maxrss else 0)
-    workers = [v for pid, v in hwm.items() if pid != proc.pid]
-    return RunStats(wall, cpu, root_hwm * 1024, max(workers, default=0) * 1024, peak_sum * 1024,
-                    len(seen))
+                time.sleep(interval)
+            wall = time.perf_counter() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait
+        finally:
+            if command.stdout_path:
+                stdout.close()
+        if proc.returncode != 0:
+            stderr.seek(0)
+            message = stderr.read().decode(errors="replace").strip()[-800:]
+            raise RuntimeError(f"{' '.join(command.argv)} failed ({proc.returncode}): {message}")
+    workers = [v for child, v in hwm.items() if child != proc.pid]
+    # wait4's ru_maxrss would be exact, but it also counts the forked copy of this (large) process
+    # before the exec: the sampled high-water mark of the command's own image is what is wanted.
+    root_peak = (hwm.get(proc.pid) or usage.ru_maxrss) * 1024
+    return RunStats(wall, usage.ru_utime + usage.ru_stime, root_peak, max(workers, default=0) * 1024,
+                    peak_sum * 1024, len(seen))
 
 
 # --- the benchmark -------------------------------------------------------------------------------
@@ -225,185 +189,195 @@ def input_file(size_gb: int, work_dir: Path = WORK_DIR) -> tuple[Path, dict, boo
 
 
 @dataclass
-class Case:
-    tool: str
-    workers: int
-    size_gb: int
-    original_size: int
-    compressed_size: int = 0
-    compress: list[RunStats] = field(default_factory=list)
-    decompress: list[RunStats] = field(default_factory=list)
-
-    def median(self, phase: str, key: str = "wall") -> float:
-        return statistics.median(getattr(s, key) for s in getattr(self, phase))
-
-    def peak(self, phase: str, key: str) -> int:
-        return max(getattr(s, key) for s in getattr(self, phase))
+class Step:
+    """One command of a round: `make(src, work_dir)` builds it; `output` names the file it writes
+    (relative to the work dir) and `check` whether that output must decode to the input."""
+    name: str
+    make: object  # Callable[[Path, Path], Command]
+    output: str
+    check: str = ""  # "" nothing, "same-as-input": the output must equal the input
 
 
-def run_case(tool: Tool, workers: int, src: Path, size_gb: int, repeats: int, work_dir: Path,
-             source_sha: str) -> Case:
-    case = Case(tool.name, workers, size_gb, src.stat().st_size)
-    packed, unpacked = work_dir / f"packed{tool.suffix}", work_dir / "unpacked.bin"
+@dataclass
+class Result:
+    name: str
+    size: int
+    runs: list[RunStats] = field(default_factory=list)
+    output_size: int = 0
+
+    def median(self, key: str = "wall") -> float:
+        return statistics.median(getattr(r, key) for r in self.runs)
+
+    def peak(self, key: str = "peak_rss_root") -> int:
+        return max(getattr(r, key) for r in self.runs)
+
+    def largest_process(self) -> int:
+        """The largest peak RSS of any one process of the command (for `sh -c` lines, the tools)."""
+        return max(self.peak("peak_rss_root"), self.peak("peak_rss_worker"))
+
+
+# Names of the steps, used by the targets.
+C2, C1, PIGZ_C = "dcas compress, 2 threads", "dcas compress, 1 thread", "pigz -H -p 2, then sync"
+D2, D1, PIGZ_D = "dcas decompress, 2 threads", "dcas decompress, 1 thread", "pigz -d, then sync"
+PIPE, PIGZ_PIPE = "cat | dcas compress - -o - (2 threads), then sync", "cat | pigz -H -p 2, then sync"
+TINY_C, TINY_D = "dcas compress, 6-byte file", "dcas decompress, 6-byte file"
+BEAM_C, BEAM_D = "dcas --engine beam --workers 2 compress", "dcas --engine beam --workers 2 decompress"
+
+
+def local_steps(tiny: Path) -> list[Step]:
+    """One interleaved round: every compressor, then every decompressor of the files just written."""
+    return [
+        Step(C2, lambda src, w: dcas("compress", src, w / "c2.dcz"), "c2.dcz"),
+        Step(PIGZ_C, lambda src, w: pigz_compress(src, w / "c.gz"), "c.gz"),
+        Step(C1, lambda src, w: dcas("compress", src, w / "c1.dcz", 1), "c1.dcz"),
+        Step(PIPE, lambda src, w: dcas_pipe(src, w / "pipe.dcz"), "pipe.dcz"),
+        Step(PIGZ_PIPE, lambda src, w: pigz_pipe(src, w / "pipe.gz"), "pipe.gz"),
+        Step(D2, lambda src, w: dcas("decompress", w / "c2.dcz", w / "d2.bin"), "d2.bin", "same-as-input"),
+        Step(PIGZ_D, lambda src, w: pigz_decompress(w / "c.gz", w / "d.bin"), "d.bin", "same-as-input"),
+        Step(D1, lambda src, w: dcas("decompress", w / "c1.dcz", w / "d1.bin", 1), "d1.bin", "same-as-input"),
+        Step(TINY_C, lambda src, w: dcas("compress", tiny, w / "tiny.dcz"), "tiny.dcz"),
+        Step(TINY_D, lambda src, w: dcas("decompress", w / "tiny.dcz", w / "tiny.out"), "tiny.out"),
+    ]
+
+
+def beam_steps() -> list[Step]:
+    return [
+        Step(BEAM_C, lambda src, w: dcas_beam("compress", src, w / "b.dcz"), "b.dcz"),
+        Step(PIGZ_C, lambda src, w: pigz_compress(src, w / "c.gz"), "c.gz"),
+        Step(BEAM_D, lambda src, w: dcas_beam("decompress", w / "b.dcz", w / "bd.bin"), "bd.bin",
+             "same-as-input"),
+        Step(PIGZ_D, lambda src, w: pigz_decompress(w / "c.gz", w / "d.bin"), "d.bin", "same-as-input"),
+    ]
+
+
+def run_rounds(steps: list[Step], src: Path, repeats: int, work_dir: Path) -> dict[str, Result]:
+    """`repeats` rounds of every step in turn (interleaved, so load from others falls on all alike);
+    the first round checks every decompressed output against the input. Cleans up its files."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    source_sha = sha256_of(src)
+    results = {step.name: Result(step.name, src.stat().st_size) for step in steps}
     try:
         for round_index in range(repeats):
-            case.compress.append(run_watched(tool.compress(src, packed, workers)))
-            case.compressed_size = packed.stat().st_size
-            case.decompress.append(run_watched(tool.decompress(packed, unpacked, workers)))
-            if round_index == 0 and sha256_of(unpacked) != source_sha:
-                raise AssertionError(f"{tool.name} with {workers} workers did not round-trip {src}")
-            unpacked.unlink()
-            packed.unlink()
-            print(f"  {tool.name} ×{workers}: compress {case.compress[-1].wall:.1f} s, "
-                  f"decompress {case.decompress[-1].wall:.1f} s", file=sys.stderr, flush=True)
+            for step in steps:
+                stats = run_watched(step.make(src, work_dir))
+                result = results[step.name]
+                result.runs.append(stats)
+                output = work_dir / step.output
+                result.output_size = output.stat().st_size
+                if step.check and round_index == 0 and sha256_of(output) != source_sha:
+                    raise AssertionError(f"{step.name} did not give back {src}")
+                print(f"  round {round_index + 1}: {step.name}: {stats.wall:.2f} s", file=sys.stderr,
+                      flush=True)
+            outputs = {step.output for step in steps}
+            if round_index == 0 and {"c2.dcz", "c1.dcz", "pipe.dcz"} <= outputs:
+                if (work_dir / "c2.dcz").read_bytes() != (work_dir / "c1.dcz").read_bytes():
+                    raise AssertionError("1 and 2 threads wrote different containers")
     finally:
-        # Also the side files a tool writes next to its output (the pipeline's .meta.json).
-        for path in [*work_dir.glob(packed.name + "*"), *work_dir.glob(unpacked.name + "*")]:
-            path.unlink(missing_ok=True)
-    return case
+        for step in steps:
+            for path in work_dir.glob(step.output + "*"):  # and the pipeline's .meta.json
+                path.unlink(missing_ok=True)
+    return results
 
 
-def warm_up(tools: list[Tool], src: Path, work_dir: Path, size: int = 2**20) -> None:
-    """One untimed round trip of a small head of the input per tool, so that a JIT compile (numba
-    rebuilding its on-disk cache after a codec change) or a cold page cache is not timed."""
+def warm_up(src: Path, work_dir: Path, size: int = MiB) -> None:
+    """One untimed round trip of a small head of the input, so that a JIT compile (numba rebuilding
+    its cache after a codec change) or a cold page cache is not timed; then the input is read once."""
     sample = work_dir / "warm-up.bin"
+    work_dir.mkdir(parents=True, exist_ok=True)
     with open(src, "rb") as f:
         sample.write_bytes(f.read(size))
-    print("warm-up:", file=sys.stderr, flush=True)
     try:
-        for tool in tools:
-            run_case(tool, 1, sample, 0, 1, work_dir, sha256_of(sample))
+        for command in (dcas("compress", sample, work_dir / "w.dcz"), dcas("decompress", work_dir / "w.dcz",
+                                                                         work_dir / "w.bin")):
+            run_watched(command)
     finally:
-        sample.unlink(missing_ok=True)
-
-
-def run_startup(tool: Tool, src: Path, workers: int, repeats: int, work_dir: Path) -> Case:
-    """The start-up case: `tool` (startup_tool) on the first STARTUP_INPUT_SIZE bytes of `src`."""
-    sample = work_dir / "start-up.bin"
-    with open(src, "rb") as f:
-        sample.write_bytes(f.read(STARTUP_INPUT_SIZE))
-    try:
-        return run_case(tool, workers, sample, 0, repeats, work_dir, sha256_of(sample))
-    finally:
-        sample.unlink(missing_ok=True)
-
-
-def run_benchmark(sizes_gb: list[int], workers_list: list[int], tools: list[Tool], repeats: int,
-                  work_dir: Path = WORK_DIR, given_input: Path | None = None,
-                  startup: Tool | None = None) -> tuple[list[Case], dict]:
-    """Every tool × worker count × input size; `given_input` replaces the built inputs (small runs).
-    With `startup`, also that tool's fixed cost on a small head of the first input (STARTUP)."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    cases: list[Case] = []
-    manifest: dict = {}
-    for size_gb in sizes_gb:
-        if given_input is None:
-            src, manifest, delete_after = input_file(size_gb, work_dir)
-        else:
-            src, delete_after = given_input, False
-            manifest = {"description": f"given file {given_input}", "size": given_input.stat().st_size}
-        try:
-            source_sha = sha256_of(src)
-            print(f"{src}: {src.stat().st_size:,} bytes", file=sys.stderr, flush=True)
-            warm_up(tools, src, work_dir)
-            if startup is not None and not any(c.tool == startup.name for c in cases):
-                cases.append(run_startup(startup, src, max(workers_list), repeats, work_dir))
-            for workers in workers_list:
-                for tool in tools:
-                    cases.append(run_case(tool, workers, src, size_gb, repeats, work_dir, source_sha))
-        finally:
-            if delete_after:
-                src.unlink(missing_ok=True)
-    return cases, manifest
+        for name in ("warm-up.bin", "w.dcz", "w.bin"):
+            (work_dir / name).unlink(missing_ok=True)
+    sha256_of(src)
 
 
 # --- the report ----------------------------------------------------------------------------------
 
 def _mib(n: int) -> str:
-    return f"{n / 2**20:,.0f} MiB" if n else "–"
+    return f"{n / MiB:,.0f} MiB"
 
 
 def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
-def _find(cases: list[Case], tool: str, workers: int, size_gb: int) -> Case | None:
-    return next((c for c in cases if c.tool == tool and c.workers == workers and c.size_gb == size_gb),
-                None)
+def target_rows(results: dict[str, Result], label: str = "") -> list[str]:
+    """The issue's targets, for whichever of them the results hold."""
+    rows = []
+
+    def ratio(name: str, ours: str, theirs: str, goal: float, at_most: bool = True) -> None:
+        if ours in results and theirs in results:
+            x = results[ours].median() / results[theirs].median()
+            ok = x <= goal if at_most else x >= goal
+            rows.append(f"| {_cell(name)}{label} | {'≤' if at_most else '≥'} {goal:.2f} | {x:.2f} | {_met(ok)} |")
+            if at_most:  # on a shared machine the CPU each side used is the steadier figure
+                cpu = results[ours].median("cpu") / results[theirs].median("cpu")
+                rows.append(f"| context: the same in CPU time{label} | – | {cpu:.2f} | |")
+
+    ratio("local compress, 2 threads: time ÷ pigz -H -p 2 (then sync)", C2, PIGZ_C, TARGET_COMPRESS)
+    ratio("local decompress, 2 threads: time ÷ pigz -d (then sync)", D2, PIGZ_D, TARGET_DECOMPRESS)
+    ratio("pipe compress: time ÷ cat | pigz -H -p 2 (then sync)", PIPE, PIGZ_PIPE, TARGET_PIPE)
+    ratio("compress: time with 1 thread ÷ with 2", C1, C2, TARGET_SCALING, at_most=False)
+    if D1 in results and D2 in results:
+        x = results[D1].median() / results[D2].median()
+        rows.append(f"| context: decompress: time with 1 thread ÷ with 2{label} | – | {x:.2f} | |")
+    for big, tiny in ((C2, TINY_C), (D2, TINY_D)):
+        if big in results and tiny in results:
+            grown = results[big].peak() - results[tiny].peak()
+            rows.append(f"| {big}: peak RSS above the 6-byte run's{label} | ≤ {_mib(MEMORY_ALLOWANCE)} | "
+                        f"{_mib(grown)} | {_met(grown <= MEMORY_ALLOWANCE)} |")
+    return rows
 
 
-OUR_TOOLS = ("dcas", "beam pipeline")
+def beam_rows(one: dict[str, Result], four: dict[str, Result]) -> list[str]:
+    """Cost per GB beyond start-up, (t4 − t1) / 3, of the pipeline against pigz's."""
+    rows = []
+    for ours, theirs, goal in ((BEAM_C, PIGZ_C, TARGET_BEAM_COMPRESS_PER_GB),
+                               (BEAM_D, PIGZ_D, TARGET_BEAM_DECOMPRESS_PER_GB)):
+        if ours in one and ours in four and theirs in one and theirs in four:
+            per_gb = (four[ours].median() - one[ours].median()) / 3
+            pigz_per_gb = (four[theirs].median() - one[theirs].median()) / 3
+            x = per_gb / pigz_per_gb
+            rows.append(f"| {ours}: s per GB beyond start-up ÷ {theirs}'s ({per_gb:.2f} ÷ {pigz_per_gb:.2f}) | "
+                        f"≤ {goal:.2f} | {x:.2f} | {_met(x <= goal)} |")
+    return rows
 
 
-def target_lines(cases: list[Case], tool: str = "dcas", size_gb: int = 1, workers: int = 2) -> list[str]:
-    """Rows of the targets table for one of our tools, for whichever comparisons the run has."""
-    ours, pigz = _find(cases, tool, workers, size_gb), _find(cases, PIGZ, workers, size_gb)
-    lines = []
-    if ours and pigz:
-        c = ours.median("compress") / pigz.median("compress")
-        d = ours.median("decompress") / pigz.median("decompress")
-        s = ours.compressed_size / pigz.compressed_size
-        lines += [f"| {tool}: compress time ÷ pigz --huffman -p {workers}'s | ≤ {TARGET_COMPRESS_VS_PIGZ:.2f} "
-                  f"| {c:.2f} | {_met(c <= TARGET_COMPRESS_VS_PIGZ)} |",
-                  f"| {tool}: decompress time ÷ pigz -d's | ≤ {TARGET_DECOMPRESS_VS_UNPIGZ:.2f} | {d:.2f} | "
-                  f"{_met(d <= TARGET_DECOMPRESS_VS_UNPIGZ)} |",
-                  f"| {tool}: compressed size ÷ pigz's | ≤ {TARGET_SIZE_VS_PIGZ:.2f} | {s:.4f} | "
-                  f"{_met(s <= TARGET_SIZE_VS_PIGZ)} |"]
-    synced = _find(cases, PIGZ_SYNCED, workers, size_gb)
-    if ours and synced:
-        for phase in ("compress", "decompress"):
-            x = ours.median(phase) / synced.median(phase)
-            lines.append(f"| context: {tool} {phase} time ÷ {PIGZ_SYNCED}'s | – | {x:.2f} | |")
-    one = _find(cases, tool, 1, size_gb)
-    startup = next((c for c in cases if c.tool == STARTUP), None)
-    if ours and one and workers == 2:
-        for phase in ("compress", "decompress"):
-            x = one.median(phase) / ours.median(phase)
-            lines.append(f"| {tool} {phase}: time with 1 worker ÷ with 2 | ≥ {TARGET_SCALING:.1f} | "
-                         f"{x:.2f} | {_met(x >= TARGET_SCALING)} |")
-            if startup:
-                fixed = startup.median(phase)
-                beyond = (one.median(phase) - fixed) / max(ours.median(phase) - fixed, 1e-9)
-                lines.append(f"| context: {tool} {phase}, the same beyond the {fixed:.1f} s start-up | – | "
-                             f"{beyond:.2f} | |")
-    big = max((c.size_gb for c in cases), default=size_gb)
-    ours_big = _find(cases, tool, workers, big)
-    if ours and ours_big and big > size_gb:
-        for phase in ("compress", "decompress"):
-            key = "peak_rss_worker" if ours.peak(phase, "peak_rss_worker") else "peak_rss_root"
-            g = ours_big.peak(phase, key) / ours.peak(phase, key)
-            lines.append(f"| {tool} {phase}: peak RSS per worker at {big} GB ÷ at {size_gb} GB | "
-                         f"≤ {TARGET_MEMORY_GROWTH:.2f} | {g:.2f} | {_met(g <= TARGET_MEMORY_GROWTH)} |")
-    return lines
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # `cat | pigz` inside a table cell
 
 
-def render_markdown(cases: list[Case], run: dict, manifest: dict, worker_flag: list[str] | None) -> str:
+def result_rows(results: dict[str, Result]) -> list[str]:
+    return [f"| {r.size / 1e9:.2f} GB | {_cell(r.name)} | {r.median():.2f} | {r.median('cpu'):.1f} | "
+            f"{_mib(r.largest_process())} | {r.output_size:,} |" for r in results.values()]
+
+
+def render_markdown(sections: list[tuple[str, dict[str, Result]]], run: dict, manifest: dict,
+                    extra_rows: list[str] = ()) -> str:
     v = ", ".join(f"{k} {val}" for k, val in run["versions"].items())
     load = " → ".join(f"{a[0]:.1f}" for a in (run["load_before"], run.get("load_after", run["load_before"])))
-    pigz_version = run.get("pigz", "pigz")
     lines = [
-        f"Run {run['date']}, commit `{run['commit']}`, {run['nproc']} × {run['cpu']}; {v}; {pigz_version}.",
-        f"{run['repeats']} rounds, medians of wall-clock time; 1-minute load average {load}.",
+        f"Run {run['date']}, commit `{run['commit']}`, {run['nproc']} × {run['cpu']}; {v}; {run.get('pigz', 'pigz')}.",
+        f"{run['repeats']} interleaved rounds"
+        + (f" ({run['big_repeats']} above 1 GB)" if run.get("big_repeats") not in (None, run["repeats"]) else "")
+        + f", medians of wall-clock time; 1-minute load average {load}"
+        + (f"; {run['note']}" if run.get("note") else "") + ".",
         f"Input: {manifest.get('description', '')}"
         + (f" ({manifest['files']} files, sha256 `{manifest['sha256'][:16]}…`); larger sizes repeat it."
            if "sha256" in manifest else "."),
+        "",
+        "| input | command | wall s | CPU s | peak RSS (largest process) | output bytes |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    if worker_flag is None and any(c.tool == "dcas" for c in cases):
-        lines.append("**`dcas` had no worker option in this run: every dcas row ran the same serial "
-                     "command, so its 1- and 2-worker rows measure the same thing.**")
-    lines += ["",
-              "| size | tool | workers | compress s | decompress s | compressed bytes | ratio | "
-              "CPU s (c / d) | peak RSS: main / largest worker / sum (c) | same (d) |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
-    for c in cases:
-        mem = {phase: f"{_mib(c.peak(phase, 'peak_rss_root'))} / {_mib(c.peak(phase, 'peak_rss_worker'))} / "
-               f"{_mib(c.peak(phase, 'peak_rss_sum'))}" for phase in ("compress", "decompress")}
-        lines.append(
-            f"| {c.original_size / 1e9:.2f} GB | {c.tool} | {c.workers} | {c.median('compress'):.1f} | "
-            f"{c.median('decompress'):.1f} | {c.compressed_size:,} | {c.compressed_size / c.original_size:.2%} | "
-            f"{c.median('compress', 'cpu'):.1f} / {c.median('decompress', 'cpu'):.1f} | "
-            f"{mem['compress']} | {mem['decompress']} |")
-    targets = [line for tool in OUR_TOOLS for line in target_lines(cases, tool)]
+    for _, results in sections:
+        lines += result_rows(results)
+    targets = [row for label, results in sections for row in target_rows(results, label)]
+    targets += list(extra_rows)
     if targets:
         lines += ["", "| target | goal | measured | |", "|---|---|---|---|", *targets]
     return "\n".join(lines) + "\n"
@@ -417,39 +391,95 @@ def pigz_version() -> str:
     return (proc.stdout or proc.stderr).strip()
 
 
+def save(path: Path, run: dict, manifest: dict, sections: list[tuple[str, dict[str, Result]]]) -> None:
+    """The raw figures, which `rerender` reads back."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(
+        {"run": run, "manifest": manifest,
+         "sections": [{"label": label, "results": {k: asdict(v) for k, v in results.items()}}
+                      for label, results in sections]}, indent=1) + "\n")
+
+
+def rerender(path: Path = OUT_DIR / "e2e.json") -> str:
+    """The report again from a run's raw figures (after a change to the report alone)."""
+    raw = json.loads(path.read_text())
+    sections = [(section["label"], {name: Result(r["name"], r["size"], [RunStats(**s) for s in r["runs"]],
+                                                 r["output_size"])
+                                    for name, r in section["results"].items()})
+                for section in raw["sections"]]
+    beam = {label: results for label, results in sections if "beam" in label}
+    one, four = beam.get(" (1 GB, beam)"), beam.get(" (4 GB, beam)")
+    manifest = raw.get("manifest") or corpora.summary(corpora.build(corpora.MACHINE_MIX, GB)[1])
+    return render_markdown(sections, raw["run"], manifest, beam_rows(one, four) if one and four else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="1", help="input sizes in GB, comma-separated (e.g. 1,4)")
-    parser.add_argument("--workers", default="2,1", help="worker counts, comma-separated")
-    parser.add_argument("--tools", default="pigz,pigz-sync,dcas",
-                        help="comma-separated: pigz, pigz-sync (pigz then sync FILE), dcas, beam "
-                        "(python -m pipelines.batch directly)")
-    parser.add_argument("--no-startup", action="store_true",
-                        help=f"skip the start-up case ({STARTUP})")
+    parser.add_argument("--sizes", default="1", help="input sizes in GB for the local engine, e.g. 1,4")
+    parser.add_argument("--beam", action="store_true",
+                        help="also the Beam pipeline's cost per GB beyond start-up (runs 1 and 4 GB)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--big-repeats", type=int, default=None,
+                        help="rounds for inputs above 1 GB (default: --repeats)")
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--note", default="", help="a remark for the report's second line")
     parser.add_argument("--input", type=Path, help="benchmark this file instead of the built 1 GB input")
+    parser.add_argument("--rerender", action="store_true",
+                        help="rewrite the report from benchmarks/out/e2e.json without running anything")
     args = parser.parse_args(argv)
-
-    worker_flag = dcas_worker_flag()
-    available = {"pigz": pigz_tool(), "pigz-sync": pigz_synced_tool(), "dcas": dcas_tool(worker_flag),
-                 "beam": beam_pipeline_tool()}
-    tools = [available[name] for name in args.tools.split(",")]
-    startup = None if args.no_startup or "dcas" not in args.tools.split(",") else startup_tool(worker_flag)
-    if "pigz" in args.tools and shutil.which("pigz") is None:
+    if args.rerender:
+        block = rerender()
+        print(block)
+        if not args.no_docs:
+            write_docs_section("e2e-benchmark", block)
+        return 0
+    if shutil.which("pigz") is None:
         parser.error("pigz is not installed: run `make bench-e2e`, which installs Debian's pigz")
-    run = {**conditions(), "repeats": args.repeats, "pigz": pigz_version()}
-    cases, manifest = run_benchmark([int(s) for s in args.sizes.split(",")],
-                                    [int(w) for w in args.workers.split(",")], tools, args.repeats,
-                                    given_input=args.input, startup=startup)
-    run["load_after"] = os.getloadavg()
-    block = render_markdown(cases, run, corpora.summary(manifest), worker_flag)
+
+    run = {**conditions(), "repeats": args.repeats, "big_repeats": args.big_repeats, "pigz": pigz_version(),
+           "note": args.note}
+    tiny = WORK_DIR / "tiny.txt"
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    tiny.write_bytes(b"hello\n")
+    sections, manifest, beam, block = [], {}, {}, ""
+    sizes = [int(s) for s in args.sizes.split(",")]
+    for size_gb in sorted(set(sizes) | ({1, 4} if args.beam else set())):
+        if args.input is not None:
+            src, delete_after = args.input, False
+            manifest = {"description": f"given file {args.input}", "size": args.input.stat().st_size}
+        else:
+            src, manifest, delete_after = input_file(size_gb)
+        try:
+            print(f"{src}: {src.stat().st_size:,} bytes", file=sys.stderr, flush=True)
+            warm_up(src, WORK_DIR)
+            repeats = args.repeats if size_gb <= 1 or args.big_repeats is None else args.big_repeats
+            if size_gb in sizes:
+                results = run_rounds(local_steps(tiny), src, repeats, WORK_DIR)
+                sections.append((f" ({size_gb} GB)", results))
+                block = report(run, manifest, sections, beam, not args.no_docs)
+            if args.beam:
+                beam[size_gb] = run_rounds(beam_steps(), src, repeats, WORK_DIR)
+                sections.append((f" ({size_gb} GB, beam)", beam[size_gb]))
+                block = report(run, manifest, sections, beam, not args.no_docs)
+        finally:
+            if delete_after:
+                src.unlink(missing_ok=True)
+        if args.input is not None:
+            break
     print(block)
-    (OUT_DIR / "e2e.json").write_text(
-        json.dumps({"run": run, "cases": [asdict(c) for c in cases]}, indent=1) + "\n")
-    if not args.no_docs:
-        write_docs_section("e2e-benchmark", block)
     return 0
+
+
+def report(run: dict, manifest: dict, sections: list, beam: dict, docs: bool) -> str:
+    """Saves and renders what has been measured so far: a long run that is stopped keeps its
+    finished sections."""
+    run["load_after"] = os.getloadavg()
+    manifest = corpora.summary(manifest) if "sha256" in manifest else manifest
+    block = render_markdown(sections, run, manifest, beam_rows(beam[1], beam[4]) if 1 in beam and 4 in beam else [])
+    save(OUT_DIR / "e2e.json", run, manifest, sections)
+    if docs:
+        write_docs_section("e2e-benchmark", block)
+    return block
 
 
 if __name__ == "__main__":

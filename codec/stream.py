@@ -6,13 +6,12 @@ import io
 from typing import BinaryIO, Callable
 
 from codec.chunk import CODEC_HUFFMAN, CODEC_STORED
+from codec import parallel
 from codec.container import (
-    DEFAULT_CHUNK_SIZE, FOOTER_SIZE, FORMAT_VERSION, FRAME_HEADER_SIZE, FRAME_MAGIC, HEADER_SIZE,
-    MAX_CHUNK_SIZE, SEEK_ENTRY_SIZE, TABLE_MAGIC, ChunkEntry, decode_frame, decode_payload,
-    encode_frame_parts, frame_offsets, header_bytes, original_offsets, parse_frame_header, parse_header,
-    parse_seek_table, read_exactly, read_seek_table, read_up_to, seek_table_bytes, trailer_size,
+    DEFAULT_CHUNK_SIZE, FORMAT_VERSION, FRAME_HEADER_SIZE, HEADER_SIZE, MAX_CHUNK_SIZE, ChunkEntry,
+    decode_frame, frame_offsets, original_offsets, parse_frame_header, parse_header, read_exactly,
+    read_seek_table,
 )
-from codec.errors import FormatError
 
 __all__ = ["encode", "decode", "compress_stream", "decompress_stream", "decode_range", "info", "verify"]
 
@@ -48,85 +47,34 @@ def decode(blob, max_size: int | None = DEFAULT_MAX_DECODE_SIZE,
 
 
 def compress_stream(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                    progress: Progress | None = None, shared_histogram=None) -> dict:
+                    progress: Progress | None = None, shared_histogram=None, *, threads: int = 1) -> dict:
     """Reads `src` to its end, one chunk at a time, and writes a container to `dst`.
 
-    Neither needs to seek (pipes work). Memory holds one chunk and its frame at a time.
+    Neither needs to seek (pipes work). `threads` workers code chunks side by side (codec.parallel);
+    the output is the same for any number, and memory holds about `threads + 2` chunks and frames.
     `progress(original_bytes_done)` is called after each chunk.
     """
-    header = header_bytes(chunk_size)
-    dst.write(header)
-    compressed_size = len(header)
-    entries: list[ChunkEntry] = []
-    original_size = 0
-    while True:
-        chunk = read_up_to(src, chunk_size)
-        if not chunk:
-            break
-        frame_header, payload, entry = encode_frame_parts(chunk, shared_histogram)
-        dst.write(frame_header)
-        dst.write(payload)
-        del chunk, payload
-        entries.append(entry)
-        original_size += entry.original_size
-        compressed_size += entry.frame_size
-        if progress is not None:
-            progress(original_size)
-    trailer = seek_table_bytes(entries)
-    dst.write(trailer)
-    compressed_size += len(trailer)
-    return {"original_size": original_size, "compressed_size": compressed_size, "chunks": len(entries)}
+    return parallel.compress_stream(src, dst, chunk_size, threads=threads, progress=progress,
+                                    shared_histogram=shared_histogram)
 
 
 def decompress_stream(src: BinaryIO, dst: BinaryIO, max_size: int | None = None,
-                      progress: Progress | None = None, max_chunk_size: int = MAX_CHUNK_SIZE) -> dict:
-    """Reads a container from `src` front to back and writes the original bytes to `dst`.
+                      progress: Progress | None = None, max_chunk_size: int = MAX_CHUNK_SIZE, *,
+                      threads: int = 1) -> dict:
+    """Reads a container from `src` and writes the original bytes to `dst`.
 
     Works on pipes: frames are read in order (`"DCZC"` markers) up to the `"DCZS"` seek table, which
     is then checked against the frames seen, and nothing may follow the footer. When `src` is
     seekable and at offset 0 the seek table is checked first, so a truncated or corrupt trailer
-    fails before anything is written. A chunk's bytes are written only after its CRC32C matched,
-    but on a FormatError the chunks before the bad one are already in `dst`: callers that need an
+    fails before anything is written; if both are regular files, workers write each chunk at its
+    final offset (see codec.parallel.decompress_stream). A chunk's bytes are written only after its
+    CRC32C matched, but on a FormatError other chunks may already be in `dst`: callers that need an
     all-or-nothing output write to a temporary file and rename it on success (services does).
     `max_size` caps the total original size and `max_chunk_size` that of any chunk
-    (decompression-bomb guard); memory holds one frame and its decoded chunk at a time.
+    (decompression-bomb guard); memory holds about `threads + 2` frames and decoded chunks.
     """
-    expected = _seek_table_if_seekable(src, max_size, max_chunk_size)
-    parse_header(read_exactly(src, HEADER_SIZE, "file header"))
-    seen: list[ChunkEntry] = []
-    original_size = 0
-    compressed_size = HEADER_SIZE
-    while True:
-        marker = read_exactly(src, 4, "chunk frame or seek table marker")
-        if marker == TABLE_MAGIC:
-            break
-        if marker != FRAME_MAGIC:
-            raise FormatError(f"expected a chunk frame ({FRAME_MAGIC!r}) or the seek table "
-                              f"({TABLE_MAGIC!r}) at byte {compressed_size}, found {marker!r}")
-        if expected is not None and len(seen) == len(expected):
-            raise FormatError(f"container has more chunk frames than its seek table's {len(expected)}")
-        header = parse_frame_header(marker + read_exactly(src, FRAME_HEADER_SIZE - 4, "frame header"),
-                                    expected[len(seen)] if expected is not None else None,
-                                    max_chunk_size)
-        if max_size is not None and original_size + header.original_size > max_size:
-            raise FormatError(f"container holds more than the limit of {max_size} original bytes")
-        data = decode_payload(header, read_exactly(src, header.payload_size, "chunk payload"))
-        dst.write(data)
-        del data
-        seen.append(ChunkEntry(FRAME_HEADER_SIZE + header.payload_size, header.original_size, header.crc))
-        original_size += header.original_size
-        compressed_size += FRAME_HEADER_SIZE + header.payload_size
-        if progress is not None:
-            progress(original_size)
-    table = marker + read_exactly(src, SEEK_ENTRY_SIZE * len(seen), "seek table")
-    footer = read_exactly(src, FOOTER_SIZE, "footer")
-    compressed_size += trailer_size(len(seen))
-    entries = parse_seek_table(table, footer, compressed_size, max_size)
-    if entries != seen:
-        raise FormatError("the seek table does not describe the chunk frames in the container")
-    if src.read(1):
-        raise FormatError(f"unexpected bytes after the footer at byte {compressed_size}")
-    return {"original_size": original_size, "compressed_size": compressed_size, "chunks": len(seen)}
+    return parallel.decompress_stream(src, dst, max_size, threads=threads, progress=progress,
+                                      max_chunk_size=max_chunk_size)
 
 
 def decode_range(blob_or_file, offset: int, length: int, max_chunk_size: int = MAX_CHUNK_SIZE) -> bytes:
@@ -252,24 +200,4 @@ def _decode_chunks(source: _Source, entries: list[ChunkEntry], indexes: range):
 
 def _checked_entries(source: _Source, max_size: int | None, max_chunk_size: int) -> list[ChunkEntry]:
     """The checked seek table, with the bomb guard applied to the total and to every chunk."""
-    entries = read_seek_table(source.file, source.size, max_size)
-    for index, entry in enumerate(entries):
-        if entry.original_size > max_chunk_size:
-            raise FormatError(f"chunk {index} declares {entry.original_size} original bytes, above "
-                              f"the limit of {max_chunk_size} per chunk")
-    return entries
-
-
-def _seek_table_if_seekable(src: BinaryIO, max_size: int | None,
-                            max_chunk_size: int) -> list[ChunkEntry] | None:
-    """The checked seek table of `src` if it can be read without disturbing a sequential read."""
-    try:
-        if not src.seekable() or src.tell() != 0:
-            return None
-        file_size = src.seek(0, io.SEEK_END)
-    except (AttributeError, OSError, ValueError):
-        return None
-    entries = _checked_entries(_Source(src, file_size), max_size, max_chunk_size)
-    src.seek(0)
-    return entries
-
+    return parallel.checked_entries(source.file, source.size, max_size, max_chunk_size)

@@ -42,6 +42,16 @@ def _size_argument(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _threads_argument(text: str) -> int:
+    try:
+        threads = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of threads: {text!r}") from None
+    if threads < 1:
+        raise argparse.ArgumentTypeError(f"threads must be 1 or more, got {threads}")
+    return threads
+
+
 def _workers_argument(text: str) -> int:
     try:
         workers = int(text)
@@ -53,15 +63,14 @@ def _workers_argument(text: str) -> int:
 
 
 _ENGINE_NOTE = """\
-SRC and DST given as paths (local or gs://) run the Beam batch pipeline: chunks are
-encoded or decoded by parallel workers and DST is published atomically. '-' (stdin or
-stdout) runs the streaming codec in this process instead, one chunk at a time: a pipe
-cannot be split into byte ranges, so --workers and --runner do not apply to it.
+Local files and '-' (stdin or stdout) are coded in this process by --threads worker
+threads (default: one per core), without Beam. gs:// paths, --workers, --runner and Beam
+options after '--' run the Beam batch pipeline instead; --engine local|beam forces one.
 
 Beam and Dataflow options go after '--', for example:
   dcas compress gs://b/in -o gs://b/in.dcz --runner DataflowRunner -- \\
       --project=p --region=r --temp_location=gs://b/tmp
-Compressing also writes DST.meta.json (sizes, ratio, checksums, timings), as the pipeline does."""
+The pipeline also writes DST.meta.json (sizes, ratio, checksums, timings)."""
 
 
 class UsageError(Exception):
@@ -107,10 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="no progress bar and no summary")
         sub.add_argument("-v", "--verbose", action="store_true",
                          help="show the pipeline's log (Beam's and dcas's INFO messages) on stderr")
+        sub.add_argument("--threads", type=_threads_argument, default=None, metavar="N",
+                         help="worker threads of the local engine (default: one per core)")
+        sub.add_argument("--engine", choices=compression.ENGINES, default=None,
+                         help="local: this process (local files and pipes); beam: the Beam "
+                              "pipeline (default: beam only for gs:// paths, --workers, --runner "
+                              "or pipeline options)")
         sub.add_argument("--workers", type=_workers_argument, default=None, metavar="N",
-                         help="local workers for the pipeline (0 = one per core, the default for "
-                              "files of 32 MiB and more; smaller files run in this process unless "
-                              "--workers, --runner or pipeline options are given)")
+                         help="local workers of the Beam pipeline (0 = one per core); "
+                              "runs the pipeline")
         sub.add_argument("--runner", default=compression.LOCAL_RUNNER, metavar="NAME",
                          help="Beam runner (default: DirectRunner, on this machine); "
                               "DataflowRunner needs gs:// paths and its options after '--'")
@@ -227,7 +241,8 @@ def _transfer(args: argparse.Namespace, console: _Console) -> None:
     src_arg = console.stdin.buffer if args.src == STDIO else args.src
     dst_arg = console.stdout.buffer if dst == STDIO else dst
     engine = compression.choose_engine(src_arg, dst_arg, workers=args.workers, runner=args.runner,
-                                       pipeline_args=args.pipeline_args)
+                                       pipeline_args=args.pipeline_args, engine=args.engine,
+                                       threads=args.threads)
     if args.command == "compress":
         progress = console.progress_bar("compress", args.quiet, lambda: compression.source_size(src_arg))
         stats = compression.compress_file(src_arg, dst_arg, chunk_size=args.chunk_size,

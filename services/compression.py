@@ -17,7 +17,7 @@ from codec.container import DEFAULT_CHUNK_SIZE, FRAME_HEADER_SIZE, parse_frame_h
 
 __all__ = [
     "ServiceError", "InputError", "OutputError", "OutputExistsError", "FileFailedError", "DamagedContainerError", "Engine",
-    "StreamEngine", "BeamEngine", "choose_engine", "compress_file", "decompress_file", "file_info",
+    "LocalEngine", "StreamEngine", "BeamEngine", "ENGINES", "choose_engine", "compress_file", "decompress_file", "file_info",
     "verify_file", "source_size", "original_size", "atomic_output", "LOCAL_RUNNER",
 ]
 
@@ -76,12 +76,18 @@ class Engine(Protocol):
                         progress: Progress | None, overwrite: bool) -> dict: ...
 
 
-class StreamEngine:
-    """Runs `codec.compress_stream` / `decompress_stream` in this process, one chunk at a time.
+class LocalEngine:
+    """Codes one local file or pipe in this process: `threads` workers run the codec's nogil
+    kernels (codec.parallel), with no Beam import at all.
 
-    The only engine for pipes: a pipe cannot be split into byte ranges for parallel workers.
-    Subclasses may replace `compress` / `decompress`, which see the opened files.
+    A regular input file is read twice, as the pipeline does: a histogram pass, then the encoders
+    with that whole-file table, so the container is byte for byte the pipeline's. A pipe cannot be
+    read twice and is coded without it (docs/format.md says what differs). Subclasses may replace
+    `compress` / `decompress`, which see the opened files.
     """
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads or codec.default_threads()
 
     def compress_file(self, src: Source, dst: Destination, *, chunk_size: int,
                       progress: Progress | None, overwrite: bool) -> dict:
@@ -101,11 +107,20 @@ class StreamEngine:
 
     def compress(self, src: BinaryIO, dst: BinaryIO, *, chunk_size: int,
                  progress: Progress | None) -> dict:
-        return codec.compress_stream(src, dst, chunk_size=chunk_size, progress=progress)
+        table = None
+        if _file_version(src) is not None:  # a regular file: the pipeline's whole-file table
+            table = codec.file_histogram(src, self.threads, chunk_size)
+        return codec.compress_stream(src, dst, chunk_size=chunk_size, progress=progress,
+                                     shared_histogram=table, threads=self.threads)
 
     def decompress(self, src: BinaryIO, dst: BinaryIO, *, max_size: int | None,
                    progress: Progress | None) -> dict:
-        return codec.decompress_stream(src, dst, max_size=max_size, progress=progress)
+        return codec.decompress_stream(src, dst, max_size=max_size, progress=progress,
+                                       threads=self.threads)
+
+
+# The in-process engine's name before it ran threads; kept for callers that subclass it.
+StreamEngine = LocalEngine
 
 
 def _file_version(f: BinaryIO) -> tuple | None:
@@ -375,37 +390,38 @@ def _decoded_bytes_probe(temp_dir: str, dst: str) -> Callable[[], int]:
     return probe
 
 
-# Local files below this size are (de)compressed in this process by the streaming codec unless
-# --workers, --runner or pipeline options ask for the pipeline: starting Beam costs seconds of fixed
-# time (imports, graph, runner), while one core codes 32 MiB in well under a second.
-IN_PROCESS_BELOW = 32 * 2**20
+ENGINES = ("local", "beam")
 
 
 def choose_engine(src: Source, dst: Destination, *, workers: int | None = None,
-                  runner: str = LOCAL_RUNNER, pipeline_args: Sequence[str] = ()) -> Engine:
-    """The one place that picks the engine: the Beam batch pipeline for files given by path, the
-    streaming codec for pipes and open files, for local names the pipeline would read as a glob
-    pattern (such as `data[1].bin`), and for small local files when nothing asks for the pipeline
-    (`workers` None means "not chosen"; 0 means one worker per core)."""
+                  runner: str = LOCAL_RUNNER, pipeline_args: Sequence[str] = (),
+                  engine: str | None = None, threads: int | None = None) -> Engine:
+    """The one place that picks the engine.
+
+    The Beam batch pipeline for gs:// paths and whenever the pipeline is asked for (`workers`, a
+    `runner` other than the local one, pipeline options, or `engine="beam"`); the in-process
+    LocalEngine with `threads` threads (None: one per core) for everything else: local files,
+    pipes and open files (`engine="local"` insists on it). `workers` None means "not chosen"; 0
+    means one worker per core. Local names holding `*`, `?` or `[` are files, not patterns, here.
+    """
+    if engine is not None and engine not in ENGINES:
+        raise ServiceError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     paths = isinstance(src, (str, os.PathLike)) and isinstance(dst, (str, os.PathLike))
+    remote = _is_remote(src) or _is_remote(dst)
     pipeline_asked = workers is not None or runner != LOCAL_RUNNER or bool(pipeline_args)
-    if paths and not _has_glob(os.fspath(src)):
-        if pipeline_asked or not _small_local_file(src, dst):
-            return BeamEngine(workers=workers or 0, runner=runner, pipeline_args=pipeline_args)
-        return StreamEngine()
-    if runner != LOCAL_RUNNER or pipeline_args:
-        raise ServiceError(f"--runner {runner} and pipeline options need SRC and DST given as paths "
-                           "without wildcard characters: a pipe cannot be split into byte ranges")
-    return StreamEngine()
-
-
-def _small_local_file(src: Source, dst: Destination) -> bool:
-    if _is_remote(src) or _is_remote(dst):
-        return False
-    try:
-        return os.stat(src).st_size < IN_PROCESS_BELOW
-    except OSError:
-        return True  # let the stream engine report the missing or unreadable input in its words
+    if engine == "local":
+        if remote or pipeline_asked:
+            raise ServiceError("--engine local codes local files and pipes in this process: gs:// "
+                               "paths, --workers, --runner and pipeline options need --engine beam")
+        return LocalEngine(threads)
+    if engine == "beam" or remote or pipeline_asked:
+        if not paths:
+            raise ServiceError("the Beam pipeline needs SRC and DST given as paths: a pipe cannot be "
+                               "split into byte ranges")
+        if threads is not None:
+            raise ServiceError("--threads is for the local engine; the pipeline takes --workers")
+        return BeamEngine(workers=workers or 0, runner=runner, pipeline_args=pipeline_args)
+    return LocalEngine(threads)
 
 
 def compress_file(src: Source, dst: Destination, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -468,10 +484,6 @@ def original_size(src: Source) -> int | None:
 def _is_remote(path: Source) -> bool:
     """gs:// and other Beam filesystems: no os.path checks apply to them."""
     return isinstance(path, (str, os.PathLike)) and "://" in os.fspath(path)
-
-
-def _has_glob(path: str) -> bool:
-    return any(c in path for c in "*?[")
 
 
 def _beam_filesystems():

@@ -167,52 +167,69 @@ def test_a_failing_command_is_reported_with_its_error():
         e2e.run_watched(e2e.Command([sys.executable, "-c", "import sys; sys.exit('boom')"]))
 
 
-def _python_zlib_tool() -> e2e.Tool:
-    """A real compressor for the harness test that needs no Debian package."""
-    compress = "import sys, zlib; sys.stdout.buffer.write(zlib.compress(open(sys.argv[1], 'rb').read(), 1))"
-    decompress = "import sys, zlib; sys.stdout.buffer.write(zlib.decompress(open(sys.argv[1], 'rb').read()))"
-    return e2e.Tool("python-zlib", ".z",
-                    lambda src, dst, w: e2e.Command([sys.executable, "-c", compress, str(src)], dst),
-                    lambda src, dst, w: e2e.Command([sys.executable, "-c", decompress, str(src)], dst))
-
-
-def test_end_to_end_harness_round_trips_through_the_dcas_cli_and_a_reference(tmp_path):
+def test_the_harness_runs_interleaved_rounds_checks_round_trips_and_cleans_up(tmp_path):
     source = tmp_path / "input.bin"
     source.write_bytes(_text_like(1 << 20, seed=5))
-    tools = [_python_zlib_tool(), e2e.dcas_tool(e2e.dcas_worker_flag())]
-    cases, manifest = e2e.run_benchmark([1], [1], tools, repeats=1, work_dir=tmp_path / "work",
-                                        given_input=source)
-    assert [c.tool for c in cases] == ["python-zlib", "dcas"]
-    assert all(c.compressed_size > 0 and c.median("compress") > 0 for c in cases)
-    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == []  # outputs cleaned up
-    conditions = {**run.conditions(), "repeats": 1}
-    text = e2e.render_markdown(cases, conditions, manifest, e2e.dcas_worker_flag())
-    assert "| python-zlib | 1 |" in text and "| dcas | 1 |" in text
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_bytes(b"hello\n")
+    steps = [step for step in e2e.local_steps(tiny) if "pigz" not in step.name]  # no Debian package needed
+    work = tmp_path / "work"
+    results = e2e.run_rounds(steps, source, repeats=2, work_dir=work)
+    assert list(results) == [step.name for step in steps]
+    assert all(len(r.runs) == 2 and r.median() > 0 for r in results.values())
+    assert results[e2e.C2].output_size == results[e2e.C1].output_size == results[e2e.PIPE].output_size
+    assert results[e2e.D2].output_size == source.stat().st_size
+    assert sorted(p.name for p in work.iterdir()) == []  # outputs cleaned up
+    conditions = {**run.conditions(), "repeats": 2}
+    text = e2e.render_markdown([(" (1 MiB)", results)], conditions, {"description": "1 MiB of text"})
+    assert f"| {e2e.C2} |" in text and "time with 1 thread ÷ with 2 (1 MiB)" in text
+    e2e.save(tmp_path / "e2e.json", conditions, {"description": "1 MiB of text"}, [(" (1 MiB)", results)])
+    assert e2e.rerender(tmp_path / "e2e.json") == text
 
 
-def _case(tool: str, workers: int, size_gb: int, compress_s: float, decompress_s: float) -> e2e.Case:
-    def stats(wall: float) -> e2e.RunStats:
-        return e2e.RunStats(wall=wall, cpu=wall, peak_rss_root=2**20, peak_rss_worker=0,
-                            peak_rss_sum=2**20, processes=1)
-    return e2e.Case(tool, workers, size_gb, size_gb * 10**9, size_gb * 6 * 10**8,
-                    [stats(compress_s)], [stats(decompress_s)])
+def test_a_decompressor_that_does_not_give_the_input_back_fails_the_benchmark(tmp_path):
+    source = tmp_path / "input.bin"
+    source.write_bytes(b"the input")
+    wrong = e2e.Step("wrong", lambda src, w: e2e.shell('printf x > "$0"', w / "out"), "out", "same-as-input")
+    with pytest.raises(AssertionError, match="did not give back"):
+        e2e.run_rounds([wrong], source, repeats=1, work_dir=tmp_path / "work")
 
 
-def test_target_rows_compare_with_pigz_and_give_scaling_beyond_the_start_up_as_context():
-    cases = [_case(e2e.STARTUP, 2, 0, 4.0, 3.0),
-             _case(e2e.PIGZ, 2, 1, 8.0, 6.0), _case(e2e.PIGZ_SYNCED, 2, 1, 10.0, 9.0),
-             _case("dcas", 2, 1, 8.0, 6.0), _case("dcas", 1, 1, 12.0, 9.0)]
-    rows = "\n".join(e2e.target_lines(cases))
-    assert "pigz --huffman -p 2's | ≤ 1.00 | 1.00 | **met**" in rows
-    assert "decompress time ÷ pigz -d's | ≤ 0.67 | 1.00 | **not met**" in rows
-    assert f"compress time ÷ {e2e.PIGZ_SYNCED}'s | – | 0.80 |" in rows
-    # 1 worker 12 s, 2 workers 8 s: 1.5x; beyond the 4 s start-up: 8 s against 4 s, 2.0x.
-    assert "compress: time with 1 worker ÷ with 2 | ≥ 1.7 | 1.50 | **not met**" in rows
-    assert "compress, the same beyond the 4.0 s start-up | – | 2.00 |" in rows
-    assert "decompress, the same beyond the 3.0 s start-up | – | 2.00 |" in rows
+def _result(name: str, wall: float, peak: int = 2**20) -> e2e.Result:
+    stats = e2e.RunStats(wall=wall, cpu=wall, peak_rss_root=peak, peak_rss_worker=0, peak_rss_sum=peak,
+                         processes=1)
+    return e2e.Result(name, 10**9, [stats], 6 * 10**8)
 
 
-def test_pigz_synced_commands_run_pigz_then_sync_the_output():
-    command = e2e.pigz_synced_tool().compress(Path("in.bin"), Path("out.gz"), 2)
+def test_target_rows_compare_with_pigz_with_the_same_durability_and_check_the_memory_allowance():
+    results = {r.name: r for r in [
+        _result(e2e.C2, 3.0, 250 * 2**20), _result(e2e.C1, 4.5), _result(e2e.PIGZ_C, 8.0),
+        _result(e2e.D2, 2.0, 150 * 2**20), _result(e2e.D1, 3.0), _result(e2e.PIGZ_D, 5.0),
+        _result(e2e.PIPE, 4.0), _result(e2e.PIGZ_PIPE, 8.0),
+        _result(e2e.TINY_C, 1.0, 160 * 2**20), _result(e2e.TINY_D, 0.5, 120 * 2**20)]}
+    rows = "\n".join(e2e.target_rows(results))
+    assert "time ÷ pigz -H -p 2 (then sync) | ≤ 0.50 | 0.38 | **met**" in rows
+    assert "time ÷ pigz -d (then sync) | ≤ 0.50 | 0.40 | **met**" in rows
+    assert "pipe compress: time ÷ cat \\| pigz -H -p 2 (then sync) | ≤ 0.60 | 0.50 | **met**" in rows
+    assert "time with 1 thread ÷ with 2 | ≥ 1.70 | 1.50 | **not met**" in rows
+    # 250 - 160 = 90 MiB above the 6-byte run: over 64 MiB + 4 chunks of 4 MiB; 150 - 120 = 30 is not.
+    assert f"{e2e.C2}: peak RSS above the 6-byte run's | ≤ 80 MiB | 90 MiB | **not met**" in rows
+    assert f"{e2e.D2}: peak RSS above the 6-byte run's | ≤ 80 MiB | 30 MiB | **met**" in rows
+
+
+def test_beam_cost_per_gb_beyond_start_up_is_the_slope_between_1_and_4_gb():
+    one = {r.name: r for r in [_result(e2e.BEAM_C, 10.0), _result(e2e.PIGZ_C, 8.0),
+                               _result(e2e.BEAM_D, 8.0), _result(e2e.PIGZ_D, 5.0)]}
+    four = {r.name: r for r in [_result(e2e.BEAM_C, 22.0), _result(e2e.PIGZ_C, 32.0),
+                                _result(e2e.BEAM_D, 17.0), _result(e2e.PIGZ_D, 20.0)]}
+    rows = "\n".join(e2e.beam_rows(one, four))
+    assert "(4.00 ÷ 8.00) | ≤ 0.70 | 0.50 | **met**" in rows  # (22 - 10) / 3 against (32 - 8) / 3
+    assert "(3.00 ÷ 5.00) | ≤ 0.60 | 0.60 | **met**" in rows
+
+
+def test_pigz_commands_sync_their_output_as_dcas_fsyncs_its_own():
+    command = e2e.pigz_compress(Path("in.bin"), Path("out.gz"))
     assert command.argv[:2] == ["sh", "-c"] and command.argv[3:] == ["2", "in.bin", "out.gz"]
-    assert "pigz --huffman -p \"$0\" -c \"$1\" > \"$2\" && sync \"$2\"" in command.argv[2]
+    assert 'pigz -H -p "$0" -c "$1" > "$2" && sync "$2"' in command.argv[2]
+    assert e2e.pigz_decompress(Path("a.gz"), Path("a")).argv[2].endswith('&& sync "$1"')
+    assert e2e.dcas_pipe(Path("in"), Path("out")).argv[2].endswith('&& sync "$3"')

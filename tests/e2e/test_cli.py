@@ -344,7 +344,8 @@ def test_help_says_which_engine_runs_and_how_to_reach_dataflow():
         cli.main(["compress", "--help"], stdout=stdout)
     # argparse prints help to sys.stdout; the parser is what we check.
     text = cli.build_parser()._subparsers._group_actions[0].choices["compress"].format_help()
-    for phrase in ("--workers", "--runner", "DataflowRunner", "a pipe", "after '--'"):
+    for phrase in ("--threads", "--engine", "without Beam", "--workers", "--runner", "DataflowRunner",
+                   "after '--'"):
         assert phrase in " ".join(text.split())
 
 

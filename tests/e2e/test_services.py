@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from samples import sample_text  # tests/ is on sys.path (conftest dir)
 
+import codec
 from codec import FormatError
 from codec.container import FRAME_HEADER_SIZE, HEADER_SIZE
 from services import compression
@@ -202,32 +203,43 @@ def test_verify_passes_an_intact_file_and_fails_a_corrupted_one(container: Path)
         verify_file(container)
 
 
-def test_files_given_by_path_run_the_beam_pipeline(tmp_path: Path):
+def test_gs_paths_and_pipeline_options_run_the_beam_pipeline(tmp_path: Path):
     engine = compression.choose_engine(tmp_path / "a", str(tmp_path / "a.dcz"), workers=3)
     assert isinstance(engine, compression.BeamEngine) and engine.workers == 3
     assert isinstance(compression.choose_engine("gs://b/in", "gs://b/in.dcz"), compression.BeamEngine)
+    assert isinstance(compression.choose_engine(tmp_path / "a", "gs://b/a.dcz"), compression.BeamEngine)
+    for asked in ({"workers": 0}, {"pipeline_args": ["--direct_num_workers=1"]}, {"engine": "beam"},
+                  {"runner": "DataflowRunner"}):
+        assert isinstance(compression.choose_engine(tmp_path / "a", tmp_path / "a.dcz", **asked),
+                          compression.BeamEngine), asked
+
+
+def test_local_files_of_any_size_run_in_process_on_every_core_unless_told_otherwise(tmp_path: Path):
     big = tmp_path / "big"
     with open(big, "wb") as f:
-        f.truncate(compression.IN_PROCESS_BELOW)  # sparse: no disk used
+        f.truncate(2**31)  # sparse: no disk used; once the pipeline's size, no longer a reason
     engine = compression.choose_engine(big, tmp_path / "big.dcz")
-    assert isinstance(engine, compression.BeamEngine) and engine.workers == 0
+    assert isinstance(engine, compression.LocalEngine) and engine.threads == codec.default_threads()
+    engine = compression.choose_engine(big, tmp_path / "big.dcz", engine="local", threads=3)
+    assert isinstance(engine, compression.LocalEngine) and engine.threads == 3
 
 
-def test_small_local_files_run_in_process_unless_the_pipeline_is_asked_for(tmp_path: Path):
-    # Starting Beam costs seconds; a small file is done by the streaming codec before that.
-    small = tmp_path / "small"
-    small.write_bytes(b"x" * 1000)
-    assert isinstance(compression.choose_engine(small, tmp_path / "s.dcz"), compression.StreamEngine)
-    for asked in ({"workers": 0}, {"workers": 2}, {"pipeline_args": ["--direct_num_workers=1"]}):
-        assert isinstance(compression.choose_engine(small, tmp_path / "s.dcz", **asked),
-                          compression.BeamEngine)
+def test_engine_choices_that_contradict_each_other_are_refused(tmp_path: Path):
+    for contradiction in ({"engine": "local", "workers": 2}, {"engine": "local", "runner": "DataflowRunner"},
+                          {"engine": "beam", "threads": 2}, {"engine": "turbo"}):
+        with pytest.raises(compression.ServiceError):
+            compression.choose_engine(tmp_path / "a", tmp_path / "a.dcz", **contradiction)
+    with pytest.raises(compression.ServiceError, match="gs://"):
+        compression.choose_engine("gs://b/in", "gs://b/in.dcz", engine="local")
+    with pytest.raises(compression.ServiceError, match="pipe"):
+        compression.choose_engine(io.BytesIO(), tmp_path / "a.dcz", engine="beam")
 
 
-def test_pipes_and_names_the_pipeline_would_read_as_globs_use_the_stream_engine(tmp_path: Path):
-    assert isinstance(compression.choose_engine(io.BytesIO(), tmp_path / "x.dcz"), compression.StreamEngine)
-    assert isinstance(compression.choose_engine(tmp_path / "x", io.BytesIO()), compression.StreamEngine)
+def test_pipes_and_names_the_pipeline_would_read_as_globs_use_the_local_engine(tmp_path: Path):
+    assert isinstance(compression.choose_engine(io.BytesIO(), tmp_path / "x.dcz"), compression.LocalEngine)
+    assert isinstance(compression.choose_engine(tmp_path / "x", io.BytesIO()), compression.LocalEngine)
     assert isinstance(compression.choose_engine(tmp_path / "x[1].bin", tmp_path / "x.dcz"),
-                      compression.StreamEngine)
+                      compression.LocalEngine)
 
 
 def test_a_remote_runner_for_a_pipe_is_refused():

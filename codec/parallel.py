@@ -1,0 +1,535 @@
+"""The in-process engine: N threads run the nogil kernels over the chunks of one file or pipe."""
+from __future__ import annotations
+
+import collections
+import errno
+import io
+import os
+import stat
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import BinaryIO, Callable
+
+import numpy as np
+
+from codec import _fileio
+from codec.container import (
+    DEFAULT_CHUNK_SIZE, FOOTER_SIZE, FRAME_HEADER_SIZE, FRAME_MAGIC, HEADER_SIZE, MAX_CHUNK_SIZE,
+    SEEK_ENTRY_SIZE, TABLE_MAGIC, ChunkEntry, decode_frame_into, decode_payload, encode_frame_parts,
+    frame_offsets, header_bytes, original_offsets, parse_frame_header, parse_header, parse_seek_table,
+    read_exactly, read_seek_table, read_up_to, seek_table_bytes, trailer_size,
+)
+from codec.errors import FormatError
+from codec.huffman import histogram
+
+__all__ = ["default_threads", "compress_stream", "decompress_stream", "file_histogram"]
+
+Progress = Callable[[int], None]
+
+
+def default_threads() -> int:
+    """One thread per core this process may run on."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Running tasks: a thread pool, or inline for one thread
+
+
+class _Inline:
+    """The executor for threads=1: runs each task as it is submitted, in the calling thread."""
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 - handed to whoever asks for the result
+            future.set_exception(e)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+class _Tasks:
+    """A bounded window of tasks in flight over `threads` workers.
+
+    Leaving the `with` block, normally or by any exception (a worker's, a FormatError, a full disk,
+    KeyboardInterrupt), cancels the tasks not started and waits for the running ones, each of which
+    finishes the one chunk it holds: no thread outlives the call, and the caller's cleanup (the
+    temp output's removal) runs after the last write."""
+
+    def __init__(self, threads: int):
+        if threads < 1:
+            raise ValueError(f"threads must be 1 or more, got {threads}")
+        self.threads = threads
+        # Every worker busy and one task ready for the first to finish; inline, one at a time.
+        self.window = 1 if threads == 1 else threads + 1
+        self._pool = _Inline() if threads == 1 else ThreadPoolExecutor(threads, thread_name_prefix="dcz")
+        self._futures: set[Future] = set()
+
+    def submit(self, fn, *args) -> Future:
+        future = self._pool.submit(fn, *args)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+        return future
+
+    def __enter__(self) -> "_Tasks":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for future in list(self._futures):
+            future.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# Test hook: called with the chunk index before a worker codes a chunk (tests raise from it).
+_before_chunk: Callable[[int], None] | None = None
+
+
+def _hook(index: int) -> None:
+    if _before_chunk is not None:
+        _before_chunk(index)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compression
+
+
+def _regular_fd(f) -> int | None:
+    """The fd of `f` if it is an open regular file (positional reads work), else None."""
+    try:
+        fd = f.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+def _writable_at_end(f) -> tuple[int, int] | None:
+    """(fd, offset) when `f` is a regular file that positional writes can extend from `offset`,
+    its current position and end (stdout redirected with `>` qualifies; `>>` does not: pwrite on
+    an O_APPEND fd appends wherever it is told to write)."""
+    fd = _regular_fd(f)
+    if fd is None:
+        return None
+    try:
+        import fcntl
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
+            return None
+        f.flush()
+        offset = f.tell()
+    except (ImportError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return (fd, offset) if os.fstat(fd).st_size == offset else None
+
+
+class _Appender:
+    """Appends frames to `dst`. A regular file that allows direct I/O gets them through an aligned
+    staging buffer written with O_DIRECT, bypassing the page cache (filling it costs more CPU than
+    the coding on the benchmark machine, see codec._fileio.open_direct); its last partial block is
+    written normally. Anything else (a pipe, a BytesIO) gets plain writes."""
+
+    STAGE_SIZE = 8 * 2**20
+
+    def __init__(self, dst: BinaryIO):
+        self.dst = dst
+        self.direct_fd = None
+        at_end = _writable_at_end(dst)
+        if at_end is not None and at_end[1] % _fileio.DIRECT_IO_ALIGNMENT == 0:
+            self.fd, self.position = at_end
+            self.direct_fd = _fileio.reopen_direct(self.fd)
+        if self.direct_fd is not None:
+            self.stage = _fileio.aligned_buffer(self.STAGE_SIZE)
+            self.filled = 0
+
+    def write(self, data) -> None:
+        if self.direct_fd is None:
+            self.dst.write(data)
+            return
+        view = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+        while view.shape[0]:
+            n = min(view.shape[0], self.STAGE_SIZE - self.filled)
+            self.stage[self.filled:self.filled + n] = view[:n]
+            self.filled += n
+            view = view[n:]
+            if self.filled == self.STAGE_SIZE:
+                self._write_stage()
+
+    def _write_stage(self) -> None:
+        try:
+            _fileio.pwrite_all(self.direct_fd if self.direct_fd >= 0 else self.fd, self.stage, self.position)
+        except OSError as e:
+            if self.direct_fd < 0 or e.errno != errno.EINVAL:
+                raise
+            # The filesystem refused a direct write after all: the same bytes, through the cache.
+            os.close(self.direct_fd)
+            self.direct_fd = _NO_DIRECT_FD
+            _fileio.pwrite_all(self.fd, self.stage, self.position)
+        self.position += self.filled
+        self.filled = 0
+
+    def finish(self) -> None:
+        """Writes what is staged and leaves `dst` positioned at its end; call once, on success."""
+        if self.direct_fd is None:
+            return
+        _fileio.pwrite_all(self.fd, self.stage[:self.filled], self.position)
+        self.position += self.filled
+        self.filled = 0
+        self.dst.seek(self.position)
+
+    def close(self) -> None:
+        if self.direct_fd is not None and self.direct_fd >= 0:
+            os.close(self.direct_fd)
+
+
+_NO_DIRECT_FD = -1  # staging goes on, through the file's own fd
+
+
+def _encode(index: int, data, shared_histogram):
+    _hook(index)
+    header, payload, entry = encode_frame_parts(data, shared_histogram)
+    if payload is data:  # stored: the payload is the input buffer, which the reader reuses
+        payload = bytes(data)
+    return header, payload, entry
+
+
+class _ThreadBuffers(threading.local):
+    """One reusable read buffer per worker thread (no fresh allocation per chunk)."""
+    buffer: np.ndarray | None = None
+
+    def get(self, size: int) -> np.ndarray:
+        if self.buffer is None or self.buffer.shape[0] < size:
+            self.buffer = np.empty(size, dtype=np.uint8)
+        return self.buffer[:size]
+
+
+def _read_and_encode(index: int, fd: int, offset: int, length: int, shared_histogram, buffers):
+    data = buffers.get(length)
+    if _fileio.pread_into(fd, data, offset) != length:
+        raise _input_changed()
+    return _encode(index, data, shared_histogram)
+
+
+def _input_changed() -> OSError:
+    return OSError("input file changed while it was read (it is shorter than when it was opened)")
+
+
+def file_histogram(src: BinaryIO, threads: int = 1, chunk_size: int = DEFAULT_CHUNK_SIZE):
+    """The byte histogram (uint64[256]) of a regular file from its current position to its end,
+    counted by `threads` threads with positional reads; the position does not move.
+
+    This is the whole-file table the Beam pipeline's first pass computes: given as
+    `shared_histogram`, it makes `compress_stream` write the pipeline's bytes."""
+    fd = _regular_fd(src)
+    if fd is None:
+        raise ValueError("file_histogram needs a regular file it can read twice (not a pipe)")
+    start = src.tell()
+    size = os.fstat(fd).st_size - start
+    buffers = _ThreadBuffers()
+
+    def count(offset: int, length: int):
+        data = buffers.get(length)
+        if _fileio.pread_into(fd, data, offset) != length:
+            raise _input_changed()
+        return histogram(data)
+
+    total = np.zeros(256, dtype=np.uint64)
+    with _Tasks(threads) as tasks:
+        pending: collections.deque[Future] = collections.deque()
+        for offset in range(start, start + size, chunk_size):
+            pending.append(tasks.submit(count, offset, min(chunk_size, start + size - offset)))
+            while len(pending) >= tasks.window:
+                total += pending.popleft().result()
+        while pending:
+            total += pending.popleft().result()
+    return total
+
+
+def compress_stream(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
+                    threads: int = 1, progress: Progress | None = None, shared_histogram=None) -> dict:
+    """Reads `src` to its end and writes a container to `dst`, `threads` chunks coded at a time.
+
+    Frames are written in order, so `dst` may be a pipe, and the bytes are the same for every
+    `threads`. A regular file is read by the workers with positional reads (no reader thread);
+    anything else (a pipe) by this thread, one chunk at a time. At most `threads + 1` chunks are in
+    flight, so memory stays near (threads + 2) chunks whatever the input size.
+    `progress(original_bytes_done)` is called after each chunk, from this thread.
+    """
+    header = header_bytes(chunk_size)
+    out = _Appender(dst)
+    try:
+        stats = _compress(src, out, header, chunk_size, threads, progress, shared_histogram)
+        out.finish()
+    finally:
+        out.close()
+    return stats
+
+
+def _compress(src: BinaryIO, out: _Appender, header: bytes, chunk_size: int, threads: int,
+              progress: Progress | None, shared_histogram) -> dict:
+    out.write(header)
+    entries: list[ChunkEntry] = []
+    done = [0, len(header)]  # original, compressed
+
+    def write(frame) -> None:
+        frame_header, payload, entry = frame
+        out.write(frame_header)
+        out.write(payload)
+        entries.append(entry)
+        done[0] += entry.original_size
+        done[1] += entry.frame_size
+        if progress is not None:
+            progress(done[0])
+
+    fd = _regular_fd(src)
+    with _Tasks(threads) as tasks:
+        pending: collections.deque[Future] = collections.deque()
+        if fd is not None:
+            start = src.tell()
+            end = os.fstat(fd).st_size
+            buffers = _ThreadBuffers()
+            for index, offset in enumerate(range(start, end, chunk_size)):
+                pending.append(tasks.submit(_read_and_encode, index, fd, offset,
+                                            min(chunk_size, end - offset), shared_histogram, buffers))
+                while len(pending) >= tasks.window:
+                    write(pending.popleft().result())
+            src.seek(end)
+        else:
+            index = 0
+            while True:
+                chunk = read_up_to(src, chunk_size)
+                if not chunk:
+                    break
+                pending.append(tasks.submit(_encode, index, chunk, shared_histogram))
+                del chunk
+                index += 1
+                while len(pending) >= tasks.window:
+                    write(pending.popleft().result())
+        while pending:
+            write(pending.popleft().result())
+    trailer = seek_table_bytes(entries)
+    out.write(trailer)
+    return {"original_size": done[0], "compressed_size": done[1] + len(trailer), "chunks": len(entries)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Decompression
+
+
+def decompress_stream(src: BinaryIO, dst: BinaryIO, max_size: int | None = None, *, threads: int = 1,
+                      progress: Progress | None = None, max_chunk_size: int = MAX_CHUNK_SIZE) -> dict:
+    """Reads a container from `src` and writes the original bytes to `dst`, `threads` chunks at a time.
+
+    When `src` is a regular file at offset 0 and `dst` a regular file ending where it stands, the
+    seek table is read first and each worker reads its frame, decodes it and writes it at its
+    final offset (direct I/O where the filesystem and alignment allow): no in-order queue.
+    Otherwise frames are read in order (`"DCZC"` markers, pipes work) and written in order, up to
+    the `"DCZS"` seek table, which is then checked against the frames seen; nothing may follow the
+    footer. Either way a seekable `src` has its seek table checked before anything is written, and
+    a chunk's bytes are written only after its CRC32C matched; on a FormatError other chunks may
+    already be in `dst`: callers that need an all-or-nothing output write to a temporary file and
+    rename it on success (services does). `max_size` caps the total original size and
+    `max_chunk_size` that of any chunk (decompression-bomb guard).
+    """
+    expected = seek_table_if_seekable(src, max_size, max_chunk_size)
+    src_fd = _regular_fd(src)
+    at_end = _writable_at_end(dst) if expected is not None and src_fd is not None else None
+    if at_end is not None:
+        return _decompress_in_place(src_fd, dst, *at_end, expected, threads, progress)
+    return _decompress_in_order(src, dst, expected, max_size, threads, progress, max_chunk_size)
+
+
+def _damaged_chunk(index: int, offset: int, error: FormatError) -> FormatError:
+    return FormatError(f"chunk {index} (frame at byte {offset}): {error}")
+
+
+class _Writer:
+    """Where one decoded chunk goes in the output file: direct I/O when the chunk's place and size
+    are aligned and the filesystem takes it, buffered positional writes otherwise."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.direct_fd = _fileio.reopen_direct(fd)
+        self._lock = threading.Lock()
+
+    def write(self, chunk, position: int) -> None:
+        direct_fd = self.direct_fd
+        if direct_fd is not None and _fileio.direct_io_allows(position, chunk.shape[0]):
+            try:
+                _fileio.pwrite_all(direct_fd, chunk, position)
+                return
+            except OSError as e:
+                if e.errno != errno.EINVAL:  # a full disk, an I/O error: not a matter of the path
+                    raise
+                self._give_up_direct()  # the filesystem refused direct writes: buffered from now
+        _fileio.pwrite_all(self.fd, chunk, position)
+
+    def _give_up_direct(self) -> None:
+        with self._lock:
+            if self.direct_fd is not None:
+                os.close(self.direct_fd)
+                self.direct_fd = None
+
+    def close(self) -> None:
+        self._give_up_direct()
+
+
+def _decompress_in_place(src_fd: int, dst: BinaryIO, dst_fd: int, base: int, entries: list[ChunkEntry],
+                         threads: int, progress: Progress | None) -> dict:
+    offsets, positions = frame_offsets(entries), original_offsets(entries)
+    total = sum(entry.original_size for entry in entries)
+    largest = max((entry.original_size for entry in entries), default=0)
+    frames = _ThreadBuffers()
+    buffers = threading.local()
+    os.ftruncate(dst_fd, base + total)
+    writer = _Writer(dst_fd)
+
+    def decode(index: int) -> int:
+        _hook(index)
+        entry = entries[index]
+        frame = frames.get(entry.frame_size)
+        if _fileio.pread_into(src_fd, frame, offsets[index]) != entry.frame_size:
+            raise FormatError(f"truncated container: chunk {index}'s frame runs past the end of the file")
+        out = getattr(buffers, "out", None)
+        if out is None:
+            out = buffers.out = _fileio.aligned_buffer(largest)
+        try:
+            size = decode_frame_into(frame, out, entry)
+        except FormatError as e:
+            raise _damaged_chunk(index, offsets[index], e) from e
+        writer.write(out[:size], base + positions[index])
+        return size
+
+    done = 0
+    try:
+        with _Tasks(threads) as tasks:
+            running: set[Future] = set()
+            for index in range(len(entries)):
+                running.add(tasks.submit(decode, index))
+                while len(running) >= tasks.window:
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    done = _count_done(finished, done, progress)
+            while running:
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                done = _count_done(finished, done, progress)
+    finally:
+        writer.close()
+    if total:
+        _fileio.start_writeback(dst_fd, base, total)
+    dst.seek(base + total)
+    return {"original_size": total, "compressed_size": os.fstat(src_fd).st_size, "chunks": len(entries)}
+
+
+def _count_done(finished: set[Future], done: int, progress: Progress | None) -> int:
+    for future in finished:
+        done += future.result()  # re-raises a worker's error here, in the calling thread
+        if progress is not None:
+            progress(done)
+    return done
+
+
+def _decode(index: int, offset: int, header, payload) -> bytes:
+    _hook(index)
+    try:
+        return decode_payload(header, payload)
+    except FormatError as e:
+        raise _damaged_chunk(index, offset, e) from e
+
+
+def _decompress_in_order(src: BinaryIO, dst: BinaryIO, expected: list[ChunkEntry] | None,
+                         max_size: int | None, threads: int, progress: Progress | None,
+                         max_chunk_size: int) -> dict:
+    parse_header(read_exactly(src, HEADER_SIZE, "file header"))
+    seen: list[ChunkEntry] = []
+    written = 0
+
+    def write(data: bytes) -> None:
+        nonlocal written
+        dst.write(data)
+        written += len(data)
+        if progress is not None:
+            progress(written)
+
+    with _Tasks(threads) as tasks:
+        pending: collections.deque[Future] = collections.deque()
+        marker = _read_frames(src, expected, max_size, max_chunk_size, tasks, pending, write, seen)
+        while pending:
+            write(pending.popleft().result())
+    original_size = sum(entry.original_size for entry in seen)
+    compressed_size = HEADER_SIZE + sum(entry.frame_size for entry in seen) + trailer_size(len(seen))
+    table = marker + read_exactly(src, SEEK_ENTRY_SIZE * len(seen), "seek table")
+    footer = read_exactly(src, FOOTER_SIZE, "footer")
+    entries = parse_seek_table(table, footer, compressed_size, max_size)
+    if entries != seen:
+        raise FormatError("the seek table does not describe the chunk frames in the container")
+    if src.read(1):
+        raise FormatError(f"unexpected bytes after the footer at byte {compressed_size}")
+    return {"original_size": original_size, "compressed_size": compressed_size, "chunks": len(seen)}
+
+
+def _read_frames(src: BinaryIO, expected: list[ChunkEntry] | None, max_size: int | None,
+                 max_chunk_size: int, tasks: _Tasks, pending: collections.deque, write,
+                 seen: list[ChunkEntry]) -> bytes:
+    """Reads frames up to the seek table's marker (returned), hands each to a worker and writes the
+    decoded chunks in order as the window fills; appends each frame's entry to `seen`."""
+    original_size = 0
+    compressed_size = HEADER_SIZE
+    while True:
+        try:
+            marker = read_exactly(src, 4, "chunk frame or seek table marker")
+            if marker == TABLE_MAGIC:
+                return marker
+            if marker != FRAME_MAGIC:
+                raise FormatError(f"expected a chunk frame ({FRAME_MAGIC!r}) or the seek table "
+                                  f"({TABLE_MAGIC!r}) at byte {compressed_size}, found {marker!r}")
+            if expected is not None and len(seen) == len(expected):
+                raise FormatError(f"container has more chunk frames than its seek table's {len(expected)}")
+            header = parse_frame_header(marker + read_exactly(src, FRAME_HEADER_SIZE - 4, "frame header"),
+                                        expected[len(seen)] if expected is not None else None,
+                                        max_chunk_size)
+            if max_size is not None and original_size + header.original_size > max_size:
+                raise FormatError(f"container holds more than the limit of {max_size} original bytes")
+            payload = read_exactly(src, header.payload_size, "chunk payload")
+        except FormatError:
+            # As in a one-chunk-at-a-time reader, the good chunks before the fault reach `dst`.
+            while pending:
+                write(pending.popleft().result())
+            raise
+        pending.append(tasks.submit(_decode, len(seen), compressed_size, header, payload))
+        del payload
+        seen.append(ChunkEntry(FRAME_HEADER_SIZE + header.payload_size, header.original_size, header.crc))
+        original_size += header.original_size
+        compressed_size += FRAME_HEADER_SIZE + header.payload_size
+        while len(pending) >= tasks.window:
+            write(pending.popleft().result())
+
+
+# ---------------------------------------------------------------------------------------------
+# Seek tables
+
+
+def checked_entries(f: BinaryIO, size: int, max_size: int | None, max_chunk_size: int) -> list[ChunkEntry]:
+    """The checked seek table, with the bomb guard applied to the total and to every chunk."""
+    entries = read_seek_table(f, size, max_size)
+    for index, entry in enumerate(entries):
+        if entry.original_size > max_chunk_size:
+            raise FormatError(f"chunk {index} declares {entry.original_size} original bytes, above "
+                              f"the limit of {max_chunk_size} per chunk")
+    return entries
+
+
+def seek_table_if_seekable(src: BinaryIO, max_size: int | None,
+                           max_chunk_size: int) -> list[ChunkEntry] | None:
+    """The checked seek table of `src` if it can be read without disturbing a sequential read."""
+    try:
+        if not src.seekable() or src.tell() != 0:
+            return None
+        file_size = src.seek(0, io.SEEK_END)
+    except (AttributeError, OSError, ValueError):
+        return None
+    entries = checked_entries(src, file_size, max_size, max_chunk_size)
+    src.seek(0)
+    return entries
