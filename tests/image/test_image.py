@@ -145,3 +145,18 @@ def test_the_http_service_roles_answer_as_the_non_root_user(role):
                 time.sleep(0.5)
     finally:
         docker("rm", "-f", name, check=False)
+
+
+def test_on_a_read_only_root_the_cache_copied_as_the_pods_init_container_does_compiles_nothing(shared_dir):
+    # deploy/k8s: an init container copies the build's numba cache into a pod volume mounted over the cache dir.
+    cache = shared_dir / "numba-cache"
+    cache.mkdir(mode=0o777)
+    cache.chmod(0o777)
+    run_in_image("-R", "/opt/dcas/numba-cache/.", "/numba-cache/", entrypoint="cp",
+                 options=("--read-only", "-v", f"{cache}:/numba-cache"))
+    (shared_dir / "a.txt").write_bytes(b"read-only root " * 9000)
+    done = run_in_image("dcas", "compress", "/data/a.txt", "-o", "/data/a.dcz", "-q",
+                        options=("--read-only", "--tmpfs", "/tmp", "-v", f"{shared_dir}:/data",
+                                 "-v", f"{cache}:/opt/dcas/numba-cache", "-e", "NUMBA_DEBUG_CACHE=1"))
+    assert "[cache] data loaded from" in done.stdout + done.stderr
+    assert "[cache] data saved to" not in done.stdout + done.stderr
