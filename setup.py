@@ -9,6 +9,7 @@ INSTALL_REQUIRES = [
     "numba>=0.60,<0.70",
     "google-crc32c>=1.5,<2",
     "google-cloud-firestore>=2.16,<3",
+    "google-cloud-pubsub>=2.20,<3",
 ]
 DEV_REQUIRES = [
     "pytest>=8,<10",
