@@ -76,3 +76,11 @@ def test_the_role_script_runs_every_role_the_image_documents():
     assert roles == {"worker", "launcher", "manager", "status", "batch", "streaming", "dcas"}
     assert "exec /opt/apache/beam/boot" in ROLE_SCRIPT
     assert "exec /opt/google/dataflow/python_template_launcher" in ROLE_SCRIPT
+
+
+def test_every_template_has_the_pipeline_module_its_image_launches_with_pipeline_set_to_its_name():
+    # `--build-arg PIPELINE=<template name>` makes the launcher run pipelines/<template name>.py.
+    templates = sorted(p.stem for p in (ROOT / "templates").glob("*.json"))
+    assert templates == ["batch", "streaming"]
+    for name in templates:
+        assert (ROOT / "pipelines" / f"{name}.py").is_file(), name
