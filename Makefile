@@ -78,3 +78,9 @@ test-image: image-local
 
 test-image-run: $(STAMP)
 	DCAS_IMAGE=$(IMAGE) DOCKER=$(DOCKER) $(PY) -m pytest -q tests/image
+
+# The architecture diagram: docs/architecture.dot -> docs/architecture.svg (Graphviz, Debian's `graphviz`).
+.PHONY: docs-diagram
+docs-diagram:
+	command -v dot >/dev/null || (apt-get update && apt-get install -y graphviz)
+	dot -Tsvg docs/architecture.dot -o docs/architecture.svg
