@@ -40,13 +40,18 @@ ENV VIRTUAL_ENV=/opt/dcas/venv \
     NUMBA_CPU_FEATURES="" \
     PYTHONUNBUFFERED=1
 
-# One RUN: the venv sees the base's packages (the Beam SDK image's Beam and its pinned dependencies), pip adds ours
-# and refuses a Beam other than BEAM_VERSION; `pip check` fails the build on any conflict.
-RUN --mount=type=bind,source=.,target=/tmp/dcas-src,rw \
+# Dependencies first, from setup.py alone, so that a change of code reuses this layer: in a folder holding only
+# setup.py, pip installs an empty `dcas` with every requirement. The venv sees the base's packages (the Beam SDK
+# image's Beam and its pinned dependencies); pip refuses a Beam other than BEAM_VERSION.
+RUN --mount=type=bind,source=setup.py,target=/tmp/dcas-deps/setup.py \
     --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
  && python3 -m venv --system-site-packages "$VIRTUAL_ENV" \
- && pip install --no-cache-dir --disable-pip-version-check "apache-beam[gcp]==${BEAM_VERSION}" /tmp/dcas-src \
+ && pip install --no-cache-dir --disable-pip-version-check "apache-beam[gcp]==${BEAM_VERSION}" /tmp/dcas-deps
+
+# Then the code; `pip check` fails the build on any conflict among everything installed.
+RUN --mount=type=bind,source=.,target=/tmp/dcas-src,rw \
+    pip install --no-cache-dir --disable-pip-version-check --no-deps --force-reinstall /tmp/dcas-src \
  && pip check \
  && python -c "import apache_beam, sys; v = apache_beam.__version__; sys.exit(v != '${BEAM_VERSION}' and f'Beam {v}')" \
  && site=$(python -c "import pipelines, os; print(os.path.dirname(os.path.dirname(pipelines.__file__)))") \

@@ -160,3 +160,10 @@ def test_on_a_read_only_root_the_cache_copied_as_the_pods_init_container_does_co
                                  "-v", f"{cache}:/opt/dcas/numba-cache", "-e", "NUMBA_DEBUG_CACHE=1"))
     assert "[cache] data loaded from" in done.stdout + done.stderr
     assert "[cache] data saved to" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("role, prog", [("batch", "python -m pipelines.batch"),
+                                        ("streaming", "python -m pipelines.streaming")])
+def test_both_pipelines_the_templates_launch_import_and_parse_in_the_image(role, prog):
+    done = run_in_image(role, "--help")
+    assert done.stdout.startswith(f"usage: {prog}")

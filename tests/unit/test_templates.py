@@ -97,7 +97,7 @@ OUT_OF_RANGE = {
 
 
 @pytest.mark.parametrize("name, option", all_parameters())
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_every_value_a_template_regex_admits_is_accepted_by_the_pipeline(name, option, data):
     value = data.draw(st.from_regex(template_regex(parameters(name)[option]), fullmatch=True))
