@@ -72,7 +72,8 @@ def test_the_build_context_admits_every_package_setup_py_installs():
 
 
 def test_the_role_script_runs_every_role_the_image_documents():
-    roles = set(re.findall(r"^    ([a-z]+)\)", ROLE_SCRIPT, re.MULTILINE))
+    roles = {role for roles in re.findall(r"^    ([a-z|]+)\)", ROLE_SCRIPT, re.MULTILINE)
+             for role in roles.split("|")}
     assert roles == {"worker", "launcher", "manager", "status", "batch", "streaming", "dcas"}
     assert "exec /opt/apache/beam/boot" in ROLE_SCRIPT
     assert "exec /opt/google/dataflow/python_template_launcher" in ROLE_SCRIPT

@@ -13,7 +13,8 @@ K8S = ROOT / "deploy" / "k8s"
 # The oldest and the newest Kubernetes minor we deploy to (GKE's regular and rapid channels).
 KUBERNETES_VERSIONS = ["1.33.0", "1.37.0"]
 RUNTIME_UID = int(re.search(r"^ARG RUNTIME_UID=(\d+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1))
-ROLES = set(re.findall(r"^    ([a-z]+)\)", (ROOT / "deploy" / "image" / "dcas-role").read_text(), re.MULTILINE))
+ROLES = {role for roles in re.findall(r"^    ([a-z|]+)\)", (ROOT / "deploy" / "image" / "dcas-role").read_text(),
+                                       re.MULTILINE) for role in roles.split("|")}
 
 
 def kustomization() -> dict:
@@ -89,6 +90,13 @@ def test_every_container_has_requests_and_a_memory_limit_and_the_services_have_a
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             (action,) = [main[probe][k] for k in ("httpGet", "tcpSocket") if k in main[probe]]
             assert action["port"] in port_names, (deployment["metadata"]["name"], probe)
+
+
+def test_open_requests_get_their_shutdown_time_within_the_pods_grace_period():
+    for deployment in of_kind("Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+        assert 0 < int(env["DCAS_GRACEFUL_SHUTDOWN"]) < pod["terminationGracePeriodSeconds"]
 
 
 def test_the_numba_cache_compiled_at_build_is_copied_to_where_the_service_reads_it():
