@@ -11,6 +11,8 @@
 # No `# syntax=` line on purpose: it would pull a frontend image; the frontend built into Docker >= 20.10 suffices.
 
 # Pinned to exact tags. The Beam SDK tag must match BEAM_VERSION and setup.py (tests/unit/test_image_files.py).
+# The launcher tag is the one Google's Python flex-template samples use; newer dated tags are listed on Google's
+# "Flex Templates base images" page; only the launcher binary is taken from it.
 ARG BASE_IMAGE=apache/beam_python3.11_sdk:2.77.0
 ARG LAUNCHER_IMAGE=gcr.io/dataflow-templates-base/python311-template-launcher-base:20230622_RC00
 
@@ -18,8 +20,8 @@ FROM ${LAUNCHER_IMAGE} AS launcher
 
 FROM ${BASE_IMAGE}
 ARG BEAM_VERSION=2.77.0
-# The services' user. Dataflow runs the worker as the image's user too; see docs/operations.md if a region's
-# workers need root (build with --build-arg RUNTIME_UID=0).
+# The services' user. Dataflow runs the worker as the image's user too; if workers need root, build their tag with
+# --build-arg RUNTIME_UID=0 (docs/troubleshooting.md).
 ARG RUNTIME_UID=10001
 # Optional: an index other than PyPI (a mirror). The CA bundle goes in as the secret `pip_cert`, never a layer.
 ARG PIP_INDEX_URL
