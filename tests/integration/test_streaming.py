@@ -22,6 +22,7 @@ from pipelines.streaming import serve_jobs
 from transforms.assemble import METADATA_SUFFIX
 from transforms.encode import encode_part, part_tasks
 from transforms.frequencies import job_key
+from transforms.jobs import read_table
 from transforms.perjob import FAILURE, JOB, PART, AssembleJobs
 from transforms.planning import FileJob, part_path
 
@@ -368,3 +369,26 @@ def test_state_is_cleared_after_a_job_and_late_parts_are_dropped_until_it_is(tmp
     assert not os.path.exists(late[0].path) and not os.path.exists(late[1].path)
     assert service.store.get("job-1").state is JobState.SUCCEEDED
     assert codec.decode(read(job.destination)) == data
+
+
+# --- a table the request names ------------------------------------------------------------------
+
+
+def test_a_named_table_is_read_from_a_list_or_from_a_containers_metadata(tmp_path):
+    counts = list(range(256))
+    as_list = write(tmp_path / "t.json", json.dumps(counts).encode())
+    as_meta = write(tmp_path / "x.dcz.meta.json", json.dumps({"og_size": 1, "frequencies": counts}).encode())
+    assert read_table(as_list).tolist() == counts == read_table(as_meta).tolist()
+
+
+@pytest.mark.parametrize("content", [b"[1, 2, 3]", b'{"frequencies": null}', b"[" + b"-1, " * 255 + b"0]", b"not json"],
+                         ids=["short", "null", "negative", "not-json"])
+def test_a_named_table_that_is_not_256_counts_is_refused(tmp_path, content):
+    with pytest.raises(ValueError):
+        read_table(write(tmp_path / "t.json", content))
+
+
+def test_a_job_whose_named_table_cannot_be_read_fails_at_that_stage(tmp_path, service):
+    request = compress_request(tmp_path, b"abc", table_uri=str(tmp_path / "no-table.json"))
+    assert serve(service, [submit(service, request)]) == []
+    assert service.store.get("job-1").error["stage"] == "read table"
