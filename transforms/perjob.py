@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from codec import container
 from adapters import storage
 from adapters.jobs import Failure, JobState, TransitionRefused
+from adapters.status import CoalescedProgress
 from transforms.assemble import (
     FileResult, compress_part_count, count_published, decode_part_count, metadata_path, publish_container,
     publish_decoded,
@@ -35,7 +36,7 @@ from transforms.observability import inc_counter, log_event
 from transforms.planning import FileJob, chunk_count
 
 __all__ = ["DEFAULT_TIMEOUT", "JOB", "PART", "FAILURE", "attempt_key", "job_of", "expected_parts",
-           "missing_parts", "decoded_metadata", "publish_job", "CoalescedProgress", "CountTables",
+           "missing_parts", "decoded_metadata", "publish_job", "CountTables",
            "AssembleJobs"]
 
 # Seconds without a new part (or chunk) after which a job's state is given up.
@@ -97,7 +98,8 @@ def _publish_metadata(description: dict, destination: str, temp_dir: str) -> Non
 
 
 def publish_job(planned, table, records) -> FileResult:
-    """Publishes one job's output and its `DST.meta.json` from its parts, then removes its temp folder.
+    """Publishes one job's output and its `DST.meta.json` from its parts, then removes its temp
+    folder and those of the job's earlier attempts (a crashed attempt leaves its own behind).
 
     Idempotent, as publish_container and publish_decoded are: the same parts publish the same bytes.
     """
@@ -111,7 +113,8 @@ def publish_job(planned, table, records) -> FileResult:
         _publish_metadata(decoded_metadata(planned, timings), job.destination, job.temp_dir)
     else:
         result = publish_container(job, records, job.chunk_size, table, job.temp_dir)
-    storage.remove_job_temp_dir(job.temp_dir)
+    for attempt in range(job.attempt, 0, -1):
+        _remove_quietly(storage.temp_dir_for(job.destination, job.job_id, attempt))
     return result
 
 
@@ -120,38 +123,6 @@ def _ratio(planned, result: FileResult) -> float:
     original, compressed = ((result.bytes_out, result.bytes_in) if isinstance(planned, ContainerJob)
                             else (result.bytes_in, result.bytes_out))
     return round(original / compressed, 6) if original and compressed else 0.0
-
-
-class CoalescedProgress:
-    """One job's progress writes, at most one per `min_interval` seconds; `flush()` writes the last.
-
-    The same shape as the status adapter's coalescer (adapters.status, on the service branch);
-    kept here until that lands. Never raises: a progress write is advice, not state.
-    """
-
-    def __init__(self, store, job_id: str, attempt: int, min_interval: float = 1.0, clock=time.monotonic):
-        self._store, self._job_id, self._attempt = store, job_id, attempt
-        self._min_interval, self._clock = min_interval, clock
-        self._last_write = None
-        self._pending = None
-        self.writes = 0
-
-    def update(self, chunks_done: int, chunks_total: int, bytes_in: int, bytes_out: int) -> None:
-        self._pending = dict(chunks_done=chunks_done, chunks_total=chunks_total, bytes_in=bytes_in,
-                             bytes_out=bytes_out)
-        if self._last_write is None or self._clock() - self._last_write >= self._min_interval:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._pending is None:
-            return
-        pending, self._pending = self._pending, None
-        self._last_write = self._clock()
-        try:
-            self._store.record_progress(self._job_id, self._attempt, **pending)
-            self.writes += 1
-        except Exception as e:  # noqa: BLE001 - the next write or the final state carries it
-            log_event("progress-not-written", self._job_id, level=logging.WARNING, error=repr(e))
 
 
 # --- frequency tables -----------------------------------------------------------------------------
@@ -279,9 +250,7 @@ class _AssembleJobFn(beam.DoFn):
         planned, table = plans[0]
         if len(parts) < expected_parts(planned):
             if tag == PART:
-                self._progress_of(key, planned).update(
-                    sum(r.chunks for r in parts.values()), total_chunks(planned),
-                    sum(r.bytes_in for r in parts.values()), sum(r.bytes_out for r in parts.values()))
+                self._report_progress(key, planned, parts.values())
             timeout.set(time.time() + self._timeout)
             return
         self._end(key, [], {}, plan_state, parts_state, ended, timeout)
@@ -324,6 +293,8 @@ class _AssembleJobFn(beam.DoFn):
             return
         plans = list(plan_state.read())
         parts = {record.index: record for record in parts_state.read()}
+        if not plans and not parts:  # a timer that outlived its state: nothing is waiting
+            return
         job_id, attempt = key.rsplit("#", 1)
         if plans:
             planned = plans[0][0]
@@ -350,13 +321,19 @@ class _AssembleJobFn(beam.DoFn):
         ended.write(1)
         timeout.set(time.time() + self._timeout)
 
-    def _progress_of(self, key: str, planned) -> CoalescedProgress:
+    def _report_progress(self, key: str, planned, parts) -> None:
+        """Progress over the distinct parts in, coalesced; a failed write is left to the next one."""
+        job = job_of(planned)
         progress = self._progress.get(key)
         if progress is None:
-            job = job_of(planned)
             progress = self._progress[key] = CoalescedProgress(self._store, job.job_id, job.attempt,
                                                                self._progress_interval)
-        return progress
+        parts = list(parts)
+        try:
+            progress.update(sum(r.chunks for r in parts), total_chunks(planned),
+                            sum(r.bytes_in for r in parts), sum(r.bytes_out for r in parts))
+        except Exception as e:  # noqa: BLE001 - progress is advice; the final state carries the counts
+            log_event("progress-not-written", job.job_id, level=logging.WARNING, error=repr(e))
 
 
 def _discard(key: str, tag: str, value) -> None:

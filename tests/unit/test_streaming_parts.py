@@ -4,13 +4,12 @@ from __future__ import annotations
 import pytest
 
 from codec import container
-from adapters.jobs import JobRequest, JobState, JobStatus
-from adapters.memory import InMemoryStatusStore
+from adapters.jobs import JobRequest
 from adapters.messages import encode_job_message
 from pipelines.streaming import parse_args
 from transforms.decode import ContainerJob
 from transforms.jobs import parse_message
-from transforms.perjob import CoalescedProgress, attempt_key, decoded_metadata, expected_parts, missing_parts
+from transforms.perjob import attempt_key, decoded_metadata, expected_parts, missing_parts
 from transforms.planning import FileJob, plan_request
 
 STACK_ARGV = ["--project=p", "--subscription=projects/p/subscriptions/jobs-pipeline",
@@ -82,30 +81,3 @@ def test_decoded_metadata_has_the_seed_fields():
     assert (meta["filename"], meta["og_size"], meta["cp_size"], meta["chunks"]) == ("x.dcz", 22, 100, 2)
     assert meta["ratio"] == pytest.approx(0.22)
     assert meta["checksums"]["chunks"] == [f"{entry.crc:08x}"] * 2
-
-
-def running_store() -> InMemoryStatusStore:
-    store = InMemoryStatusStore()
-    store.create(JobStatus.queued(JobRequest("job-1", "compress", "a", "b")))
-    store.transition("job-1", JobState.RUNNING, 1)
-    return store
-
-
-def test_progress_writes_at_most_once_per_interval_and_flush_writes_the_last():
-    store, now = running_store(), [0.0]
-    progress = CoalescedProgress(store, "job-1", 1, min_interval=1.0, clock=lambda: now[0])
-    for done in range(1, 7):  # at 0.0, 0.3, ... 1.5 s
-        progress.update(done, 10, done * 100, done * 10)
-        now[0] += 0.3
-    assert progress.writes == 2  # at 0.0 s and at 1.2 s
-    assert store.get("job-1").chunks_done == 5
-    progress.flush()
-    assert (progress.writes, store.get("job-1").chunks_done) == (3, 6)
-
-
-def test_progress_of_a_job_no_longer_running_is_not_written_and_does_not_raise():
-    store = running_store()
-    store.transition("job-1", JobState.FAILED, 1)
-    progress = CoalescedProgress(store, "job-1", 1)
-    progress.update(1, 2, 3, 4)
-    assert store.get("job-1").chunks_done == 0
