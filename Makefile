@@ -47,3 +47,41 @@ bench-e2e: $(STAMP) pigz
 
 clean:
 	rm -rf $(VENV) demo benchmarks/out benchmarks/corpora
+
+# --- The image: one Dockerfile for the Dataflow launcher and workers and the HTTP services (docs/operations.md) ---
+IMAGE ?= dcas:dev
+STANDIN_BASE ?= dcas-standin-base:bookworm
+# BuildKit is needed (the pip CA goes in as a secret): the docker on PATH if it has buildx, else Debian's own client.
+DOCKER ?= $(shell docker buildx version >/dev/null 2>&1 && echo docker || (test -x /usr/bin/docker && echo /usr/bin/docker) || echo docker)
+# pip inside the build trusts what pip here trusts (PIP_CERT) and uses the same index (PIP_INDEX_URL), if set.
+comma := ,
+IMAGE_PIP_ARGS := $(if $(PIP_CERT),--secret id=pip_cert$(comma)src=$(PIP_CERT)) $(if $(PIP_INDEX_URL),--build-arg PIP_INDEX_URL)
+
+.PHONY: lint image image-standin image-local test-image test-image-run
+lint: $(STAMP)
+	$(VENV)/bin/hadolint Dockerfile
+
+# On the real, pinned bases (needs a registry). IMAGE_ARGS adds build arguments, e.g. --build-arg PIPELINE=streaming.
+image:
+	DOCKER_BUILDKIT=1 $(DOCKER) build $(IMAGE_PIP_ARGS) $(IMAGE_ARGS) -t $(IMAGE) .
+
+# Where nothing can be pulled: a debootstrap stand-in for both bases (stubs for Beam's boot and Google's launcher).
+image-standin:
+	$(DOCKER) image inspect $(STANDIN_BASE) >/dev/null 2>&1 || DOCKER=$(DOCKER) deploy/image/standin-base.sh $(STANDIN_BASE)
+
+image-local: image-standin
+	$(MAKE) image IMAGE_ARGS="--build-arg BASE_IMAGE=$(STANDIN_BASE) --build-arg LAUNCHER_IMAGE=$(STANDIN_BASE) $(IMAGE_ARGS)"
+
+# Runs the image's entry points (tests/image): a job round trip inside the container, the roles, the user, pip check.
+# test-image builds on the stand-in first; test-image-run checks whatever $(IMAGE) is (CI: built on the real bases).
+test-image: image-local
+	$(MAKE) test-image-run
+
+test-image-run: $(STAMP)
+	DCAS_IMAGE=$(IMAGE) DOCKER=$(DOCKER) $(PY) -m pytest -q tests/image
+
+# The architecture diagram: docs/architecture.dot -> docs/architecture.svg (Graphviz, Debian's `graphviz`).
+.PHONY: docs-diagram
+docs-diagram:
+	command -v dot >/dev/null || (apt-get update && apt-get install -y graphviz)
+	dot -Tsvg docs/architecture.dot -o docs/architecture.svg

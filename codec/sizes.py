@@ -6,7 +6,9 @@ import re
 _UNITS = {None: 1, "k": 2**10, "m": 2**20, "g": 2**30}
 # K, M and G are binary (1024-based), as in zstd and dd; `MB` is read the same way because nobody
 # means 4,000,000-byte chunks. A bare `B` means bytes.
-_SIZE = re.compile(r"\s*(\d+)\s*(?:([kmg])(?:i?b)?|b)?\s*", re.IGNORECASE)
+# ASCII only: int() would also read other scripts' digits ('\u0664M') and IGNORECASE would take the Kelvin
+# sign for k; nobody means those, and the flex template's regex (templates/batch.json) admits ASCII only.
+_SIZE = re.compile(r"\s*(\d+)\s*(?:([kmg])(?:i?b)?|b)?\s*", re.IGNORECASE | re.ASCII)
 
 
 def parse_size(text: str | int) -> int:

@@ -50,10 +50,18 @@ def _parser() -> argparse.ArgumentParser:
                              "when a file failed")
     parser.add_argument("--job_id", default=None,
                         help="id for logs and temp object names (default: a fresh one per run)")
-    parser.add_argument("--keep_existing", action="store_true",
+    # `--keep_existing` alone or with a value: a flex template passes every parameter as --name=value.
+    parser.add_argument("--keep_existing", nargs="?", const=True, default=False, type=_parse_bool,
+                        metavar="true|false",
                         help="fail a file whose output (or its .meta.json) already exists, even one "
                              "created while the job runs, instead of replacing it")
     return parser
+
+
+def _parse_bool(text: str) -> bool:
+    if text not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text == "true"
 
 
 def validate_args(known: argparse.Namespace) -> None:

@@ -98,7 +98,8 @@ def _publish_metadata(description: dict, destination: str, temp_dir: str) -> Non
 
 
 def publish_job(planned, table, records) -> FileResult:
-    """Publishes one job's output and its `DST.meta.json` from its parts, then removes its temp folder.
+    """Publishes one job's output and its `DST.meta.json` from its parts, then removes its temp
+    folder and those of the job's earlier attempts (a crashed attempt leaves its own behind).
 
     Idempotent, as publish_container and publish_decoded are: the same parts publish the same bytes.
     """
@@ -112,7 +113,8 @@ def publish_job(planned, table, records) -> FileResult:
         _publish_metadata(decoded_metadata(planned, timings), job.destination, job.temp_dir)
     else:
         result = publish_container(job, records, job.chunk_size, table, job.temp_dir)
-    storage.remove_job_temp_dir(job.temp_dir)
+    for attempt in range(job.attempt, 0, -1):
+        _remove_quietly(storage.temp_dir_for(job.destination, job.job_id, attempt))
     return result
 
 

@@ -71,8 +71,10 @@ def test_a_job_on_a_missing_input_fails_with_its_reason_and_the_next_job_still_r
 
 
 def test_a_job_whose_pipeline_was_killed_is_finished_by_attempt_two(tmp_path):
-    # Short limits so the reconciler acts within the test: a heartbeat older than 10 s is stale.
-    running = RunningStack(tmp_path, env={"DCAS_STALE_AFTER": "10", "DCAS_QUEUED_TIMEOUT": "30",
+    # Short limits so the reconciler acts within the test: a heartbeat older than 30 s is stale.
+    # (Not much shorter: the pipeline's first heartbeat after its claim comes with the first
+    # assembled part, several seconds later on a busy machine.)
+    running = RunningStack(tmp_path, env={"DCAS_STALE_AFTER": "30", "DCAS_QUEUED_TIMEOUT": "60",
                                           "DCAS_RECONCILE_INTERVAL": "1"})
     try:
         from google.cloud import storage
@@ -81,7 +83,7 @@ def test_a_job_whose_pipeline_was_killed_is_finished_by_attempt_two(tmp_path):
         try:
             bucket = storage.Client(project=running.exports["GOOGLE_CLOUD_PROJECT"]).bucket(
                 running.exports["DCAS_BUCKET"])
-            data = sample_text(24 * 2**20, seed=3)
+            data = sample_text(4 * 2**20, seed=3)
             bucket.blob("killed/in.txt").upload_from_string(data)
             env = running.client_env()
             submitted = dcas("submit", f"gs://{bucket.name}/killed/in.txt", f"gs://{bucket.name}/killed/in.dcz",
