@@ -109,11 +109,14 @@ def source_groups() -> list[list[Path]]:
 def json_groups() -> list[list[Path]]:
     """JSON files by origin, each group sorted: the Google Cloud SDK, Python's site-packages, npm,
     and the rest of /usr/share; a file is listed in the first group that holds it."""
-    sdk, node = _gcloud_sdk_dir(), _node_modules_dir()
-    groups = [_under(sdk, ".json"),
-              [p for d in _site_packages_dirs() for p in find_files(d, ".json")],
-              _under(node, ".json"),
-              _under(Path("/usr/share"), ".json")]
+    return once_each([_under(_gcloud_sdk_dir(), ".json"),
+                      [p for d in _site_packages_dirs() for p in find_files(d, ".json")],
+                      _under(_node_modules_dir(), ".json"),
+                      _under(Path("/usr/share"), ".json")])
+
+
+def once_each(groups: list[list[Path]]) -> list[list[Path]]:
+    """The groups with every real file kept only in the first group that lists it."""
     seen: set[str] = set()
     unique = []
     for group in groups:
