@@ -80,6 +80,56 @@ def json_paths() -> list[Path]:
     return unique_regular_files(p for root in roots if root.is_dir() for p in find_files(root, ".json"))
 
 
+def _first_dir(*candidates: str) -> Path | None:
+    """The first of `candidates` that is a directory (tools live in different places per install)."""
+    return next((Path(c) for c in candidates if Path(c).is_dir()), None)
+
+
+def _node_modules_dir() -> Path | None:
+    return _first_dir("/usr/lib/node_modules", "/usr/local/lib/node_modules")
+
+
+def _gcloud_sdk_dir() -> Path | None:
+    return _first_dir("/usr/lib/google-cloud-sdk", "/usr/share/google-cloud-sdk", "/opt/google-cloud-sdk")
+
+
+def _under(root: Path | None, suffix: str, exclude_dir: str | None = None) -> list[Path]:
+    """find_files, or nothing when `root` is absent: a corpus source that is missing just drops out."""
+    return find_files(root, suffix, exclude_dir) if root is not None and root.is_dir() else []
+
+
+def source_groups() -> list[list[Path]]:
+    """Sources of projects other than the `text` corpus's: the Google Cloud SDK's Python, the base
+    interpreter's site-packages (not the venv's), and npm's JavaScript, each group sorted."""
+    return [_under(_gcloud_sdk_dir(), ".py"),
+            [p for d in _site_packages_dirs()[1:] for p in find_files(d, ".py")],
+            _under(_node_modules_dir(), ".js")]
+
+
+def json_groups() -> list[list[Path]]:
+    """JSON files by origin, each group sorted: the Google Cloud SDK, Python's site-packages, npm,
+    and the rest of /usr/share; a file is listed in the first group that holds it."""
+    return once_each([_under(_gcloud_sdk_dir(), ".json"),
+                      [p for d in _site_packages_dirs() for p in find_files(d, ".json")],
+                      _under(_node_modules_dir(), ".json"),
+                      _under(Path("/usr/share"), ".json")])
+
+
+def once_each(groups: list[list[Path]]) -> list[list[Path]]:
+    """The groups with every real file kept only in the first group that lists it."""
+    seen: set[str] = set()
+    unique = []
+    for group in groups:
+        kept = []
+        for path in group:
+            real = os.path.realpath(path)
+            if real not in seen:
+                seen.add(real)
+                kept.append(path)
+        unique.append(kept)
+    return unique
+
+
 def read_pieces(paths: Iterable[Path], decode: Callable[[bytes], bytes] = bytes,
                 max_bytes_per_file: int | None = None) -> Iterator[Piece]:
     """Yields (path, bytes) for each readable path, at most `max_bytes_per_file` bytes of each;
@@ -139,6 +189,56 @@ def machine_mix_pieces() -> Iterator[Piece]:
                        read_pieces(man_page_paths(), gzip.decompress), read_pieces(json_paths())])
 
 
+def source_pieces() -> Iterator[Piece]:
+    return interleave([read_pieces(group) for group in source_groups()])
+
+
+def json_pieces() -> Iterator[Piece]:
+    return interleave([read_pieces(group) for group in json_groups()])
+
+
+def _gunzip_if_gz(path: Path) -> Callable[[bytes], bytes]:
+    return gzip.decompress if path.name.endswith(".gz") else bytes
+
+
+def read_maybe_gzipped(paths: Iterable[Path], max_bytes_per_file: int | None = None) -> Iterator[Piece]:
+    for path in paths:
+        yield from read_pieces([path], _gunzip_if_gz(path), max_bytes_per_file)
+
+
+def _all_files(root: Path) -> list[Path]:
+    return _under(root, "") if root.is_dir() else []
+
+
+def header_pieces() -> Iterator[Piece]:
+    return read_pieces(_under(Path("/usr/include"), ".h"))
+
+
+def man_pieces() -> Iterator[Piece]:
+    return read_pieces(man_page_paths(), gzip.decompress)
+
+
+def doc_pieces() -> Iterator[Piece]:
+    return read_maybe_gzipped(_all_files(Path("/usr/share/doc")))
+
+
+def record_pieces() -> Iterator[Piece]:
+    """Line records: dpkg's file lists and checksums, apt's package indexes, the system logs."""
+    dpkg = Path("/var/lib/dpkg")
+    return interleave([read_pieces(unique_regular_files([dpkg / "status", *dpkg.glob("info/*.list"),
+                                                         *dpkg.glob("info/*.md5sums")])),
+                       read_pieces(unique_regular_files(Path("/var/lib/apt/lists").glob("*_Packages"))),
+                       read_maybe_gzipped(_under(Path("/var/log"), ".log"))])
+
+
+def executable_pieces() -> Iterator[Piece]:
+    """Programs in /usr/bin and the extension modules in site-packages, at most 2 MiB of each."""
+    programs = unique_regular_files(Path("/usr/bin").glob("*"))
+    extensions = [p for d in _site_packages_dirs() for p in find_files(d, ".so")]
+    return interleave([read_pieces(programs, max_bytes_per_file=MAX_LIBRARY_BYTES),
+                       read_pieces(extensions, max_bytes_per_file=MAX_LIBRARY_BYTES)])
+
+
 CORPORA: dict[str, CorpusSpec] = {
     "text": CorpusSpec("text", "Python sources: the standard library's .py files, then site-packages' "
                        ".py files, each group in sorted path order", text_pieces),
@@ -147,6 +247,24 @@ CORPORA: dict[str, CorpusSpec] = {
     "mixed": CorpusSpec("mixed", "man pages (decompressed from /usr/share/man/**/*.gz) interleaved "
                         "byte-for-byte evenly with JSON files from site-packages, /usr/share and "
                         "/usr/lib", mixed_pieces),
+    "source": CorpusSpec("source", "program sources of other projects than text's: the Google Cloud "
+                         "SDK's .py files, the base interpreter's site-packages .py files and npm's .js "
+                         "files, interleaved evenly by bytes, each group in sorted path order",
+                         source_pieces),
+    "json": CorpusSpec("json", "JSON files from the Google Cloud SDK, site-packages, npm and /usr/share, "
+                       "interleaved evenly by bytes, each group in sorted path order", json_pieces),
+}
+# Corpora used only to check a codec choice made on CORPORA, never to make it:
+# `python -m benchmarks.run --corpora held-out --no-docs`.
+HELD_OUT: dict[str, CorpusSpec] = {
+    "headers": CorpusSpec("headers", "C headers: /usr/include/**/*.h in sorted order", header_pieces),
+    "man": CorpusSpec("man", "man pages alone, decompressed, in sorted order", man_pieces),
+    "docs": CorpusSpec("docs", "/usr/share/doc: changelogs, copyright files, HTML and text (gzip "
+                       "decompressed), in sorted order", doc_pieces),
+    "records": CorpusSpec("records", "line records: dpkg's status, file lists and md5sums, apt's "
+                          "package indexes and /var/log/**/*.log, interleaved evenly by bytes", record_pieces),
+    "executables": CorpusSpec("executables", "/usr/bin programs interleaved with site-packages' .so "
+                              "extension modules, at most 2 MiB of each", executable_pieces),
 }
 MACHINE_MIX = CorpusSpec("machine-mix", "Python sources, whole shared libraries, man pages and JSON "
                          "files (the same sources as the three corpora) interleaved evenly by bytes",

@@ -355,7 +355,11 @@ def run_benchmark(corpus_names: list[str], size: int, repeats: int, with_memory:
                   corpora_dir: Path = corpora.CORPORA_DIR) -> tuple[list[CorpusResult], dict]:
     codecs = [our_codec(), zlib_huffman_codec(), zstd_codec(3)]
     run = {**conditions(), "repeats": repeats}
-    built = {name: corpora.build(corpora.CORPORA[name], size, corpora_dir) for name in corpus_names}
+    specs = {**corpora.CORPORA, **corpora.HELD_OUT}
+    unknown = [name for name in corpus_names if name not in specs]
+    if unknown:
+        raise SystemExit(f"unknown corpora {unknown}: choose from {', '.join(specs)} or held-out")
+    built = {name: corpora.build(specs[name], size, corpora_dir) for name in corpus_names}
     results = []
     for name, (path, manifest) in built.items():
         data = path.read_bytes()
@@ -373,7 +377,8 @@ def run_benchmark(corpus_names: list[str], size: int, repeats: int, with_memory:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--corpora", default=",".join(corpora.CORPORA), help="comma-separated names")
+    parser.add_argument("--corpora", default=",".join(corpora.CORPORA),
+                        help="comma-separated names; `held-out` adds the corpora kept for checking")
     parser.add_argument("--size", type=int, default=corpora.CORPUS_SIZE, help="bytes per corpus")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe")
@@ -385,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(memory_probe(args.memory_probe, args.chunk_size)))
         return 0
 
-    results, run = run_benchmark(args.corpora.split(","), args.size, args.repeats, not args.no_memory)
+    names = [name for part in args.corpora.split(",")
+             for name in (corpora.HELD_OUT if part == "held-out" else [part])]
+    results, run = run_benchmark(names, args.size, args.repeats, not args.no_memory)
     block = render_markdown(results, run)
     print(block)
     OUT_DIR.mkdir(parents=True, exist_ok=True)

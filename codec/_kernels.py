@@ -62,11 +62,13 @@ TABLE_FIXED_BITS = 150.0
 TABLE_BITS_PER_SYMBOL = 4.0
 # What a new local table costs in time, priced in bits and added to its size estimate by the
 # encoder's planner: each table is a code to build when encoding and a 2048-entry lookup table to
-# fill when decoding, and with ~560 blocks per 4 MiB chunk that per-block work, not the bit
-# packing, set both speeds. Measured on 4 MiB chunks (CPU time, one thread): the 1 GB machine-mix
-# corpus went from ~560 to ~330 blocks a chunk for 0.28% more bytes, encoding 1.46x and decoding
-# 1.68x faster; on the 80 MiB corpora size grew 0.07-0.36% against zlib's Huffman-only output.
-TABLE_TIME_BITS = 450.0
+# fill when decoding, and that per-block work, not the bit packing, sets both speeds (at 0 the 1 GB
+# machine-mix corpus planned ~560 blocks a 4 MiB chunk, at 450 ~330, coding 1.5x faster). 450 left
+# source text and JSON elsewhere 0.1% above zlib's Huffman-only size. Measured on the 80 MiB
+# corpora (CPU time, one thread, interleaved runs): going from 450 to 300 and to 200 gained 0.04-0.1%
+# of size a step for 0-5% of encoding speed and ~1% of decoding speed; from 200 to 100 gained
+# 0.02-0.08% more but cost 5-8% of decoding speed as well. 200 is the knee.
+TABLE_TIME_BITS = 200.0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -88,6 +88,30 @@ def test_symlinked_duplicates_count_once(tmp_path):
 
 # --- the codec benchmark -------------------------------------------------------------------------
 
+def test_a_file_listed_in_two_groups_stays_only_in_the_first(tmp_path):
+    real = tmp_path / "a.json"
+    real.write_text("{}")
+    (tmp_path / "link.json").symlink_to(real)
+    other = tmp_path / "b.json"
+    other.write_text("[]")
+    assert corpora.once_each([[real], [tmp_path / "link.json", other]]) == [[real], [other]]
+
+
+def test_a_missing_source_directory_drops_out_of_its_corpus(tmp_path):
+    present = tmp_path / "x.py"
+    present.write_bytes(b"print(1)\n")
+    assert corpora._under(None, ".py") == []
+    assert corpora._under(tmp_path / "absent", ".py") == []
+    pieces = corpora.interleave([corpora.read_pieces(corpora._under(tmp_path / "absent", ".py")),
+                                 corpora.read_pieces(corpora._under(tmp_path, ".py"))])
+    assert list(pieces) == [(str(present), b"print(1)\n")]
+
+
+def test_the_bench_and_held_out_corpora_have_distinct_names():
+    assert not set(corpora.CORPORA) & set(corpora.HELD_OUT)
+    assert {"source", "json"} <= set(corpora.CORPORA)
+
+
 def test_entropy_bound_of_two_equally_frequent_symbols_is_one_bit_each():
     assert run.order0_entropy_bytes(b"ab" * 800) == 200
     assert run.order0_entropy_bytes(b"a" * 1000) == 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import heapq
+from fractions import Fraction
 
 import numpy as np
 from hypothesis import given, settings
@@ -87,18 +88,25 @@ def test_code_lengths_are_limited_and_form_a_complete_prefix_code(counts):
     assert kraft_units(lengths, MAX_CODE_LENGTH) == 2**MAX_CODE_LENGTH
 
 
-def _reference_code_lengths(counts: np.ndarray, max_length: int) -> np.ndarray:
-    """code_lengths as first written: Python's sort by (count, symbol), then the same tree, fold
-    and hand-out steps. The kernel's radix sort and scratch buffers must not change one length."""
-    lengths = np.zeros(len(counts), dtype=np.uint8)
-    order = sorted((int(c), s) for s, c in enumerate(counts) if c > 0)
-    if len(order) == 1:
-        s = order[0][1]
-        lengths[s] = lengths[1 if s == 0 else s - 1] = 1
-        return lengths
-    if not order:
-        return lengths
-    depth = _minimum_redundancy_lengths(np.array([c for c, _ in order], dtype=np.int64))
+def _reference_package_merge(weights: list[int], max_length: int) -> list[int]:
+    """Package-merge as the textbook states it, on lists of (weight, leaves) items: the code length
+    of each ascending weight, at most `max_length`, optimal among such codes."""
+    leaves = [(w, (i,)) for i, w in enumerate(weights)]
+    items = leaves
+    for _ in range(max_length - 1):
+        packages = [(items[k][0] + items[k + 1][0], items[k][1] + items[k + 1][1])
+                    for k in range(0, len(items) - 1, 2)]
+        items = sorted(leaves + packages, key=lambda item: item[0])  # stable: leaves first on ties
+    depth = [0] * len(weights)
+    for _, members in items[:2 * len(weights) - 2]:
+        for i in members:
+            depth[i] += 1
+    return depth
+
+
+def _folded_per_length(depth, max_length: int) -> list[int]:
+    """How many codes of each length when Huffman's lengths are folded down to `max_length`: the
+    repair miniz and deflate use (split the deepest shorter leaf until Kraft's sum is exactly 1)."""
     per_length = [0] * (max_length + 2)
     for d in depth:
         per_length[min(int(d), max_length)] += 1
@@ -109,6 +117,29 @@ def _reference_code_lengths(counts: np.ndarray, max_length: int) -> np.ndarray:
         per_length[d] -= 1
         per_length[d + 1] += 2
         total -= 1
+    return per_length
+
+
+def _reference_code_lengths(counts: np.ndarray, max_length: int) -> np.ndarray:
+    """code_lengths written plainly: Python's sort by (count, symbol), Huffman's tree, then within
+    the limit by folding long codes down when they are one bit too long and by package-merge when
+    more, lengths handed out shortest to the most frequent. The kernel's radix sort, scratch buffers
+    and package-merge by binary search must not change one length."""
+    lengths = np.zeros(len(counts), dtype=np.uint8)
+    order = sorted((int(c), s) for s, c in enumerate(counts) if c > 0)
+    if len(order) == 1:
+        s = order[0][1]
+        lengths[s] = lengths[1 if s == 0 else s - 1] = 1
+        return lengths
+    if not order:
+        return lengths
+    depth = _minimum_redundancy_lengths(np.array([c for c, _ in order], dtype=np.int64))
+    if depth.max() > max_length + 1:
+        per_length = [0] * (max_length + 2)
+        for d in _reference_package_merge([c for c, _ in order], max_length):
+            per_length[d] += 1
+    else:
+        per_length = _folded_per_length(depth, max_length)
     symbols = [s for _, s in reversed(order)]
     handed = [d for d in range(1, max_length + 1) for _ in range(per_length[d])]
     for s, d in zip(symbols, handed):
@@ -118,8 +149,63 @@ def _reference_code_lengths(counts: np.ndarray, max_length: int) -> np.ndarray:
 
 @settings(max_examples=300, deadline=None)
 @given(counts_strategy, st.sampled_from([8, MAX_CODE_LENGTH, 16]))
-def test_code_lengths_equal_the_straightforward_sort_and_fold(counts, max_length):
+def test_code_lengths_equal_the_plainly_written_reference(counts, max_length):
     assert (code_lengths(counts, max_length) == _reference_code_lengths(counts, max_length)).all()
+
+
+def _least_limited_bits(counts: np.ndarray, max_length: int) -> int:
+    """The fewest bits any complete prefix code of lengths <= max_length spends on `counts`, by
+    trying every assignment of lengths that does not give a rarer symbol a shorter code."""
+    weights = sorted(int(c) for c in counts if c > 0)
+    best = None
+
+    def walk(i: int, longest: int, kraft: Fraction, bits: int) -> None:
+        nonlocal best
+        if i == len(weights):
+            if kraft == 1 and (best is None or bits < best):
+                best = bits
+            return
+        for d in range(1, longest + 1):
+            if kraft + Fraction(1, 2**d) <= 1:
+                walk(i + 1, d, kraft + Fraction(1, 2**d), bits + weights[i] * d)
+
+    walk(0, max_length, Fraction(0), 0)
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=10**6), min_size=6, max_size=9),
+       st.sampled_from([3, 4]))
+def test_code_lengths_are_the_cheapest_within_the_limit_when_it_binds_by_two_bits_or_more(values, limit):
+    counts = np.zeros(256, dtype=np.int64)
+    counts[: len(values)] = values
+    if len(values) > 2**limit or code_lengths(counts, 32).max() <= limit + 1:
+        return  # within a bit of the limit the encoder folds, which need not be the cheapest
+    assert coded_bits(counts, code_lengths(counts, limit)) == _least_limited_bits(counts, limit)
+
+
+def test_deep_codes_cost_fewer_bits_than_folding_them_down():
+    # Counts growing like powers of 1.5 over 64 symbols want codes ~30 bits deep; folding them to 11
+    # bits (the repair deflate encoders use) wastes bits that package-merge keeps.
+    counts = np.zeros(256, dtype=np.int64)
+    counts[:64] = (1.5 ** np.arange(64)).astype(np.int64) // 1000 + 1
+    assert code_lengths(counts, 32).max() > MAX_CODE_LENGTH + 1
+    folded = _reference_code_lengths_by_folding(counts, MAX_CODE_LENGTH)
+    lengths = code_lengths(counts, MAX_CODE_LENGTH)
+    assert kraft_units(lengths, MAX_CODE_LENGTH) == 2**MAX_CODE_LENGTH
+    assert coded_bits(counts, lengths) < coded_bits(counts, folded)
+
+
+def _reference_code_lengths_by_folding(counts: np.ndarray, max_length: int) -> np.ndarray:
+    """Huffman's lengths folded down to `max_length` however deep they are (the earlier encoder)."""
+    order = sorted((int(c), s) for s, c in enumerate(counts) if c > 0)
+    depth = _minimum_redundancy_lengths(np.array([c for c, _ in order], dtype=np.int64))
+    per_length = _folded_per_length(depth, max_length)
+    lengths = np.zeros(len(counts), dtype=np.uint8)
+    handed = [d for d in range(1, max_length + 1) for _ in range(per_length[d])]
+    for (_, s), d in zip(reversed(order), handed):
+        lengths[s] = d
+    return lengths
 
 
 def test_fibonacci_counts_that_want_deep_codes_are_limited_to_eleven_bits():

@@ -37,6 +37,18 @@ def skewed_binary() -> bytes:
     return bytes(range(256)) + bytes(b & b >> 3 & 0x3F for b in noise)
 
 
+def deep_codes() -> bytes:
+    """Byte s as many times as the s-th Fibonacci number, in a fixed scrambled order: Huffman's code
+    would be 16 bits deep, so the 11-bit limit binds by more than one bit and package-merge, not the
+    fold, sets the table."""
+    fibonacci = [1, 1]
+    while len(fibonacci) < 17:
+        fibonacci.append(fibonacci[-1] + fibonacci[-2])
+    symbols = [s for s, count in enumerate(fibonacci) for _ in range(count)]
+    order = sorted(range(len(symbols)), key=lambda i: hashlib.sha256(i.to_bytes(4, "little")).digest())
+    return bytes(symbols[i] for i in order)
+
+
 # name -> (original bytes, chunk size the vector is written with)
 VECTORS: dict[str, tuple[bytes, int]] = {
     "empty": (b"", 4096),
@@ -46,6 +58,7 @@ VECTORS: dict[str, tuple[bytes, int]] = {
     "all_bytes": (skewed_binary(), 4096),
     "multi_chunk": (TEXT * 6, 256),
     "stored": (pseudo_random(300, b"stored"), 4096),
+    "deep_codes": (deep_codes(), 8192),
 }
 
 
