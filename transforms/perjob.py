@@ -249,8 +249,8 @@ class _AssembleJobFn(beam.DoFn):
             return
         planned, table = plans[0]
         if len(parts) < expected_parts(planned):
-            if tag == PART:
-                self._report_progress(key, planned, parts.values())
+            # On the plan too: the job's size is known, and the write is a heartbeat after counting.
+            self._report_progress(key, planned, parts.values())
             timeout.set(time.time() + self._timeout)
             return
         self._end(key, [], {}, plan_state, parts_state, ended, timeout)

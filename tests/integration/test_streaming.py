@@ -311,7 +311,7 @@ def test_duplicated_parts_count_once_in_the_output_and_the_progress(tmp_path, se
                             [(PART, r) for r in records[1:]])
     assert published == [job.destination]
     assert codec.decode(read(job.destination)) == data
-    assert progress == list(range(1, len(records)))  # every part but the last, which is SUCCEEDED's
+    assert progress == list(range(len(records)))  # the plan's 0, then every part but the last (SUCCEEDED's)
     assert service.store.get("job-1").chunks_done == len(records)
 
 
