@@ -44,9 +44,9 @@ def error_line(result: subprocess.CompletedProcess) -> str:
 
 
 class RunningStack:
-    def __init__(self, runtime: Path, *args: str) -> None:
+    def __init__(self, runtime: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.runtime = runtime
-        self.env = clean_env(runtime)
+        self.env = {**clean_env(runtime), **(env or {})}
         self.process = subprocess.Popen([sys.executable, "-m", "services.cli", "stack", "up", *args],
                                         stdout=subprocess.PIPE, stderr=open(runtime / "stack.err", "w"),
                                         text=True, env=self.env)
