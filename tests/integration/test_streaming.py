@@ -311,7 +311,7 @@ def test_duplicated_parts_count_once_in_the_output_and_the_progress(tmp_path, se
                             [(PART, r) for r in records[1:]])
     assert published == [job.destination]
     assert codec.decode(read(job.destination)) == data
-    assert progress == list(range(1, len(records)))  # every part but the last, which is SUCCEEDED's
+    assert progress == list(range(len(records)))  # the plan's 0, then every part but the last (SUCCEEDED's)
     assert service.store.get("job-1").chunks_done == len(records)
 
 
@@ -418,3 +418,13 @@ def test_a_jobs_table_counts_each_chunk_once_in_any_order(tmp_path):
         _ = (p | stream | CountTables(timeout=30)
              | beam.MapTuple(lambda key, table: (key, table.tolist())) | beam.Map(_append, spec))
     assert tables == [(job_key(job), codec.histogram(data).tolist())]
+
+
+def test_a_job_cancelled_while_it_runs_publishes_nothing(tmp_path, service):
+    job, table, records = encoded_parts(tmp_path, sample(4_000, seed=42), "job-1")
+    running(service, job)
+    service.store.transition("job-1", JobState.CANCELLED, 1)
+    published, failed = assemble(service, [(JOB, (job_key(job), table))], [(PART, r) for r in records])
+    assert (published, failed) == ([], [])
+    assert not os.path.exists(job.destination) and not os.path.exists(job.temp_dir)
+    assert service.store.get("job-1").state is JobState.CANCELLED
