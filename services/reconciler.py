@@ -89,7 +89,7 @@ def _reconcile(adapters: Adapters, status: JobStatus, now: datetime.datetime, qu
 
 
 def _fail(adapters: Adapters, status: JobStatus, error_type: str, why: str) -> Action:
-    failure = Failure(status.job_id, status.input, "reconcile", error_type, why)
+    failure = Failure(status.job_id, status.input, "reconcile", error_type, why, status.attempt)
     adapters.status.transition(status.job_id, JobState.FAILED, status.attempt, error=failure.to_dict())
     return Action(status.job_id, "failed", status.attempt)
 
