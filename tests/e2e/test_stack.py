@@ -164,6 +164,14 @@ def test_the_watcher_restarts_a_pipeline_that_stopped(stack):
     assert "pipeline-exited" in stack.stderr()
 
 
+def test_a_second_stack_is_refused_while_one_runs_and_stack_env_repeats_the_exports(stack):
+    assert "already running" in error_line(dcas("stack", "up", "--no-pipeline", env=stack.env))
+    repeated = dcas("stack", "env", env=stack.env)
+    assert repeated.returncode == 0
+    assert repeated.stdout.splitlines() == [
+        f"export {name}={value}" for name, value in stack.exports.items()]
+
+
 def test_stack_down_stops_every_process_the_stack_started(stack):
     # Runs last in this module: it takes down the module's stack.
     groups = set(stack.groups().values())
