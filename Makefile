@@ -36,7 +36,7 @@ pigz:
 	command -v pigz >/dev/null || (apt-get update && apt-get install -y pigz)
 
 # Codec benchmark (single thread, ~2 min): rewrites its table in docs/benchmarks.md.
-bench: $(STAMP) pigz
+bench: $(STAMP) $(NUMBA_STAMP) pigz
 	$(PY) -m benchmarks.run
 
 # End-to-end `dcas compress/decompress` of a 1 GB file and a pipe vs pigz (several minutes). Pass

@@ -531,8 +531,9 @@ def encode_payload(data, leaf_size, hists, bounds, chunk_lengths, use_chunk_tabl
 
     Per-block work reuses buffers allocated once here and prices candidate tables without listing
     their tokens (table_bits_into). Blocks average ~6 KiB, and choosing a block's table costs
-    ~8 us (code_lengths ~3 us, each table_bits_into ~1.4 us), about what packing its bits costs:
-    a 4 MiB chunk encodes at ~1 GB/s as one block and ~440 MB/s as its ~680 planned blocks."""
+    ~8-11 us (code_lengths 2-5 us, the more when package-merge runs; each table_bits_into ~1.4 us),
+    about what packing its bits costs: a 4 MiB chunk encodes at ~1 GB/s as one block and ~440 MB/s
+    as its ~680 planned blocks."""
     chunk_table_uses = 0
     n_total = data.shape[0]
     zero = np.zeros(256, dtype=np.uint8)
