@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable, NoReturn, Sequence, TextIO
 
@@ -21,6 +23,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 SUFFIX = ".dcz"
 STDIO = "-"
 
@@ -418,7 +421,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         input_name = getattr(args, "src", None) or getattr(args, "file", None) or input_name
         if input_name == STDIO:
             input_name = "stdin"
-        _COMMANDS[args.command](args, console)
+        with _sigterm_raises():
+            _COMMANDS[args.command](args, console)
         return EXIT_OK
     except UsageError as e:
         return fail(str(e), EXIT_USAGE)
@@ -442,6 +446,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         return fail("out of memory (try a smaller --chunk-size)", EXIT_FAILURE)
     except KeyboardInterrupt:
         return fail("interrupted", EXIT_INTERRUPTED)
+    except _Terminated:
+        return fail("terminated", EXIT_TERMINATED)
     except Exception as e:  # a bug: still one line, but keep the traceback one variable away
         if os.environ.get("DCAS_DEBUG"):
             raise
@@ -455,6 +461,26 @@ def _service_errors() -> tuple[type[Exception], ...]:
     from services.jobs import JobError
     from services.stack import StackError
     return JobError, StackError
+class _Terminated(BaseException):
+    """SIGTERM (kill, timeout, a service manager stopping us), raised in the main thread like
+    Ctrl-C's KeyboardInterrupt, so the same cleanup runs: workers stop, temp outputs are removed.
+    Without it the default action ends the process on the spot and leaves the temp file behind."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def terminate(signum, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def split_pipeline_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:

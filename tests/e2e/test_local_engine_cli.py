@@ -204,6 +204,24 @@ def test_ctrl_c_while_workers_compress_a_stream_stops_promptly_and_leaves_nothin
     assert not (tmp_path / "cut.dcz").exists() and leftovers(tmp_path) == []
 
 
+def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(tmp_path: Path):
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "compress", "-", "-o", "cut.dcz",
+                             "--chunk-size", "256K", "--threads", "2"], cwd=tmp_path,
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    try:
+        feed_forever(proc, sample_text(MiB))
+        deadline = time.monotonic() + 60
+        while not any(p.stat().st_size > MiB for p in tmp_path.glob("*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143
+    assert stderr.decode().strip() == "dcas: error: terminated"
+    assert not (tmp_path / "cut.dcz").exists() and leftovers(tmp_path) == []
+
+
 @pytest.mark.timeout(300)
 def test_ctrl_c_while_workers_decompress_a_file_in_place_stops_promptly_and_leaves_nothing(tmp_path: Path):
     data = mixed_file(tmp_path / "big", 256 * MiB)
