@@ -6,13 +6,13 @@ import io
 import os
 import re
 import stat
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Protocol, Sequence, Union
 
 import codec
+from adapters import local_files
 from codec.container import DEFAULT_CHUNK_SIZE, FRAME_HEADER_SIZE, parse_frame_header, read_seek_table
 
 __all__ = [
@@ -108,15 +108,12 @@ class StreamEngine:
         return codec.decompress_stream(src, dst, max_size=max_size, progress=progress)
 
 
-def _file_version(f: BinaryIO) -> tuple | None:
+def _file_version(f: BinaryIO) -> str | None:
     """What changes when a regular file is modified or replaced; None for pipes and the like."""
     try:
-        st = os.fstat(f.fileno())
+        return local_files.file_version(f.fileno())
     except (AttributeError, OSError, io.UnsupportedOperation):
         return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _check_unchanged(src: Source, f: BinaryIO, version: tuple | None) -> None:
@@ -218,6 +215,10 @@ class BeamEngine:
 
         job_id = new_job_id()  # ours, so we know where the job's temp objects are
         temp_dir = storage.temp_dir_for(dst, job_id)
+        try:
+            storage.prepare_temp_dir(temp_dir)  # a private folder, or a clear error before any work
+        except local_files.UnsafeTempDirError as e:
+            raise OutputError(str(e)) from None
         failures_path = _join(_parent(temp_dir), f"{job_id}.failures.csv")
         extra_args = [*self.pipeline_args, f"--job_id={job_id}"]
         succeeded = False
@@ -265,9 +266,6 @@ def _join(directory: str, name: str) -> str:
     return f"{directory}/{name}" if _is_remote(directory) else os.path.join(directory, name)
 
 
-_PUBLISH_TEMP = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{32}\.tmp")
-
-
 def _remove_job_leftovers(storage, temp_dir: str, failures_path: str, dst: str, succeeded: bool) -> None:
     """The job's temp dir and failures CSV; after a failure or Ctrl-C also the publication temp
     file a killed worker could not remove (`.NAME.<uuid hex>.tmp` beside DST)."""
@@ -284,8 +282,8 @@ def _remove_job_leftovers(storage, temp_dir: str, failures_path: str, dst: str, 
     directory, name = os.path.split(os.path.abspath(dst))
     with contextlib.suppress(OSError):
         for entry in os.scandir(directory):
-            match = _PUBLISH_TEMP.fullmatch(entry.name)
-            if match and match["name"] == name:
+            if (local_files.is_publication_temp_of(entry.name, name)
+                    and entry.stat(follow_symlinks=False).st_uid == os.geteuid()):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 
@@ -389,7 +387,8 @@ def choose_engine(src: Source, dst: Destination, *, workers: int | None = None,
     (`workers` None means "not chosen"; 0 means one worker per core)."""
     paths = isinstance(src, (str, os.PathLike)) and isinstance(dst, (str, os.PathLike))
     pipeline_asked = workers is not None or runner != LOCAL_RUNNER or bool(pipeline_args)
-    if paths and not _has_glob(os.fspath(src)):
+    # A device or FIFO as DST (`-o /dev/null`) is written into as a stream, never replaced.
+    if paths and not local_files.has_glob(os.fspath(src)) and not local_files.is_special(dst):
         if pipeline_asked or not _small_local_file(src, dst):
             return BeamEngine(workers=workers or 0, runner=runner, pipeline_args=pipeline_args)
         return StreamEngine()
@@ -470,10 +469,6 @@ def _is_remote(path: Source) -> bool:
     return isinstance(path, (str, os.PathLike)) and "://" in os.fspath(path)
 
 
-def _has_glob(path: str) -> bool:
-    return any(c in path for c in "*?[")
-
-
 def _beam_filesystems():
     """Beam's FileSystems, after adapters.storage has set Beam up (for the GCS emulator, too)."""
     import adapters.storage  # noqa: F401 - configures Beam's GCS client when imported
@@ -537,63 +532,59 @@ def atomic_output(path: Path, *, overwrite: bool = False) -> Iterator[BinaryIO]:
     On any exception, Ctrl-C included, the temp file is removed and an existing `path` is untouched,
     so a reader never sees a half-written output. The existence check happens before any work (to
     fail fast) and again at the rename, without a race when the filesystem supports hard links.
+    The temp file is created anew (never through a symlink) and the file renamed into place must
+    be the one written. An existing device or FIFO (`-o /dev/null`) is written into, as a shell
+    redirection would, and never replaced; a block device (a disk) only with `overwrite`.
     """
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"output is a directory: {path}")
+    if local_files.is_special(path):
+        with _open_special(path, overwrite) as f:
+            yield f
+        return
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(path)
     directory = path.parent
+    tmp = local_files.publication_temp_path(os.fspath(path))
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        # 0666 less the umask: the permissions a plain open() would give the output.
+        fd = local_files.open_new_private(tmp, 0o666)
     except FileNotFoundError:
         raise OutputError(f"output directory does not exist: {directory}") from None
     except OSError as e:
         raise OutputError(f"cannot create a file in {directory}: {e.strerror or e}") from None
-    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp makes 0600 files; give the output the permissions a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        _publish(tmp, path, overwrite)
-        _fsync_directory(directory)
+            written = os.fstat(f.fileno())
+        try:
+            local_files.publish_file(tmp, os.fspath(path), overwrite=overwrite, written=written)
+        except local_files.SpecialFileError:
+            raise OutputError(f"output became a device or other special file while the job ran: {path}") from None
+        except FileExistsError:
+            raise OutputExistsError(path) from None
+        except local_files.UnsafeTempDirError as e:
+            raise OutputError(str(e)) from None
+        local_files.fsync_directory(directory)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
 
 
-def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(tmp, path)
-        return
+@contextlib.contextmanager
+def _open_special(path: Path, overwrite: bool) -> Iterator[BinaryIO]:
+    mode = os.stat(path).st_mode
+    if stat.S_ISBLK(mode) and not overwrite:
+        raise OutputExistsError(path)  # writing into a disk asks for --force
+    if stat.S_ISSOCK(mode):
+        raise OutputError(f"output is a socket: {path}")
     try:
-        os.link(tmp, path)  # fails if `path` appeared meanwhile, unlike rename
-    except FileExistsError:
-        raise OutputExistsError(path) from None
-    except OSError:
-        # No hard links here (some FUSE and network filesystems): check, then rename.
-        if os.path.lexists(path):
-            raise OutputExistsError(path) from None
-        os.replace(tmp, path)
-        return
-    tmp.unlink()
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform, which is fine.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))  # no O_TRUNC, no O_CREAT
+    except OSError as e:
+        raise OutputError(f"cannot write to {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "wb") as f:
+        yield f

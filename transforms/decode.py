@@ -9,7 +9,7 @@ import apache_beam as beam
 
 from codec import container
 from codec.errors import FormatError
-from adapters import storage
+from adapters import local_files, storage
 from transforms.encode import PartRecord
 from transforms.failures import FAILED, failure
 from transforms.observability import log_event, record_distribution
@@ -130,12 +130,17 @@ def decode_part_in_place(task: DecodePartTask, path: str, buffer=None) -> tuple[
     decode_ms: list[float] = []
     if buffer is None or buffer.shape[0] < largest_chunk(task):
         buffer = storage.aligned_buffer(largest_chunk(task))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    # A private folder and no symlink followed: nobody else can swap in a file of theirs for us to
+    # resize and fill (or to be published in place of the output).
+    storage.prepare_temp_dir(os.path.dirname(path))
+    fd = local_files.open_private(path, truncate=False)
     direct_fd = None
     try:
         os.ftruncate(fd, task.output_size)
         direct_fd = storage.open_direct(path)
+        if direct_fd is not None and not os.path.samestat(os.fstat(direct_fd), os.fstat(fd)):
+            os.close(direct_fd)
+            direct_fd = None
         position = task.original_offset
         for number, offset, entry, frame in _frames(task):
             decode_started = time.perf_counter()
