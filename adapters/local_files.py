@@ -3,19 +3,25 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
+import shutil
 import stat
 import uuid
+from typing import Callable, Iterator
 
 __all__ = [
     "TEMP_DIR_NAME", "UnsafeTempDirError", "SpecialFileError", "private_dir", "ensure_temp_dir",
-    "publication_temp_path", "is_publication_temp_of", "open_new_private", "open_private",
+    "create_publication_temp", "publication_temp_path", "is_publication_temp_of", "open_new_private", "open_private",
     "publish_file", "fsync_directory", "file_version", "local_version", "has_glob", "is_special",
+    "remove_if_empty", "JOURNAL_SUFFIX", "LOCK_SUFFIX", "job_lease", "hold_lock", "clean_leftovers",
 ]
 
 # The folder beside an output that holds its jobs' temp files: `DIR/.dcas-tmp/<job id>/`.
 TEMP_DIR_NAME = ".dcas-tmp"
+# In a job's temp folder, the journal of a container publication in progress: `NAME.publishing.json`.
+JOURNAL_SUFFIX = ".publishing.json"
 _PUBLICATION_TEMP = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{32}\.tmp")
 
 
@@ -81,6 +87,20 @@ def open_new_private(path: str, mode: int = 0o600) -> int:
                    mode)
 
 
+def create_publication_temp(destination: str, mode: int = 0o666) -> tuple[str, int]:
+    """(path, fd) of a new temp file beside `destination` (publication_temp_path, O_EXCL), locked
+    by this process for as long as the fd is open, so that clean_leftovers never takes it for a dead
+    run's. If a cleaner removed it between its creation and our lock, a new one is made."""
+    while True:
+        path = publication_temp_path(destination)
+        fd = open_new_private(path, mode)
+        hold_lock(fd)
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.lstat(path)):
+                return path, fd
+        os.close(fd)
+
+
 def publication_temp_path(destination: str) -> str:
     """`DIR/.NAME.<uuid hex>.tmp`: where a whole output is assembled beside its destination."""
     directory, name = os.path.split(os.path.abspath(destination))
@@ -136,6 +156,14 @@ def publish_file(path: str, destination: str, *, overwrite: bool, written: os.st
                                      "(its temp file was replaced meanwhile); nothing was published")
 
 
+def remove_if_empty(directory: str) -> None:
+    """Removes a folder of ours once it is empty (the shared .dcas-tmp when no job uses it); a
+    folder someone else owns is theirs to remove, even where we could."""
+    with contextlib.suppress(OSError):
+        if os.lstat(directory).st_uid == os.geteuid():
+            os.rmdir(directory)
+
+
 def fsync_directory(directory: str | os.PathLike) -> None:
     """Makes a rename in `directory` durable; not possible on every platform, which is fine."""
     with contextlib.suppress(OSError):
@@ -163,3 +191,106 @@ def file_version(fd: int) -> str | None:
 def has_glob(path: str) -> bool:
     """True if the name holds wildcard characters, so the pipeline would read it as a pattern."""
     return any(c in path for c in "*?[")
+
+
+# Leases: a job's launcher holds `DIR/.dcas-tmp/<job>.lock` locked (flock) while the job runs, and a
+# writer holds its publication temp file locked while it writes. The kernel drops a lock when its
+# process dies, however it dies, so a lock anyone can take marks what a dead process left behind.
+LOCK_SUFFIX = ".lock"
+
+
+def hold_lock(fd: int) -> None:
+    """Locks the file open at `fd` for as long as it stays open in this process."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+@contextlib.contextmanager
+def job_lease(temp_dir: str) -> Iterator[None]:
+    """Holds the lease of the job whose temp folder is `temp_dir` (DIR/.dcas-tmp/<job>/), so that
+    clean_leftovers never touches it; the caller removes the folder before the lease ends."""
+    job_dir = temp_dir.rstrip(os.sep)
+    private_dir(os.path.dirname(job_dir))
+    lock_path = job_dir + LOCK_SUFFIX
+    while True:
+        fd = open_private(lock_path, truncate=False, mode=0o600)
+        hold_lock(fd)
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.lstat(lock_path)):
+                break
+        os.close(fd)  # a cleaner removed the file between our open and our lock: take a new one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def _lock_if_dead(path: str) -> int | None:
+    """An fd holding the lock of `path` if no live process holds it (its owner died), else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.samestat(os.fstat(fd), os.lstat(path)):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def clean_leftovers(directory: str, recover: Callable[[str], None] | None = None) -> list[str]:
+    """Removes what dead jobs left in `directory`: their folders under .dcas-tmp (after
+    `recover(job_dir)`, which completes or undoes a publication they were in the middle of) and
+    publication temp files beside the outputs. Only what this user owns and no live process holds
+    the lease of: a live job's files, and folders without a lease, are never touched. Returns the
+    names removed."""
+    removed: list[str] = []
+    uid = os.geteuid()
+    root = os.path.join(directory, TEMP_DIR_NAME)
+    try:
+        root_st = os.lstat(root)
+        entries = list(os.scandir(root)) if stat.S_ISDIR(root_st.st_mode) and root_st.st_uid == uid else []
+    except OSError:
+        entries = []
+    for entry in entries:
+        if not entry.name.endswith(LOCK_SUFFIX):
+            continue
+        fd = _lock_if_dead(entry.path)
+        if fd is None:
+            continue
+        try:
+            job = entry.name[:-len(LOCK_SUFFIX)]
+            job_dir = os.path.join(root, job)
+            if recover is not None and os.path.isdir(job_dir) and not os.path.islink(job_dir):
+                recover(job_dir + os.sep)
+            shutil.rmtree(job_dir, ignore_errors=True)
+            for other in os.listdir(root):  # the job's failures CSV and its temp file
+                if other.startswith(job + ".") and other != entry.name:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(root, other))
+            os.unlink(entry.path)
+            removed.append(os.path.join(TEMP_DIR_NAME, job))
+        finally:
+            os.close(fd)
+    remove_if_empty(root)
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if not _PUBLICATION_TEMP.fullmatch(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
+                    continue
+                fd = _lock_if_dead(entry.path)
+                if fd is None:
+                    continue
+                try:
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+                finally:
+                    os.close(fd)
+    return removed

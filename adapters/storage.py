@@ -15,7 +15,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from google.api_core import exceptions as gcs_exceptions
 
-from adapters import local_files
+from adapters import cancellation, local_files
 from adapters.local_files import TEMP_DIR_NAME
 
 __all__ = [
@@ -430,9 +430,9 @@ def _local_publish(sources: list[str], destination: str, overwrite: bool) -> Non
     os.makedirs(directory, exist_ok=True)
     sizes = [os.stat(source).st_size for source in sources]  # a missing source fails before any write
     offsets = list(itertools.accumulate(sizes, initial=0))
-    temp_path = local_files.publication_temp_path(destination)
+    # Locked while we write it: clean_leftovers leaves it alone.
+    temp_path, fd = local_files.create_publication_temp(destination)
     try:
-        fd = local_files.open_new_private(temp_path, 0o666)
         try:
             written = os.fstat(fd)
             os.ftruncate(fd, offsets[-1])
@@ -447,9 +447,10 @@ def _local_publish(sources: list[str], destination: str, overwrite: bool) -> Non
             groups = copy_groups(sizes, _local_copy_threads(offsets[-1]))
             _run_in_threads(copy_group, groups, max_workers=len(groups))
             os.fsync(fd)
+            cancellation.fault_point("publication-copied")
+            local_files.publish_file(temp_path, destination, overwrite=overwrite, written=written)
         finally:
-            os.close(fd)
-        local_files.publish_file(temp_path, destination, overwrite=overwrite, written=written)
+            os.close(fd)  # only now: the lock keeps cleaners off the temp file until it is renamed
     except BaseException:
         try:
             os.remove(temp_path)

@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from codec import container
 from codec.sizes import parse_size
-from adapters import storage
+from adapters import cancellation, local_files, storage
 from transforms.assemble import PublishContainers, PublishDecoded
 from transforms.decode import DecodeParts, ReadSeekTables, decode_part_tasks
 from transforms.encode import EncodeParts
@@ -128,10 +128,7 @@ def _remove_temp_dir(temp_dir: str) -> None:
     storage.remove_temp_dir(temp_dir)
     if "://" not in temp_dir:
         # The shared parent (.dcas-tmp) goes too once no other job uses it; rmdir refuses otherwise.
-        try:
-            os.rmdir(os.path.dirname(temp_dir.rstrip(os.sep)))
-        except OSError:
-            pass
+        local_files.remove_if_empty(os.path.dirname(temp_dir.rstrip(os.sep)))
 
 
 def _build_compress(jobs, known, job_id):
@@ -227,6 +224,7 @@ def run(argv: Sequence[str] | None = None):
 def _run_parsed(known, pipeline_args):
     job_id = known.job_id or new_job_id()
     known.job_id = job_id
+    cancellation.reset()  # an earlier job's stop request is not this one's
     log_event("job-started", job_id, mode=known.mode, input=known.input, output=known.output,
               chunk_size=known.chunk_size)
     with new_pipeline(pipeline_args) as pipeline:

@@ -6,7 +6,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable, NoReturn, Sequence, TextIO
 
@@ -122,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Decode FILE in full and check every CRC32C.")
     verify.add_argument("file", metavar="FILE")
     verify.add_argument("-q", "--quiet", action="store_true", help="print nothing when FILE is OK")
+
+    clean = commands.add_parser(
+        "clean", help="remove what killed runs left in a folder",
+        description="Remove the temp folders and files that runs killed before they could clean up "
+                    "(kill -9, a crash, a power cut) left in DIR, after completing or undoing a "
+                    "publication they were in. A running job's files are never touched.")
+    clean.add_argument("directory", metavar="DIR")
+    clean.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     return parser
 
 
@@ -156,6 +166,7 @@ class _Console:
     stdout: TextIO
     stderr: TextIO
     progress: ProgressBar | None = None
+    output: str | None = None  # DST given by path, once known
 
     def progress_bar(self, label: str, quiet: bool, total: Callable[[], int | None]) -> ProgressBar:
         show = not quiet and self.stderr.isatty()
@@ -174,6 +185,7 @@ def _transfer(args: argparse.Namespace, console: _Console) -> None:
         raise UsageError("refusing to write compressed data to a terminal (use -o DST)")
     src_arg = console.stdin.buffer if args.src == STDIO else args.src
     dst_arg = console.stdout.buffer if dst == STDIO else dst
+    console.output = None if dst == STDIO else dst
     engine = compression.choose_engine(src_arg, dst_arg, workers=args.workers, runner=args.runner,
                                        pipeline_args=args.pipeline_args)
     if args.command == "compress":
@@ -208,7 +220,17 @@ def _verify(args: argparse.Namespace, console: _Console) -> None:
               file=console.stdout)
 
 
-_COMMANDS = {"compress": _transfer, "decompress": _transfer, "info": _info, "verify": _verify}
+def _clean(args: argparse.Namespace, console: _Console) -> None:
+    if not os.path.isdir(args.directory):
+        raise compression.InputError(f"not a folder: {args.directory}")
+    removed = compression.clean_leftovers(args.directory)
+    if not args.quiet:
+        print(f"{args.directory}: removed {len(removed)} leftover(s)"
+              + "".join(f"\n  {name}" for name in removed), file=console.stdout)
+
+
+_COMMANDS = {"compress": _transfer, "decompress": _transfer, "info": _info, "verify": _verify,
+             "clean": _clean}
 
 
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
@@ -217,6 +239,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     `dcas: error:` line; only --help's SystemExit(0) escapes."""
     console = _Console(stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr)
     input_name = "input"
+    _terminate_like_interrupt()
 
     def fail(message: str, status: int) -> int:
         console.clear_progress()
@@ -237,6 +260,10 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         return EXIT_OK
     except UsageError as e:
         return fail(str(e), EXIT_USAGE)
+    except compression.InterruptedAfterPublication as e:
+        console.clear_progress()
+        print(f"dcas: {e}", file=console.stderr)
+        return EXIT_OK
     except compression.OutputExistsError as e:
         return fail(f"{e} (use --force to overwrite)", EXIT_FAILURE)
     except compression.ServiceError as e:
@@ -253,13 +280,31 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         return fail(f"{e.strerror or e}{where}", EXIT_FAILURE)
     except MemoryError:
         return fail("out of memory (try a smaller --chunk-size)", EXIT_FAILURE)
-    except KeyboardInterrupt:
-        return fail("interrupted", EXIT_INTERRUPTED)
+    except KeyboardInterrupt as e:
+        if console.output is not None and compression.was_published(console.output):
+            console.clear_progress()
+            print(f"dcas: interrupted after {console.output} was published; the output is complete",
+                  file=console.stderr)
+            return EXIT_OK
+        return fail("interrupted", 128 + getattr(e, "signum", signal.SIGINT))
     except Exception as e:  # a bug: still one line, but keep the traceback one variable away
         if os.environ.get("DCAS_DEBUG"):
             raise
         return fail(f"internal error: {type(e).__name__}: {e} (set DCAS_DEBUG=1 for a traceback)",
                     EXIT_FAILURE)
+
+
+def _terminate_like_interrupt() -> None:
+    """SIGTERM does what Ctrl-C does: stop, remove what the run left, one line, exit 143 (128 + 15).
+
+    Only the main thread may install handlers (tests call main() from others)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def terminated(signum, frame):
+        raise compression.Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, terminated)
 
 
 def split_pipeline_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -5,6 +5,7 @@ import contextlib
 import io
 import os
 import re
+import signal
 import stat
 import threading
 import time
@@ -12,13 +13,14 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Protocol, Sequence, Union
 
 import codec
-from adapters import local_files
+from adapters import cancellation, local_files
 from codec.container import DEFAULT_CHUNK_SIZE, FRAME_HEADER_SIZE, parse_frame_header, read_seek_table
 
 __all__ = [
-    "ServiceError", "InputError", "OutputError", "OutputExistsError", "FileFailedError", "DamagedContainerError", "Engine",
+    "ServiceError", "InputError", "OutputError", "OutputExistsError", "FileFailedError", "Interrupted",
+    "InterruptedAfterPublication", "DamagedContainerError", "Engine",
     "StreamEngine", "BeamEngine", "choose_engine", "compress_file", "decompress_file", "file_info",
-    "verify_file", "source_size", "original_size", "atomic_output", "LOCAL_RUNNER",
+    "verify_file", "clean_leftovers", "was_published", "source_size", "original_size", "atomic_output", "LOCAL_RUNNER",
 ]
 
 LOCAL_RUNNER = "DirectRunner"
@@ -48,6 +50,23 @@ class OutputExistsError(OutputError):
     def __init__(self, path: Path | str) -> None:
         super().__init__(f"output file already exists: {path}")
         self.path = path
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the job; whatever it left behind was removed."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__("interrupted")
+        self.signum = signum
+
+
+class InterruptedAfterPublication(ServiceError):
+    """A signal came after the output was complete and in place: it is kept, the run succeeded."""
+
+    def __init__(self, path: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(f"interrupted after {path} was published; the output is complete")
+        self.path = path
+        self.signum = signum
 
 
 class FileFailedError(ServiceError):
@@ -209,40 +228,130 @@ class BeamEngine:
     def _run(self, src: str, dst: str, mode: str, chunk_size: int, progress: Progress | None,
              total: int, probe_for: Callable[[str], Callable[[], int]], overwrite: bool) -> dict:
         # Imported here: Beam takes a second or two to import, which `info` and pipes never need.
-        from pipelines.batch import run_job
         from adapters import storage
         from transforms.observability import new_job_id
 
         job_id = new_job_id()  # ours, so we know where the job's temp objects are
         temp_dir = storage.temp_dir_for(dst, job_id)
+        remote = _is_remote(dst)
         try:
-            storage.prepare_temp_dir(temp_dir)  # a private folder, or a clear error before any work
+            if not remote:
+                clean_leftovers(os.path.dirname(os.path.abspath(dst)))  # what killed runs left here
+            # Our lease on the job's temp folder: `dcas clean` and later runs leave it alone while we live.
+            with contextlib.nullcontext() if remote else local_files.job_lease(temp_dir):
+                storage.prepare_temp_dir(temp_dir)  # a private folder, or a clear error before any work
+                return self._run_job(src, dst, mode, chunk_size, progress, total, probe_for, overwrite,
+                                     job_id, temp_dir)
         except local_files.UnsafeTempDirError as e:
             raise OutputError(str(e)) from None
+        finally:
+            if not remote:
+                local_files.remove_if_empty(_parent(temp_dir))  # the shared .dcas-tmp, once unused
+
+    def _run_job(self, src, dst, mode, chunk_size, progress, total, probe_for, overwrite, job_id,
+                 temp_dir) -> dict:
+        from pipelines.batch import run_job
+        from adapters import storage
         failures_path = _join(_parent(temp_dir), f"{job_id}.failures.csv")
         extra_args = [*self.pipeline_args, f"--job_id={job_id}"]
         succeeded = False
-        try:
-            with _polling(progress, probe_for(temp_dir), total, _is_remote(dst)):
+        cancellation.reset()
+        with _StopOnSignals() as signals:
+            try:
                 try:
-                    stats = run_job(src, dst, mode, chunk_size=chunk_size, workers=self.workers,
-                                    runner=self.runner, extra_args=extra_args, failures=failures_path,
-                                    overwrite=overwrite)
-                except FileNotFoundError:
-                    raise InputError(f"input file not found: {src}") from None
-                except ValueError as e:
-                    raise ServiceError(str(e)) from None
-            if stats["files_failed"] or stats["files_written"] != 1:
-                reasons = [error for _, error in stats["failures"]]
-                if not overwrite and any(": FileExistsError: " in reason for reason in reasons):
-                    raise OutputExistsError(dst)  # it appeared during the run; it was kept
-                raise _file_failed(src, reasons)
-            succeeded = True
-        finally:
-            _remove_job_leftovers(storage, temp_dir, failures_path, dst, succeeded)
+                    with _polling(progress, probe_for(temp_dir), total, _is_remote(dst)):
+                        stats = run_job(src, dst, mode, chunk_size=chunk_size, workers=self.workers,
+                                        runner=self.runner, extra_args=extra_args, failures=failures_path,
+                                        overwrite=overwrite)
+                    cancellation.fault_point("job-finished")
+                except Exception as e:
+                    if signals.received:  # what Beam makes of workers that stopped: not the story
+                        raise Interrupted(signals.received[0]) from None
+                    if isinstance(e, FileNotFoundError):
+                        raise InputError(f"input file not found: {src}") from None
+                    if isinstance(e, ValueError):
+                        raise ServiceError(str(e)) from None
+                    raise
+                published = not stats["files_failed"] and stats["files_written"] == 1
+                if signals.received:
+                    succeeded = published
+                    if published:
+                        _PUBLISHED.add(dst)
+                        raise InterruptedAfterPublication(dst, signals.received[0])
+                    raise Interrupted(signals.received[0])
+                if not published:
+                    reasons = [error for _, error in stats["failures"]]
+                    if not overwrite and any(": FileExistsError: " in reason for reason in reasons):
+                        raise OutputExistsError(dst)  # it appeared during the run; it was kept
+                    raise _file_failed(src, reasons)
+                succeeded = True
+                _PUBLISHED.add(dst)
+            finally:
+                signals.cleaning = True  # further signals wait: a half-done clean-up helps nobody
+                if not succeeded:
+                    # Workers still running (a second Ctrl-C cut the drain short) stop at their next
+                    # chunk; a publication in flight finishes or rolls back before we look.
+                    cancellation.request_stop()
+                    cancellation.wait_for_publications(timeout=120)
+                    from transforms.assemble import recover_publications
+                    with contextlib.suppress(Exception):
+                        recover_publications(temp_dir)
+                _remove_job_leftovers(storage, temp_dir, failures_path, dst, succeeded)
+                cancellation.reset()  # this job is over; the process may run others
         if progress is not None:
             progress(total)
         return stats
+
+
+class _StopOnSignals:
+    """While the pipeline runs: the first SIGINT or SIGTERM asks the workers to stop (they fail
+    their files at the next chunk or publication step, so the job drains and Beam shuts down in
+    order); a second one interrupts at once. During the clean-up, signals are noted, not acted on.
+    Only the main thread can install handlers; elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.cleaning = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        first = not self.received
+        self.received.append(signum)
+        cancellation.request_stop()
+        if not first and not self.cleaning:
+            raise Interrupted(self.received[0])
+
+    def __enter__(self) -> "_StopOnSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+# Outputs this process published: an interrupt that comes after is reported as such, not as a failure.
+_PUBLISHED: set[str] = set()
+
+
+def clean_leftovers(directory: str | os.PathLike) -> list[str]:
+    """Removes what killed runs left in a local folder (their temp folders and files, after
+    completing or undoing a publication they were in), never a live run's; returns the names."""
+    return local_files.clean_leftovers(os.fspath(directory), recover=_recover_job)
+
+
+def _recover_job(job_dir: str) -> None:
+    # Only a job killed while it published a container has a journal: Beam is imported for it alone.
+    if any(name.endswith(local_files.JOURNAL_SUFFIX) for name in os.listdir(job_dir)):
+        from transforms.assemble import recover_publications
+        recover_publications(job_dir)
+
+
+def was_published(dst: Destination) -> bool:
+    """True if this process published `dst` (a path) completely: a later Ctrl-C changes nothing."""
+    return isinstance(dst, (str, os.PathLike)) and os.fspath(dst) in _PUBLISHED
 
 
 def _polling(progress: Progress | None, measure: Callable[[], int], total: int, remote: bool):
@@ -275,8 +384,7 @@ def _remove_job_leftovers(storage, temp_dir: str, failures_path: str, dst: str, 
         storage.remove_temp_dir(temp_dir)
     if _is_remote(dst):
         return
-    with contextlib.suppress(OSError):
-        os.rmdir(_parent(temp_dir))  # the shared .dcas-tmp, only once no other job uses it
+    local_files.remove_if_empty(_parent(temp_dir))  # the shared .dcas-tmp, once no other job uses it
     if succeeded:
         return
     directory, name = os.path.split(os.path.abspath(dst))
@@ -546,20 +654,23 @@ def atomic_output(path: Path, *, overwrite: bool = False) -> Iterator[BinaryIO]:
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(path)
     directory = path.parent
-    tmp = local_files.publication_temp_path(os.fspath(path))
+    clean_leftovers(directory)  # what killed runs left here; never a live one's
     try:
-        # 0666 less the umask: the permissions a plain open() would give the output.
-        fd = local_files.open_new_private(tmp, 0o666)
+        # 0666 less the umask: the permissions a plain open() would give the output. Locked while
+        # we write it: clean_leftovers leaves it alone.
+        tmp, fd = local_files.create_publication_temp(os.fspath(path), 0o666)
     except FileNotFoundError:
         raise OutputError(f"output directory does not exist: {directory}") from None
     except OSError as e:
         raise OutputError(f"cannot create a file in {directory}: {e.strerror or e}") from None
+    lock_fd = os.dup(fd)  # holds the lock (one open file description) until the rename is done
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
             written = os.fstat(f.fileno())
+        cancellation.fault_point("output-written")
         try:
             local_files.publish_file(tmp, os.fspath(path), overwrite=overwrite, written=written)
         except local_files.SpecialFileError:
@@ -569,10 +680,14 @@ def atomic_output(path: Path, *, overwrite: bool = False) -> Iterator[BinaryIO]:
         except local_files.UnsafeTempDirError as e:
             raise OutputError(str(e)) from None
         local_files.fsync_directory(directory)
+        _PUBLISHED.add(os.fspath(path))
+        cancellation.fault_point("output-published")
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    finally:
+        os.close(lock_fd)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import apache_beam as beam
 
 from codec import container
 from codec.errors import FormatError
-from adapters import local_files, storage
+from adapters import cancellation, local_files, storage
 from transforms.encode import PartRecord
 from transforms.failures import FAILED, failure
 from transforms.observability import log_event, record_distribution
@@ -87,6 +87,7 @@ def _frames(task: DecodePartTask):
     """Yields (chunk number, frame offset, entry, frame bytes) of the task, one ranged read each."""
     offset = task.frame_offset
     for number, entry in enumerate(task.entries, start=task.chunk_start):
+        cancellation.check()
         yield number, offset, entry, storage.read_range(task.job.source, offset, entry.frame_size,
                                                         task.job.version)
         offset += entry.frame_size
@@ -105,6 +106,7 @@ def _decoded_chunks(task: DecodePartTask, decode_ms: list):
         except FormatError as e:
             raise _damaged_chunk(number, offset, e) from e
         decode_ms.append((time.perf_counter() - decode_started) * 1000)
+        cancellation.fault_point("chunk-decoded")
         yield data
 
 
@@ -149,6 +151,7 @@ def decode_part_in_place(task: DecodePartTask, path: str, buffer=None) -> tuple[
             except FormatError as e:
                 raise _damaged_chunk(number, offset, e) from e
             decode_ms.append((time.perf_counter() - decode_started) * 1000)
+            cancellation.fault_point("chunk-decoded")
             chunk = buffer[:size]
             if direct_fd is not None and storage.direct_io_allows(position, size):
                 try:

@@ -8,7 +8,7 @@ import time
 import apache_beam as beam
 
 from codec import container
-from adapters import storage
+from adapters import cancellation, storage
 from transforms.failures import FAILED, failure
 from transforms.observability import log_event, record_distribution
 from transforms.planning import FileJob, Spread, chunk_count, chunk_descriptors, part_path
@@ -61,6 +61,7 @@ def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) ->
     with storage.open_write(path) as out:
         for chunk in chunk_descriptors(task.job.source, task.job.size, chunk_size,
                                        task.chunk_start, task.chunk_stop, task.job.version):
+            cancellation.check()
             data = storage.read_range(chunk.source, chunk.offset, chunk.length, chunk.version)
             encode_started = time.perf_counter()
             # Header and payload written apart: joining them would copy every compressed byte once more.
@@ -69,6 +70,7 @@ def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) ->
             out.write(frame_header)
             out.write(payload)
             entries.append(entry)
+            cancellation.fault_point("chunk-encoded")
             bytes_in += entry.original_size
             bytes_out += entry.frame_size
     record = PartRecord(task.job.source, task.index, path, len(entries), bytes_in, bytes_out,

@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from adapters import storage
+from adapters import cancellation, storage
 from adapters.jobs import COMPRESS, DECOMPRESS, OPERATIONS
 from transforms.failures import FAILED, failure
 
@@ -169,6 +169,11 @@ class _PlanFilesFn(beam.DoFn):
         self._output_names_file = output_names_file
 
     def process(self, unused_impulse):
+        cancellation.fault_point("plan")
+        if not cancellation.stop_requested():  # stopped: no files, so the job drains at once
+            yield from self._plan()
+
+    def _plan(self):
         matched = FileSystems.match([self._pattern])[0].metadata_list
         if not matched and "*" not in self._pattern:
             raise FileNotFoundError(f"no file matches {self._pattern!r}")

@@ -32,6 +32,7 @@ def test_a_shared_temp_folder_someone_else_could_write_into_is_refused_before_an
         pytest.skip("making a folder another user owns needs root")
     planted = workdir / TEMP_DIR_NAME
     planted.mkdir()
+    (planted / "their-job").mkdir()  # waiting for a symlink swap
     planted.chmod(0o777)
     if owner == "another user":
         os.chown(planted, NOBODY, NOBODY)
@@ -39,7 +40,7 @@ def test_a_shared_temp_folder_someone_else_could_write_into_is_refused_before_an
     assert result.returncode == 1
     assert "temp folder" in error_line(result)
     assert not (workdir / "out.txt").exists()
-    assert os.listdir(planted) == []
+    assert os.listdir(planted) == ["their-job"]
 
 
 def test_decompressing_to_dev_null_works_without_force_and_leaves_it_a_device(workdir: Path):

@@ -103,3 +103,51 @@ def test_the_local_files_module_does_not_import_beam():
     import sys
     code = "import sys, adapters.local_files; sys.exit('apache_beam' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0
+
+
+def _die_holding_a_lease(temp_dir: str) -> None:
+    """A child process takes the job's lease, makes its temp files, and dies as kill -9 would."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with local_files.job_lease(temp_dir):
+                local_files.ensure_temp_dir(temp_dir)
+                Path(temp_dir, "out.part-00000").write_bytes(b"part")
+                os._exit(0)  # no clean-up runs
+        finally:
+            os._exit(1)
+    os.waitpid(pid, 0)
+
+
+def test_clean_removes_a_dead_jobs_folder_and_never_a_live_one(tmp_path: Path):
+    dead = os.path.join(tmp_path, local_files.TEMP_DIR_NAME, "dead-job") + os.sep
+    live = os.path.join(tmp_path, local_files.TEMP_DIR_NAME, "live-job") + os.sep
+    _die_holding_a_lease(dead)
+    recovered = []
+    with local_files.job_lease(live):
+        local_files.ensure_temp_dir(live)
+        Path(live, "out.part-00000").write_bytes(b"in use")
+        removed = local_files.clean_leftovers(str(tmp_path), recover=recovered.append)
+        assert removed == [os.path.join(local_files.TEMP_DIR_NAME, "dead-job")]
+        assert recovered == [dead]
+        assert Path(live, "out.part-00000").read_bytes() == b"in use"
+        assert sorted(os.listdir(tmp_path / local_files.TEMP_DIR_NAME)) == ["live-job", "live-job.lock"]
+
+
+def test_clean_leaves_a_temp_folder_without_a_lease_alone(tmp_path: Path):
+    job = tmp_path / local_files.TEMP_DIR_NAME / "unknown-job"
+    job.mkdir(parents=True)
+    assert local_files.clean_leftovers(str(tmp_path)) == []
+    assert job.is_dir()
+
+
+def test_clean_removes_a_dead_writers_publication_temp_and_never_a_live_ones(tmp_path: Path):
+    live_path, live_fd = local_files.create_publication_temp(str(tmp_path / "live.dcz"))
+    dead_path, dead_fd = local_files.create_publication_temp(str(tmp_path / "dead.dcz"))
+    os.close(dead_fd)  # its writer is gone: so is its lock
+    try:
+        removed = local_files.clean_leftovers(str(tmp_path))
+        assert removed == [os.path.basename(dead_path)]
+        assert os.path.exists(live_path)
+    finally:
+        os.close(live_fd)
