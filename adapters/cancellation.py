@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import threading
 from typing import Iterator
 
-__all__ = ["JobCancelled", "request_stop", "stop_requested", "check", "reset", "publication",
+__all__ = ["JobCancelled", "request_stop", "stop_on_write_error", "WRITE_ERRNOS", "stop_requested", "check", "reset", "publication",
            "wait_for_publications", "fault_point"]
 
 
@@ -20,9 +21,23 @@ _in_flight = threading.Condition()
 _publications = 0
 
 
-def request_stop() -> None:
+_reason = ["interrupted: the job was asked to stop"]
+# Errors after which no other worker can succeed: the disk (or quota) is full, or it fails.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+
+
+def request_stop(reason: str | None = None) -> None:
     """Asks every worker of this process to stop at its next check; safe in a signal handler."""
+    if reason and not _stop.is_set():
+        _reason[0] = reason
     _stop.set()
+
+
+def stop_on_write_error(error: BaseException) -> None:
+    """After a write error no other worker can get past (a full disk), stop them all: the job fails
+    now instead of decoding on for nothing."""
+    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+        request_stop(f"stopped after a write error: {error.strerror or error}")
 
 
 def stop_requested() -> bool:
@@ -32,12 +47,13 @@ def stop_requested() -> bool:
 def check() -> None:
     """Raises JobCancelled once a stop was requested; workers call it between chunks."""
     if _stop.is_set():
-        raise JobCancelled("interrupted: the job was asked to stop")
+        raise JobCancelled(_reason[0])
 
 
 def reset() -> None:
     """A new job starts: forget an earlier stop request."""
     _stop.clear()
+    _reason[0] = "interrupted: the job was asked to stop"
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ __all__ = [
     "TEMP_DIR_NAME", "UnsafeTempDirError", "SpecialFileError", "private_dir", "ensure_temp_dir",
     "create_publication_temp", "publication_temp_path", "is_publication_temp_of", "open_new_private", "open_private",
     "publish_file", "fsync_directory", "file_version", "local_version", "has_glob", "is_special",
-    "remove_if_empty", "JOURNAL_SUFFIX", "LOCK_SUFFIX", "job_lease", "hold_lock", "clean_leftovers",
+    "remove_if_empty", "check_free_space", "JOURNAL_SUFFIX", "LOCK_SUFFIX", "job_lease", "hold_lock", "clean_leftovers",
 ]
 
 # The folder beside an output that holds its jobs' temp files: `DIR/.dcas-tmp/<job id>/`.
@@ -162,6 +162,21 @@ def remove_if_empty(directory: str) -> None:
     with contextlib.suppress(OSError):
         if os.lstat(directory).st_uid == os.geteuid():
             os.rmdir(directory)
+
+
+def check_free_space(destination: str, needed: int) -> None:
+    """OSError(ENOSPC) if the filesystem where `destination` will be written has fewer than
+    `needed` bytes free for this user: checked before any work, so a container that declares more
+    than fits (a decompression bomb, or just too big) writes nothing. Unknown free space passes."""
+    directory = os.path.dirname(os.path.abspath(destination))
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if needed > free:
+        raise OSError(errno.ENOSPC, f"the output needs {needed} bytes, {free} are free in {directory}; "
+                      "nothing was written", destination)
 
 
 def fsync_directory(directory: str | os.PathLike) -> None:

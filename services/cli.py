@@ -99,8 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     decompress.add_argument("src", metavar="SRC")
     decompress.add_argument("-o", "--output", metavar="DST",
                             help="output file, '-' for stdout (default: SRC without .dcz)")
-    decompress.add_argument("--max-size", type=_size_argument, default=None, metavar="SIZE",
-                            help="refuse containers that declare more than SIZE original bytes")
+    verify = commands.add_parser("verify", help="decode every chunk and check every checksum",
+                                 description="Decode FILE in full and check every CRC32C.")
+    for sub in (decompress, verify):
+        sub.add_argument("--max-size", type=_size_argument, default=None, metavar="SIZE",
+                         help="refuse containers that declare more than SIZE original bytes "
+                              "(a local output is always checked against the free space first)")
+        sub.add_argument("--max-chunk-size", type=_chunk_size_argument, default=None, metavar="SIZE",
+                         help="refuse chunks that declare more than SIZE bytes: decoding holds one "
+                              f"in memory (default: {compression.DEFAULT_MAX_DECODE_CHUNK // 2**20}MiB)")
 
     for sub in (compress, decompress):
         sub.add_argument("-f", "--force", action="store_true", help="overwrite an existing DST")
@@ -120,8 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Print chunks, sizes, ratio and checksums as JSON.")
     info.add_argument("file", metavar="FILE")
 
-    verify = commands.add_parser("verify", help="decode every chunk and check every checksum",
-                                 description="Decode FILE in full and check every CRC32C.")
     verify.add_argument("file", metavar="FILE")
     verify.add_argument("-q", "--quiet", action="store_true", help="print nothing when FILE is OK")
 
@@ -196,7 +201,8 @@ def _transfer(args: argparse.Namespace, console: _Console) -> None:
         progress = console.progress_bar("decompress", args.quiet,
                                         lambda: compression.original_size(src_arg))
         stats = compression.decompress_file(src_arg, dst_arg, max_size=args.max_size,
-                                            progress=progress, overwrite=args.force, engine=engine)
+                                            progress=progress, overwrite=args.force, engine=engine,
+                                            max_chunk_size=args.max_chunk_size)
     console.clear_progress()
     if not args.quiet:
         verb = "compressed" if args.command == "compress" else "decompressed"
@@ -213,7 +219,8 @@ def _info(args: argparse.Namespace, console: _Console) -> None:
 def _verify(args: argparse.Namespace, console: _Console) -> None:
     _require_file(args.file)
     progress = console.progress_bar("verify", args.quiet, lambda: compression.original_size(args.file))
-    result = compression.verify_file(args.file, progress=progress)
+    result = compression.verify_file(args.file, progress=progress, max_size=args.max_size,
+                                     max_chunk_size=args.max_chunk_size)
     console.clear_progress()
     if not args.quiet:
         print(f"{args.file}: OK ({result['chunks']} chunks, {format_bytes(result['original_size'])})",

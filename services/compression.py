@@ -20,7 +20,7 @@ __all__ = [
     "ServiceError", "InputError", "OutputError", "OutputExistsError", "FileFailedError", "Interrupted",
     "InterruptedAfterPublication", "DamagedContainerError", "Engine",
     "StreamEngine", "BeamEngine", "choose_engine", "compress_file", "decompress_file", "file_info",
-    "verify_file", "clean_leftovers", "was_published", "source_size", "original_size", "atomic_output", "LOCAL_RUNNER",
+    "verify_file", "DEFAULT_MAX_DECODE_CHUNK", "clean_leftovers", "was_published", "source_size", "original_size", "atomic_output", "LOCAL_RUNNER",
 ]
 
 LOCAL_RUNNER = "DirectRunner"
@@ -124,7 +124,8 @@ class StreamEngine:
 
     def decompress(self, src: BinaryIO, dst: BinaryIO, *, max_size: int | None,
                    progress: Progress | None) -> dict:
-        return codec.decompress_stream(src, dst, max_size=max_size, progress=progress)
+        return codec.decompress_stream(src, dst, max_size=max_size, progress=progress,
+                                       max_chunk_size=DEFAULT_MAX_DECODE_CHUNK)
 
 
 def _file_version(f: BinaryIO) -> str | None:
@@ -527,9 +528,14 @@ def compress_file(src: Source, dst: Destination, *, chunk_size: int = DEFAULT_CH
 
 def decompress_file(src: Source, dst: Destination, *, max_size: int | None = None,
                     progress: Progress | None = None, overwrite: bool = False,
-                    engine: Engine | None = None) -> dict:
+                    engine: Engine | None = None, max_chunk_size: int | None = None) -> dict:
     """Decompresses the `.dcz` file `src` into `dst`; a bad container raises `codec.FormatError`
-    (or, for damage the pipeline finds in a chunk, `FileFailedError`) and leaves no output behind."""
+    (or, for damage the pipeline finds in a chunk, `FileFailedError`) and leaves no output behind.
+
+    Before any work, whatever the engine: the declared sizes against `max_size`, against
+    `max_chunk_size` per chunk (default DEFAULT_MAX_DECODE_CHUNK: decoding holds a chunk in
+    memory) and against the free space where a local `dst` will be written."""
+    _check_declared_sizes(src, dst, max_size, max_chunk_size or DEFAULT_MAX_DECODE_CHUNK)
     engine = engine or choose_engine(src, dst)
     started = time.perf_counter()  # fsync and rename count: the output is not safe before them
     stats = engine.decompress_file(src, dst, max_size=max_size, progress=progress, overwrite=overwrite)
@@ -542,10 +548,43 @@ def file_info(path: str | os.PathLike) -> dict:
         return {"file": str(path), **codec.info(f, os.fstat(f.fileno()).st_size)}
 
 
-def verify_file(path: str | os.PathLike, *, progress: Progress | None = None) -> dict:
-    """Decodes every chunk and checks every checksum; raises `codec.FormatError` on the first fault."""
+def verify_file(path: str | os.PathLike, *, progress: Progress | None = None, max_size: int | None = None,
+                max_chunk_size: int | None = None) -> dict:
+    """Decodes every chunk and checks every checksum; raises `codec.FormatError` on the first fault.
+    `max_size` and `max_chunk_size` (default DEFAULT_MAX_DECODE_CHUNK) as in decompress_file."""
     with _open_input(path) as f:
-        return {"file": str(path), **codec.verify(f, os.fstat(f.fileno()).st_size, progress=progress)}
+        return {"file": str(path), **codec.verify(f, os.fstat(f.fileno()).st_size, max_size=max_size,
+                                                  progress=progress,
+                                                  max_chunk_size=max_chunk_size or DEFAULT_MAX_DECODE_CHUNK)}
+
+
+# Decoding holds one chunk per worker, and a few bytes of run blocks can declare a 1 GiB chunk: so
+# by default no chunk over this size is decoded (raise it with --max-chunk-size, up to 1 GiB).
+# dcas writes 4 MiB chunks unless told otherwise.
+DEFAULT_MAX_DECODE_CHUNK = 256 * 2**20
+
+
+def _check_declared_sizes(src: Source, dst: Destination, max_size: int | None, max_chunk_size: int) -> None:
+    """The bomb guard before any work: FormatError for a declared size over a limit, OutputError
+    when a local output would not fit. Pipes are checked chunk by chunk as they are decoded."""
+    size = source_size(src)
+    if size is None:
+        return
+    try:
+        with _open_path(src) as f:
+            entries = read_seek_table(f, size, max_size)
+    except OSError:
+        return  # the engine reports an unreadable input in its own words
+    for index, entry in enumerate(entries):
+        if entry.original_size > max_chunk_size:
+            raise codec.FormatError(
+                f"chunk {index} declares {entry.original_size} original bytes, above the limit of "
+                f"{max_chunk_size} per chunk (raise it with --max-chunk-size)")
+    if isinstance(dst, (str, os.PathLike)) and not _is_remote(dst) and not local_files.is_special(dst):
+        try:
+            local_files.check_free_space(os.fspath(dst), sum(entry.original_size for entry in entries))
+        except OSError as e:
+            raise OutputError(f"{dst}: {e.strerror}") from None
 
 
 def source_size(src: Source) -> int | None:

@@ -56,7 +56,10 @@ def read_container_table(job: FileJob) -> ContainerJob:
     chunk_count, _ = container.parse_footer(footer, size)
     table_size = container.trailer_size(chunk_count) - container.FOOTER_SIZE
     table = storage.read_range(job.source, size - container.trailer_size(chunk_count), table_size, job.version)
-    return ContainerJob(job, tuple(container.parse_seek_table(table, footer, size)))
+    entries = tuple(container.parse_seek_table(table, footer, size))
+    if decodes_in_place(job.destination):  # before any work: a bomb, or too big for the disk
+        local_files.check_free_space(job.destination, sum(entry.original_size for entry in entries))
+    return ContainerJob(job, entries)
 
 
 def decode_part_tasks(container_job: ContainerJob) -> list[DecodePartTask]:
@@ -235,6 +238,7 @@ class _DecodePartFn(beam.DoFn):
             else:
                 record, decode_ms = decode_part(task, path)
         except Exception as e:  # noqa: BLE001 - any error fails this file only
+            cancellation.stop_on_write_error(e)
             # The shared file of an in-place output goes when publication fails the file.
             if not in_place:
                 storage.delete([path])

@@ -102,6 +102,7 @@ class _EncodePartFn(beam.DoFn):
         try:
             record, encode_ms = encode_part(task, self._chunk_size, table, path)
         except Exception as e:  # noqa: BLE001 - any error fails this file only
+            cancellation.stop_on_write_error(e)
             storage.delete([path])
             yield beam.pvalue.TaggedOutput(FAILED, failure(task.job.source, f"encode part {task.index}", e))
             return
