@@ -40,6 +40,7 @@ __all__ = [
     "publish_concatenation",
     "publish_local_file",
     "start_writeback",
+    "stored_crc32c",
     "read_range",
     "remove_temp_dir",
     "temp_dir_for",
@@ -174,6 +175,22 @@ def input_versions(paths: Sequence[str]) -> list[str | Exception]:
             look_up(i)
     _run_in_threads(look_up, remote)
     return versions
+
+
+def stored_crc32c(path: str, version: str | None = None) -> int | None:
+    """The CRC32C storage keeps of a whole object (GCS: of that generation), or None where there is
+    none (local files, composite objects without one)."""
+    if not _is_gcs(path):
+        return None
+    bucket_name, name = _split_gcs(path)
+    generation = None
+    if version is not None and version.startswith("gs-generation:"):
+        generation = int(version.split(":", 1)[1])
+    blob = _gcs_client().bucket(bucket_name).get_blob(name, generation=generation, retry=_gcs_retry())
+    if blob is None or not blob.crc32c:
+        return None
+    import base64
+    return int.from_bytes(base64.b64decode(blob.crc32c), "big")
 
 
 def read_range(path: str, offset: int, length: int, version: str | None = None) -> bytes:

@@ -89,7 +89,8 @@ def container_metadata(job: FileJob, entries, chunk_size: int, table, compressed
         "ratio": round(job.size / compressed_size, 6) if job.size else 0.0,
         "chunks": len(entries),
         "chunk_size": chunk_size,
-        "checksums": {"algorithm": "crc32c", "chunks": [f"{e.crc:08x}" for e in entries]},
+        "checksums": {"algorithm": "crc32c", "content": f"{container.content_crc(entries):08x}",
+                      "chunks": [f"{e.crc:08x}" for e in entries]},
         "codec": {"name": "dcz", "format_version": container.FORMAT_VERSION,
                   "dcas_version": _package_version()},
         "frequencies": [int(count) for count in table] if table is not None else [0] * 256,
@@ -155,6 +156,7 @@ def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: s
     compressed_size = (container.HEADER_SIZE + sum(e.frame_size for e in entries)
                        + container.trailer_size(len(entries)))
     trailer_bytes = container.seek_table_bytes(entries)
+    _check_against_source_checksum(job, entries)
 
     def result() -> FileResult:
         return FileResult(job.source, job.destination, job.size, compressed_size, len(entries),
@@ -207,6 +209,15 @@ def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: s
         raise
     storage.delete([backup, journal_path] if had_meta else [journal_path])
     return result()
+
+
+def _check_against_source_checksum(job: FileJob, entries) -> None:
+    """Where storage keeps a CRC32C of the source (GCS), the chunks encoded must combine to it:
+    proof that they are exactly the source's bytes, in order. A mismatch fails the file."""
+    expected = storage.stored_crc32c(job.source, job.version)
+    if expected is not None and expected != container.content_crc(entries):
+        raise ValueError(f"{job.source}: the chunks encoded have CRC32C {container.content_crc(entries):08x}, "
+                         f"the source object {expected:08x}: its bytes were not all read as stored")
 
 
 def recover_publication(journal_path: str) -> bool:
