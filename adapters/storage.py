@@ -41,6 +41,7 @@ __all__ = [
     "publish_local_file",
     "start_writeback",
     "stored_crc32c",
+    "bucket_exists",
     "read_range",
     "remove_temp_dir",
     "temp_dir_for",
@@ -175,6 +176,18 @@ def input_versions(paths: Sequence[str]) -> list[str | Exception]:
             look_up(i)
     _run_in_threads(look_up, remote)
     return versions
+
+
+def bucket_exists(path: str) -> bool:
+    """Whether the bucket of a gs:// path exists (True where it cannot be told, e.g. no permission
+    to look: the job then reports what it finds)."""
+    from google.api_core.exceptions import NotFound
+    try:
+        return _gcs_client().lookup_bucket(_split_gcs(path)[0], retry=_gcs_retry()) is not None
+    except NotFound:
+        return False
+    except Exception:  # noqa: BLE001 - "cannot tell" is not "absent"
+        return True
 
 
 def stored_crc32c(path: str, version: str | None = None) -> int | None:

@@ -1,22 +1,30 @@
 """The `dcas` command line: a thin argparse front end over `services.compression`."""
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import logging
 import os
 import signal
 import sys
-import threading
+
+# Run as the `dcas` program, Ctrl-C while the interpreter still imports (numba, the codec: a second
+# or more) ends the process quietly with the signal's default action instead of a traceback; main()
+# makes it KeyboardInterrupt for the work, and the default again for the shutdown.
+_AS_PROGRAM = __name__ == "__main__" or os.path.basename(sys.argv[0]) == "dcas"
+if _AS_PROGRAM:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+import argparse  # noqa: E402 - after the handler above, on purpose
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import threading  # noqa: E402
 from dataclasses import dataclass
 from typing import Callable, NoReturn, Sequence, TextIO
 
-from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
-from codec.errors import FormatError
-from codec.sizes import parse_size
-from services import compression
-from services.progress import ProgressBar, format_bytes
+from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE  # noqa: E402
+from codec.errors import FormatError  # noqa: E402
+from codec.sizes import parse_size  # noqa: E402
+from services import compression  # noqa: E402
+from services.progress import ProgressBar, format_bytes  # noqa: E402
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -244,6 +252,19 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
          stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Runs one `dcas` command and returns its exit status. Every failure becomes one
     `dcas: error:` line; only --help's SystemExit(0) escapes."""
+    if not _AS_PROGRAM:
+        return _main(argv, stdin=stdin, stdout=stdout, stderr=stderr)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _main(argv, stdin=stdin, stdout=stdout, stderr=stderr)
+    finally:
+        # Interpreter shutdown (joining threads, flushing) is no place for a traceback either.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
+          stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     console = _Console(stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr)
     input_name = "input"
     _terminate_like_interrupt()

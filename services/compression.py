@@ -192,6 +192,13 @@ class BeamEngine:
         """The service layer's promises, checked before the pipeline starts; returns SRC's size."""
         if self.runner == "DataflowRunner" and not (_is_remote(src) and _is_remote(dst)):
             raise ServiceError("Dataflow workers cannot reach local files: give SRC and DST as gs:// paths")
+        for path in (src, dst):
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                raise InputError(f"{shown}: the pipeline takes only UTF-8 file names; rename the file, "
+                                 "or leave out --workers/--runner to code it in this process") from None
         if _is_remote(src):
             size = _remote_size(src)
             if size is None:
@@ -201,6 +208,9 @@ class BeamEngine:
                 size = os.fstat(f.fileno()).st_size
         if _is_remote(dst):
             FileSystems = _beam_filesystems()
+            from adapters import storage
+            if dst.startswith("gs://") and not storage.bucket_exists(dst):
+                raise OutputError(f"output bucket does not exist: {dst.split('/')[2]} ({dst})")
             if dst.endswith("/"):
                 raise OutputError(f"output is a directory: {dst} (name the output file)")
             if dst == src:
@@ -496,6 +506,10 @@ def choose_engine(src: Source, dst: Destination, *, workers: int | None = None,
     (`workers` None means "not chosen"; 0 means one worker per core)."""
     paths = isinstance(src, (str, os.PathLike)) and isinstance(dst, (str, os.PathLike))
     pipeline_asked = workers is not None or runner != LOCAL_RUNNER or bool(pipeline_args)
+    # Beam encodes names as UTF-8: other (local) names are coded in this process unless the
+    # pipeline is asked for, which then says why it cannot take them.
+    if paths and not pipeline_asked and not all(_utf8(os.fspath(path)) for path in (src, dst)):
+        return StreamEngine()
     # A device or FIFO as DST (`-o /dev/null`) is written into as a stream, never replaced.
     if paths and not local_files.has_glob(os.fspath(src)) and not local_files.is_special(dst):
         if pipeline_asked or not _small_local_file(src, dst):
@@ -544,16 +558,30 @@ def decompress_file(src: Source, dst: Destination, *, max_size: int | None = Non
 
 def file_info(path: str | os.PathLike) -> dict:
     """The container's description (chunks, sizes, ratio, checksums) as a JSON-ready dict."""
+    with _open_container(path) as (f, size):
+        return {"file": os.fspath(path), **codec.info(f, size)}
+
+
+@contextlib.contextmanager
+def _open_container(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
+    """(file, size) of a local or gs:// container (a gs:// name must not go through Path())."""
+    if _is_remote(path):
+        size = _remote_size(os.fspath(path))
+        if size is None:
+            raise InputError(f"input file not found: {os.fspath(path)}")
+        with _open_path(path) as f:
+            yield f, size
+        return
     with _open_input(path) as f:
-        return {"file": str(path), **codec.info(f, os.fstat(f.fileno()).st_size)}
+        yield f, os.fstat(f.fileno()).st_size
 
 
 def verify_file(path: str | os.PathLike, *, progress: Progress | None = None, max_size: int | None = None,
                 max_chunk_size: int | None = None) -> dict:
     """Decodes every chunk and checks every checksum; raises `codec.FormatError` on the first fault.
     `max_size` and `max_chunk_size` (default DEFAULT_MAX_DECODE_CHUNK) as in decompress_file."""
-    with _open_input(path) as f:
-        return {"file": str(path), **codec.verify(f, os.fstat(f.fileno()).st_size, max_size=max_size,
+    with _open_container(path) as (f, size):
+        return {"file": os.fspath(path), **codec.verify(f, size, max_size=max_size,
                                                   progress=progress,
                                                   max_chunk_size=max_chunk_size or DEFAULT_MAX_DECODE_CHUNK)}
 
@@ -609,6 +637,14 @@ def original_size(src: Source) -> int | None:
     with contextlib.suppress(OSError, ValueError), _open_path(src) as f:
         return sum(entry.original_size for entry in read_seek_table(f, size))
     return None
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_remote(path: Source) -> bool:
