@@ -18,14 +18,12 @@ from transforms.decode import ContainerJob, decoded_temp_path, decodes_in_place
 from transforms.encode import PartRecord
 from transforms.failures import FAILED
 from transforms.observability import inc_counter, log_event
-from transforms.planning import FileJob, chunk_count, part_path
+from transforms.planning import METADATA_SUFFIX, FileJob, chunk_count, part_path
 
 __all__ = ["METADATA_SUFFIX", "JOURNAL_SUFFIX", "FileResult", "recover_publication", "recover_publications", "metadata_path", "ordered_parts", "failure_reason",
            "container_metadata", "publish_container", "publish_decoded",
            "PublishContainers", "PublishDecoded"]
 
-# The metadata object sits beside its container: `name.dcz` -> `name.dcz.meta.json`.
-METADATA_SUFFIX = ".meta.json"
 from adapters.local_files import JOURNAL_SUFFIX  # noqa: E402 - the temp folder's naming has one owner
 # A file whose every part failed would otherwise carry a thousand reasons in one CSV cell.
 _MAX_REASONS = 3
