@@ -13,6 +13,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from google.api_core import exceptions as gcs_exceptions
 
+from adapters import cancellation, local_files
+from adapters.local_files import TEMP_DIR_NAME
 # Positional and direct writes live in the codec, which the in-process engine uses without Beam.
 from codec._fileio import (  # noqa: F401 - re-exported
     DIRECT_IO_ALIGNMENT, aligned_buffer, direct_io_allows, open_direct, pwrite_all, start_writeback,
@@ -36,9 +38,12 @@ __all__ = [
     "input_versions",
     "open_write",
     "plan_parts",
+    "prepare_temp_dir",
     "publish_concatenation",
     "publish_local_file",
     "start_writeback",
+    "stored_crc32c",
+    "bucket_exists",
     "read_range",
     "remove_temp_dir",
     "temp_dir_for", "remove_job_temp_dir",
@@ -51,7 +56,6 @@ GCS_MAX_COMPONENTS = 1024
 # Parts per file, leaving room for the header and trailer objects (1 + 1000 + 1 <= 1024) and a few
 # spare components for future extras (e.g. a second trailer) without touching the plan.
 DEFAULT_MAX_PARTS = 1000
-TEMP_DIR_NAME = ".dcas-tmp"
 _GCS_PREFIX = "gs://"
 _COPY_BUFFER_SIZE = 8 * 2**20
 _GCS_THREADS = 8
@@ -162,7 +166,7 @@ def input_version(path: str) -> str:
         if blob is None:
             raise FileNotFoundError(f"no such object: {path}")
         return f"gs-generation:{blob.generation}"
-    return _local_version(os.stat(path))
+    return local_files.local_version(os.stat(path))
 
 
 def input_versions(paths: Sequence[str]) -> list[str | Exception]:
@@ -184,8 +188,32 @@ def input_versions(paths: Sequence[str]) -> list[str | Exception]:
     return versions
 
 
-def _local_version(st: os.stat_result) -> str:
-    return f"local:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+def bucket_exists(path: str) -> bool:
+    """Whether the bucket of a gs:// path exists (True where it cannot be told, e.g. no permission
+    to look: the job then reports what it finds)."""
+    from google.api_core.exceptions import NotFound
+    try:
+        return _gcs_client().lookup_bucket(_split_gcs(path)[0], retry=_gcs_retry()) is not None
+    except NotFound:
+        return False
+    except Exception:  # noqa: BLE001 - "cannot tell" is not "absent"
+        return True
+
+
+def stored_crc32c(path: str, version: str | None = None) -> int | None:
+    """The CRC32C storage keeps of a whole object (GCS: of that generation), or None where there is
+    none (local files, composite objects without one)."""
+    if not _is_gcs(path):
+        return None
+    bucket_name, name = _split_gcs(path)
+    generation = None
+    if version is not None and version.startswith("gs-generation:"):
+        generation = int(version.split(":", 1)[1])
+    blob = _gcs_client().bucket(bucket_name).get_blob(name, generation=generation, retry=_gcs_retry())
+    if blob is None or not blob.crc32c:
+        return None
+    import base64
+    return int.from_bytes(base64.b64decode(blob.crc32c), "big")
 
 
 def read_range(path: str, offset: int, length: int, version: str | None = None) -> bytes:
@@ -208,7 +236,7 @@ def read_range(path: str, offset: int, length: int, version: str | None = None) 
         with open(path, "rb", buffering=0) as f:
             f.seek(offset)
             data = _read_exactly(f, length)
-            if version is not None and _local_version(os.fstat(f.fileno())) != version:
+            if version is not None and local_files.local_version(os.fstat(f.fileno())) != version:
                 raise InputChangedError(f"{path} changed while the job was reading it")
     if len(data) != length:
         raise EOFError(
@@ -216,13 +244,38 @@ def read_range(path: str, offset: int, length: int, version: str | None = None) 
     return data
 
 
+def prepare_temp_dir(temp_dir: str) -> None:
+    """Makes a local job temp folder (temp_dir_for) private to this user, or refuses one that
+    another user owns or may write into (local_files.UnsafeTempDirError); gs:// needs nothing."""
+    if "://" not in temp_dir:
+        local_files.ensure_temp_dir(temp_dir)
+
+
 def open_write(path: str) -> BinaryIO:
-    """A binary writer for a new object at path (FileSystems.create); on an exception inside `with`, the object is removed."""
+    """A binary writer for a new object at path (FileSystems.create); on an exception inside `with`, the object is removed.
+
+    A local path inside a temp folder is written in a private folder (prepare_temp_dir) and never
+    through a symlink."""
     if _is_gcs(path):
         configure_beam_for_storage_emulator()
-    raw = FileSystems.create(path, mime_type="application/octet-stream",
-                             compression_type=CompressionTypes.UNCOMPRESSED)
+    if "://" not in path and TEMP_DIR_NAME in path.split(os.sep)[:-1]:
+        _prepare_private_parent(os.path.dirname(os.path.abspath(path)))
+        raw = os.fdopen(local_files.open_private(path), "wb")
+    else:
+        raw = FileSystems.create(path, mime_type="application/octet-stream",
+                                 compression_type=CompressionTypes.UNCOMPRESSED)
     return _RemoveOnErrorWriter(raw, path)
+
+
+def _prepare_private_parent(directory: str) -> None:
+    """`.dcas-tmp` itself (the failures CSV's folder), a job folder inside it, or a folder below."""
+    parts = directory.split(os.sep)
+    index = len(parts) - 1 - parts[::-1].index(TEMP_DIR_NAME)
+    if index == len(parts) - 1:
+        local_files.private_dir(directory)
+        return
+    local_files.ensure_temp_dir(os.sep.join(parts[:index + 2]))
+    os.makedirs(directory, mode=0o700, exist_ok=True)  # inside a private folder: ours
 
 
 class _RemoveOnErrorWriter:
@@ -305,10 +358,8 @@ def remove_job_temp_dir(temp_dir: str) -> None:
     """remove_temp_dir, and locally the shared parent (.dcas-tmp) too once no other job uses it."""
     remove_temp_dir(temp_dir)
     if not _is_gcs(temp_dir):
-        try:
-            os.rmdir(os.path.dirname(temp_dir.rstrip(os.sep)))
-        except OSError:
-            pass  # rmdir refuses a folder another job still uses
+        # rmdir refuses a folder another job still uses; one someone else owns is theirs to remove.
+        local_files.remove_if_empty(os.path.dirname(temp_dir.rstrip(os.sep)))
 
 
 def publish_concatenation(sources: Sequence[str], destination: str, *, temp_dir: str | None = None,
@@ -340,51 +391,25 @@ def publish_local_file(path: str, destination: str, expected_size: int, *, overw
     """
     directory = os.path.dirname(os.path.abspath(destination))
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
-            size = os.fstat(fd).st_size
-            if size != expected_size:
-                raise RuntimeError(f"{path} holds {size} bytes, expected {expected_size}")
+            written = os.fstat(fd)
+            if written.st_size != expected_size:
+                raise RuntimeError(f"{path} holds {written.st_size} bytes, expected {expected_size}")
             os.fsync(fd)
         finally:
             os.close(fd)
         os.makedirs(directory, exist_ok=True)
-        _move_into_place(path, destination, overwrite)
+        local_files.publish_file(path, destination, overwrite=overwrite, written=written)
     except BaseException:
         try:
             os.remove(path)
         except FileNotFoundError:
             pass
         raise
-    _fsync_directory(directory)
+    local_files.fsync_directory(directory)
 
 
-def _fsync_directory(directory: str) -> None:
-    """Make a rename in `directory` durable."""
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _move_into_place(path: str, destination: str, overwrite: bool) -> None:
-    """Rename `path` to `destination`; without `overwrite`, only if nothing is at `destination` at
-    that moment (a hard link fails on an existing name, where a rename would replace it)."""
-    if overwrite:
-        os.replace(path, destination)
-        return
-    try:
-        os.link(path, destination)
-    except FileExistsError:
-        raise _exists(destination) from None
-    except OSError:
-        # No hard links here (some FUSE and network filesystems): check, then rename.
-        if os.path.lexists(destination):
-            raise _exists(destination) from None
-        os.replace(path, destination)
-        return
-    os.remove(path)
 
 
 def _exists(destination: str) -> FileExistsError:
@@ -399,10 +424,11 @@ def _local_publish(sources: list[str], destination: str, overwrite: bool) -> Non
     os.makedirs(directory, exist_ok=True)
     sizes = [os.stat(source).st_size for source in sources]  # a missing source fails before any write
     offsets = list(itertools.accumulate(sizes, initial=0))
-    temp_path = os.path.join(directory, f".{os.path.basename(destination)}.{uuid.uuid4().hex}.tmp")
+    # Locked while we write it: clean_leftovers leaves it alone.
+    temp_path, fd = local_files.create_publication_temp(destination)
     try:
-        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
+            written = os.fstat(fd)
             os.ftruncate(fd, offsets[-1])
 
             def copy_group(group: range) -> None:
@@ -415,16 +441,17 @@ def _local_publish(sources: list[str], destination: str, overwrite: bool) -> Non
             groups = copy_groups(sizes, _local_copy_threads(offsets[-1]))
             _run_in_threads(copy_group, groups, max_workers=len(groups))
             os.fsync(fd)
+            cancellation.fault_point("publication-copied")
+            local_files.publish_file(temp_path, destination, overwrite=overwrite, written=written)
         finally:
-            os.close(fd)
-        _move_into_place(temp_path, destination, overwrite)
+            os.close(fd)  # only now: the lock keeps cleaners off the temp file until it is renamed
     except BaseException:
         try:
             os.remove(temp_path)
         except FileNotFoundError:
             pass
         raise
-    _fsync_directory(directory)  # make the rename itself durable
+    local_files.fsync_directory(directory)  # make the rename itself durable
 
 
 def _local_copy_threads(total_bytes: int) -> int:

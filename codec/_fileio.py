@@ -14,17 +14,20 @@ __all__ = ["DIRECT_IO_ALIGNMENT", "open_direct", "reopen_direct", "direct_io_all
 DIRECT_IO_ALIGNMENT = 4096
 
 
-def open_direct(path: str) -> int | None:
+def open_direct(path: str, *, follow_links: bool = False) -> int | None:
     """A write-only fd on the existing local file `path` that bypasses the page cache (O_DIRECT), or
     None where the platform or filesystem has no direct I/O (tmpfs, macOS, ...).
 
     Why: on the benchmark machine, filling page-cache pages costs ~2 CPU-s per GB written (buffered
     pwrite ~480 MB/s per core) and fsync then writes them anyway; direct writes go from our buffer to
     the disk, which sets the pace alone. The file still needs an fsync for the device's cache and
-    the metadata."""
+    the metadata. A symlink at `path` is never followed (one swapped into a temp folder must not
+    redirect our writes), unless `follow_links` says the link is known to be safe."""
     flag = getattr(os, "O_DIRECT", 0)
     if not flag:
         return None
+    if not follow_links:
+        flag |= os.O_NOFOLLOW
     try:
         return os.open(path, os.O_WRONLY | flag)
     except OSError:
@@ -36,7 +39,12 @@ def reopen_direct(fd: int) -> int | None:
     it through /proc/self/fd; None wherever that or direct I/O is not available."""
     if not os.path.isdir("/proc/self/fd"):
         return None
-    return open_direct(f"/proc/self/fd/{fd}")
+    # /proc/self/fd/N is a link by design, to the very file `fd` holds open: follow it, then check.
+    direct = open_direct(f"/proc/self/fd/{fd}", follow_links=True)
+    if direct is not None and not os.path.samestat(os.fstat(direct), os.fstat(fd)):
+        os.close(direct)
+        return None
+    return direct
 
 
 def direct_io_allows(offset: int, length: int) -> bool:

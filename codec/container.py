@@ -18,7 +18,7 @@ __all__ = [
     "ChunkEntry", "FrameHeader",
     "crc32c", "header_bytes", "parse_header", "encode_frame", "encode_frame_parts", "frame_header_bytes",
     "parse_frame_header", "decode_payload", "decode_frame", "decode_frame_into", "seek_table_bytes", "trailer_size",
-    "parse_footer", "parse_seek_table", "read_seek_table", "frame_offsets", "original_offsets",
+    "parse_footer", "parse_seek_table", "crc32c_combine", "content_crc", "READABLE_VERSIONS", "read_seek_table", "frame_offsets", "original_offsets",
     "read_exactly",
     "read_up_to",
 ]
@@ -30,7 +30,9 @@ SEEK_ENTRY_SIZE = 12
 TABLE_MARKER_SIZE = 4
 DEFAULT_CHUNK_SIZE = 4 * 2**20
 MAX_CHUNK_SIZE = 2**30
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Versions this reader knows: 1 (no whole-content CRC) and 2 (its CRC32C in the footer).
+READABLE_VERSIONS = (1, 2)
 
 HEADER_MAGIC = b"\x89DCZ"
 FRAME_MAGIC = b"DCZC"
@@ -117,8 +119,9 @@ def parse_header(header) -> int:
     magic, version, flags, reserved, chunk_size = _HEADER.unpack_from(header)
     if magic != HEADER_MAGIC:
         raise FormatError(f"not a .dcz container: magic is {magic!r}, expected {HEADER_MAGIC!r}")
-    if version != FORMAT_VERSION:
-        raise FormatError(f"unsupported .dcz format version {version} (this reader knows {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise FormatError(f"unsupported .dcz format version {version} (this reader knows "
+                          f"{', '.join(map(str, READABLE_VERSIONS))})")
     (stored_crc,) = _CRC.unpack_from(header, 12)
     if crc32c(header[:12]) != stored_crc:
         raise FormatError("file header CRC mismatch: the header is corrupted")
@@ -249,11 +252,70 @@ def trailer_size(chunk_count: int) -> int:
 
 
 def seek_table_bytes(entries: Sequence[ChunkEntry]) -> bytes:
-    """The `"DCZS"` seek table and the 32-byte footer that end a container."""
+    """The `"DCZS"` seek table and the 32-byte footer that end a container.
+
+    Version 2: the footer holds the CRC32C of the whole original content, combined from the
+    entries' CRCs and sizes (so parallel writers need nothing more than the entries), and the table
+    CRC covers it too."""
     body = b"".join(_ENTRY.pack(e.frame_size, e.original_size, e.crc) for e in entries)
     counts = _FOOTER_COUNTS.pack(len(entries), sum(e.original_size for e in entries))
-    table_crc = google_crc32c.extend(crc32c(body), counts)
-    return b"".join((TABLE_MAGIC, body, counts, _FOOTER_TAIL.pack(table_crc, 0, FOOTER_MAGIC)))
+    content = _CRC.pack(content_crc(entries))
+    table_crc = google_crc32c.extend(crc32c(body), counts + content)
+    return b"".join((TABLE_MAGIC, body, counts, _FOOTER_TAIL.pack(table_crc, 0, FOOTER_MAGIC)[:4],
+                     content, FOOTER_MAGIC))
+
+
+# CRC32C combination (zlib's crc32_combine: multiplication modulo the generator polynomial in
+# GF(2), reflected), with the Castagnoli polynomial: CRC(A + B) from CRC(A), CRC(B) and len(B).
+_CASTAGNOLI_REFLECTED = 0x82F63B78
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a * b modulo the polynomial, both reflected (bit 31 is x^0)."""
+    m = 1 << 31
+    p = 0
+    while True:
+        if a & m:
+            p ^= b
+            if (a & (m - 1)) == 0:
+                break
+        m >>= 1
+        b = (b >> 1) ^ _CASTAGNOLI_REFLECTED if b & 1 else b >> 1
+    return p
+
+
+_X2N = [1 << 30]  # x^(2^k) modulo the polynomial, k = 0..31
+for _ in range(31):
+    _X2N.append(_multmodp(_X2N[-1], _X2N[-1]))
+
+
+def _x8nmodp(n: int) -> int:
+    """x^(8n): the factor that moves a CRC past n zero bytes."""
+    p = 1 << 31  # x^0
+    k = 3
+    while n:
+        if n & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        n >>= 1
+        k += 1
+    return p
+
+
+def crc32c_combine(crc1: int, crc2: int, length2: int) -> int:
+    """CRC32C of the concatenation A + B, given crc32c(A), crc32c(B) and len(B)."""
+    return _multmodp(_x8nmodp(length2), crc1) ^ (crc2 & 0xFFFFFFFF)
+
+
+def content_crc(entries: Sequence[ChunkEntry]) -> int:
+    """CRC32C of the whole original content, combined from the chunks' CRCs in order."""
+    crc = 0
+    factors: dict[int, int] = {}  # most chunks share one size: one factor for all of them
+    for e in entries:
+        factor = factors.get(e.original_size)
+        if factor is None:
+            factor = factors[e.original_size] = _x8nmodp(e.original_size)
+        crc = _multmodp(factor, crc) ^ e.crc
+    return crc
 
 
 def parse_footer(footer, file_size: int | None = None) -> tuple[int, int]:
@@ -265,11 +327,9 @@ def parse_footer(footer, file_size: int | None = None) -> tuple[int, int]:
     if len(footer) != FOOTER_SIZE:
         raise FormatError(f"truncated container: footer has {len(footer)} of {FOOTER_SIZE} bytes")
     chunk_count, total = _FOOTER_COUNTS.unpack_from(footer)
-    _, reserved, magic = _FOOTER_TAIL.unpack_from(footer, 16)
+    _, _, magic = _FOOTER_TAIL.unpack_from(footer, 16)
     if magic != FOOTER_MAGIC:
         raise FormatError(f"bad footer magic {magic!r} (truncated or not a .dcz container)")
-    if reserved != 0:
-        raise FormatError(f"footer reserved field is {reserved:#x}, expected 0")
     if file_size is not None and HEADER_SIZE + trailer_size(chunk_count) > file_size:
         raise FormatError(f"footer declares {chunk_count} chunks, impossible in a {file_size}-byte file")
     return chunk_count, total
@@ -291,9 +351,15 @@ def parse_seek_table(table, footer, file_size: int | None = None,
         raise FormatError(f"bad seek table marker {table[:TABLE_MARKER_SIZE]!r}, expected {TABLE_MAGIC!r}")
     body = table[TABLE_MARKER_SIZE:]
     footer = bytes(footer)
-    (table_crc,) = _CRC.unpack_from(footer, 16)
-    if google_crc32c.extend(crc32c(body), footer[:16]) != table_crc:
-        raise FormatError("seek table CRC mismatch: the seek table or footer is corrupted")
+    table_crc, content = _FOOTER_TAIL.unpack_from(footer, 16)[:2]
+    body_crc = crc32c(body)
+    # Version 2 covers the whole-content CRC (bytes 20..23) too; version 1 has 0 there, uncovered.
+    has_content_crc = google_crc32c.extend(body_crc, footer[:16] + footer[20:24]) == table_crc
+    if not has_content_crc:
+        if google_crc32c.extend(body_crc, footer[:16]) != table_crc:
+            raise FormatError("seek table CRC mismatch: the seek table or footer is corrupted")
+        if content != 0:
+            raise FormatError(f"footer reserved field is {content:#x}, expected 0")
     if max_total_size is not None and total > max_total_size:
         raise FormatError(f"container declares {total} original bytes, above the limit of {max_total_size}")
     entries = [ChunkEntry(*fields) for fields in _ENTRY.iter_unpack(body)]
@@ -307,6 +373,9 @@ def parse_seek_table(table, footer, file_size: int | None = None,
     if sum(e.original_size for e in entries) != total:
         raise FormatError(f"seek table original sizes add up to {sum(e.original_size for e in entries)}, "
                           f"footer says {total}")
+    if has_content_crc and content_crc(entries) != content:
+        raise FormatError("the chunks' CRC32Cs do not combine to the whole content's CRC32C in the "
+                          "footer: chunks are missing, reordered or altered")
     expected_file_size = HEADER_SIZE + sum(e.frame_size for e in entries) + trailer_size(chunk_count)
     if file_size is not None and expected_file_size != file_size:
         raise FormatError(f"seek table describes a {expected_file_size}-byte file, the file has "

@@ -8,9 +8,10 @@ from typing import BinaryIO, Callable
 from codec.chunk import CODEC_HUFFMAN, CODEC_STORED
 from codec import parallel
 from codec.container import (
-    DEFAULT_CHUNK_SIZE, FORMAT_VERSION, FRAME_HEADER_SIZE, HEADER_SIZE, MAX_CHUNK_SIZE, ChunkEntry,
-    decode_frame, frame_offsets, original_offsets, parse_frame_header, parse_header, read_exactly,
-    read_seek_table,
+    DEFAULT_CHUNK_SIZE, FOOTER_SIZE, FORMAT_VERSION, FRAME_HEADER_SIZE, FRAME_MAGIC, HEADER_SIZE,
+    MAX_CHUNK_SIZE, SEEK_ENTRY_SIZE, TABLE_MAGIC, ChunkEntry, content_crc, decode_frame, decode_payload,
+    encode_frame_parts, frame_offsets, header_bytes, original_offsets, parse_frame_header, parse_header,
+    parse_seek_table, read_exactly, read_seek_table, read_up_to, seek_table_bytes, trailer_size,
 )
 
 __all__ = ["encode", "decode", "compress_stream", "decompress_stream", "decode_range", "info", "verify"]
@@ -103,7 +104,8 @@ def info(f, file_size: int | None = None) -> dict:
     f, file_size = source.file, source.size
     entries = read_seek_table(f, file_size)
     f.seek(0)
-    chunk_size = parse_header(read_exactly(f, HEADER_SIZE, "file header"))
+    header_bytes_read = read_exactly(f, HEADER_SIZE, "file header")
+    chunk_size = parse_header(header_bytes_read)
     chunks = []
     for index, (entry, offset, original_offset) in enumerate(
             zip(entries, frame_offsets(entries), original_offsets(entries))):
@@ -120,7 +122,7 @@ def info(f, file_size: int | None = None) -> dict:
               for codec_id, name in _CODEC_NAMES.items()}
     return {
         "format": "dcz",
-        "format_version": FORMAT_VERSION,
+        "format_version": header_bytes_read[4],
         "chunk_size": chunk_size,
         "chunks": len(entries),
         "original_size": original_size,
@@ -128,6 +130,9 @@ def info(f, file_size: int | None = None) -> dict:
         # compression ratio, original / compressed: higher is better, below 1 means it grew.
         "ratio": round(original_size / file_size, 4),
         "codecs": codecs,
+        # CRC32C of the whole original content: stored in the footer from version 2 on (and checked
+        # against the chunks' CRCs whenever the seek table is read); combined from them for version 1.
+        "content_crc32c": f"{content_crc(entries):08x}",
         "entries": chunks,
     }
 

@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from codec import container
 from codec.sizes import parse_size
-from adapters import storage
+from adapters import cancellation, storage
 from adapters.jobs import JobRequest
 from pipelines.options import has_option, new_pipeline
 from transforms.assemble import PublishContainers, PublishDecoded
@@ -202,6 +202,7 @@ def run(argv: Sequence[str] | None = None):
 def _run_parsed(known, pipeline_args):
     job_id = known.job_id or new_job_id()
     known.job_id = job_id
+    cancellation.reset()  # an earlier job's stop request is not this one's
     log_event("job-started", job_id, mode=known.mode, input=known.input, output=known.output,
               chunk_size=known.chunk_size)
     with new_pipeline(pipeline_args) as pipeline:

@@ -1,23 +1,31 @@
 """The `dcas` command line: a thin argparse front end over `services.compression`, `services.jobs` and `services.stack`."""
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import logging
 import os
-import shlex
 import signal
 import sys
-import threading
+
+# Run as the `dcas` program, Ctrl-C while the interpreter still imports (numba, the codec: a second
+# or more) ends the process quietly with the signal's default action instead of a traceback; main()
+# makes it KeyboardInterrupt for the work, and the default again for the shutdown.
+_AS_PROGRAM = __name__ == "__main__" or os.path.basename(sys.argv[0]) == "dcas"
+if _AS_PROGRAM:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+import argparse  # noqa: E402 - after the handler above, on purpose
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import shlex  # noqa: E402
+import threading  # noqa: E402
 from dataclasses import dataclass
 from typing import Callable, NoReturn, Sequence, TextIO
 
-from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
-from codec.errors import FormatError
-from codec.sizes import parse_size
-from services import compression
-from services.progress import ProgressBar, format_bytes
+from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE  # noqa: E402
+from codec.errors import FormatError  # noqa: E402
+from codec.sizes import parse_size  # noqa: E402
+from services import compression  # noqa: E402
+from services.progress import ProgressBar, format_bytes  # noqa: E402
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -110,8 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     decompress.add_argument("src", metavar="SRC")
     decompress.add_argument("-o", "--output", metavar="DST",
                             help="output file, '-' for stdout (default: SRC without .dcz)")
-    decompress.add_argument("--max-size", type=_size_argument, default=None, metavar="SIZE",
-                            help="refuse containers that declare more than SIZE original bytes")
+    verify = commands.add_parser("verify", help="decode every chunk and check every checksum",
+                                 description="Decode FILE in full and check every CRC32C.")
+    for sub in (decompress, verify):
+        sub.add_argument("--max-size", type=_size_argument, default=None, metavar="SIZE",
+                         help="refuse containers that declare more than SIZE original bytes "
+                              "(a local output is always checked against the free space first)")
+        sub.add_argument("--max-chunk-size", type=_chunk_size_argument, default=None, metavar="SIZE",
+                         help="refuse chunks that declare more than SIZE bytes: decoding holds one "
+                              f"in memory (default: {compression.DEFAULT_MAX_DECODE_CHUNK // 2**20}MiB)")
 
     for sub in (compress, decompress):
         sub.add_argument("-f", "--force", action="store_true", help="overwrite an existing DST")
@@ -136,11 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Print chunks, sizes, ratio and checksums as JSON.")
     info.add_argument("file", metavar="FILE")
 
-    verify = commands.add_parser("verify", help="decode every chunk and check every checksum",
-                                 description="Decode FILE in full and check every CRC32C.")
     verify.add_argument("file", metavar="FILE")
     verify.add_argument("-q", "--quiet", action="store_true", help="print nothing when FILE is OK")
     _add_job_commands(commands)
+
+    clean = commands.add_parser(
+        "clean", help="remove what killed runs left in a folder",
+        description="Remove the temp folders and files that runs killed before they could clean up "
+                    "(kill -9, a crash, a power cut) left in DIR, after completing or undoing a "
+                    "publication they were in. A running job's files are never touched.")
+    clean.add_argument("directory", metavar="DIR")
+    clean.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     return parser
 
 
@@ -225,6 +246,7 @@ class _Console:
     stdout: TextIO
     stderr: TextIO
     progress: ProgressBar | None = None
+    output: str | None = None  # DST given by path, once known
 
     def progress_bar(self, label: str, quiet: bool, total: Callable[[], int | None]) -> ProgressBar:
         show = not quiet and self.stderr.isatty()
@@ -243,6 +265,7 @@ def _transfer(args: argparse.Namespace, console: _Console) -> None:
         raise UsageError("refusing to write compressed data to a terminal (use -o DST)")
     src_arg = console.stdin.buffer if args.src == STDIO else args.src
     dst_arg = console.stdout.buffer if dst == STDIO else dst
+    console.output = None if dst == STDIO else dst
     engine = compression.choose_engine(src_arg, dst_arg, workers=args.workers, runner=args.runner,
                                        pipeline_args=args.pipeline_args, engine=args.engine,
                                        threads=args.threads)
@@ -254,7 +277,8 @@ def _transfer(args: argparse.Namespace, console: _Console) -> None:
         progress = console.progress_bar("decompress", args.quiet,
                                         lambda: compression.original_size(src_arg))
         stats = compression.decompress_file(src_arg, dst_arg, max_size=args.max_size,
-                                            progress=progress, overwrite=args.force, engine=engine)
+                                            progress=progress, overwrite=args.force, engine=engine,
+                                            max_chunk_size=args.max_chunk_size)
     console.clear_progress()
     if not args.quiet:
         verb = "compressed" if args.command == "compress" else "decompressed"
@@ -271,7 +295,8 @@ def _info(args: argparse.Namespace, console: _Console) -> None:
 def _verify(args: argparse.Namespace, console: _Console) -> None:
     _require_file(args.file)
     progress = console.progress_bar("verify", args.quiet, lambda: compression.original_size(args.file))
-    result = compression.verify_file(args.file, progress=progress)
+    result = compression.verify_file(args.file, progress=progress, max_size=args.max_size,
+                                     max_chunk_size=args.max_chunk_size)
     console.clear_progress()
     if not args.quiet:
         print(f"{args.file}: OK ({result['chunks']} chunks, {format_bytes(result['original_size'])})",
@@ -395,16 +420,39 @@ def _google_errors():
         raise JobError(f"the job service did not answer: {' '.join(str(e).split())}") from None
 
 
+def _clean(args: argparse.Namespace, console: _Console) -> None:
+    if not os.path.isdir(args.directory):
+        raise compression.InputError(f"not a folder: {args.directory}")
+    removed = compression.clean_leftovers(args.directory)
+    if not args.quiet:
+        print(f"{args.directory}: removed {len(removed)} leftover(s)"
+              + "".join(f"\n  {name}" for name in removed), file=console.stdout)
+
+
 _COMMANDS = {"compress": _transfer, "decompress": _transfer, "info": _info, "verify": _verify,
-             "submit": _submit, "status": _status, "cancel": _cancel, "stack": _stack}
+             "clean": _clean, "submit": _submit, "status": _status, "cancel": _cancel, "stack": _stack}
 
 
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
          stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Runs one `dcas` command and returns its exit status. Every failure becomes one
     `dcas: error:` line; only --help's SystemExit(0) escapes."""
+    if not _AS_PROGRAM:
+        return _main(argv, stdin=stdin, stdout=stdout, stderr=stderr)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _main(argv, stdin=stdin, stdout=stdout, stderr=stderr)
+    finally:
+        # Interpreter shutdown (joining threads, flushing) is no place for a traceback either.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
+          stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     console = _Console(stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr)
     input_name = "input"
+    _terminate_like_interrupt()
 
     def fail(message: str, status: int) -> int:
         console.clear_progress()
@@ -421,11 +469,14 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         input_name = getattr(args, "src", None) or getattr(args, "file", None) or input_name
         if input_name == STDIO:
             input_name = "stdin"
-        with _sigterm_raises():
-            _COMMANDS[args.command](args, console)
+        _COMMANDS[args.command](args, console)
         return EXIT_OK
     except UsageError as e:
         return fail(str(e), EXIT_USAGE)
+    except compression.InterruptedAfterPublication as e:
+        console.clear_progress()
+        print(f"dcas: {e}", file=console.stderr)
+        return EXIT_OK
     except compression.OutputExistsError as e:
         return fail(f"{e} (use --force to overwrite)", EXIT_FAILURE)
     except compression.ServiceError as e:
@@ -444,10 +495,13 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         return fail(f"{e.strerror or e}{where}", EXIT_FAILURE)
     except MemoryError:
         return fail("out of memory (try a smaller --chunk-size)", EXIT_FAILURE)
-    except KeyboardInterrupt:
-        return fail("interrupted", EXIT_INTERRUPTED)
-    except _Terminated:
-        return fail("terminated", EXIT_TERMINATED)
+    except KeyboardInterrupt as e:
+        if console.output is not None and compression.was_published(console.output):
+            console.clear_progress()
+            print(f"dcas: interrupted after {console.output} was published; the output is complete",
+                  file=console.stderr)
+            return EXIT_OK
+        return fail("interrupted", 128 + getattr(e, "signum", signal.SIGINT))
     except Exception as e:  # a bug: still one line, but keep the traceback one variable away
         if os.environ.get("DCAS_DEBUG"):
             raise
@@ -461,26 +515,19 @@ def _service_errors() -> tuple[type[Exception], ...]:
     from services.jobs import JobError
     from services.stack import StackError
     return JobError, StackError
-class _Terminated(BaseException):
-    """SIGTERM (kill, timeout, a service manager stopping us), raised in the main thread like
-    Ctrl-C's KeyboardInterrupt, so the same cleanup runs: workers stop, temp outputs are removed.
-    Without it the default action ends the process on the spot and leaves the temp file behind."""
 
 
-@contextlib.contextmanager
-def _sigterm_raises():
+def _terminate_like_interrupt() -> None:
+    """SIGTERM does what Ctrl-C does: stop, remove what the run left, one line, exit 143 (128 + 15).
+
+    Only the main thread may install handlers (tests call main() from others)."""
     if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
         return
 
-    def terminate(signum, frame):
-        raise _Terminated()
+    def terminated(signum, frame):
+        raise compression.Interrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    signal.signal(signal.SIGTERM, terminated)
 
 
 def split_pipeline_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:

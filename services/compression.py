@@ -5,20 +5,23 @@ import contextlib
 import io
 import os
 import re
+import signal
 import stat
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Protocol, Sequence, Union
 
 import codec
+from adapters import cancellation, local_files
 from codec.container import DEFAULT_CHUNK_SIZE, FRAME_HEADER_SIZE, parse_frame_header, read_seek_table
 
 __all__ = [
-    "ServiceError", "InputError", "OutputError", "OutputExistsError", "FileFailedError", "DamagedContainerError", "Engine",
-    "LocalEngine", "StreamEngine", "BeamEngine", "ENGINES", "choose_engine", "compress_file", "decompress_file", "file_info",
-    "verify_file", "source_size", "original_size", "atomic_output", "LOCAL_RUNNER",
+    "ServiceError", "InputError", "OutputError", "OutputExistsError", "FileFailedError", "Interrupted",
+    "InterruptedAfterPublication", "DamagedContainerError", "Engine", "LocalEngine", "StreamEngine",
+    "BeamEngine", "ENGINES", "choose_engine", "compress_file", "decompress_file", "file_info",
+    "verify_file", "DEFAULT_MAX_DECODE_CHUNK", "clean_leftovers", "was_published", "source_size",
+    "original_size", "atomic_output", "LOCAL_RUNNER",
 ]
 
 LOCAL_RUNNER = "DirectRunner"
@@ -48,6 +51,23 @@ class OutputExistsError(OutputError):
     def __init__(self, path: Path | str) -> None:
         super().__init__(f"output file already exists: {path}")
         self.path = path
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the job; whatever it left behind was removed."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__("interrupted")
+        self.signum = signum
+
+
+class InterruptedAfterPublication(ServiceError):
+    """A signal came after the output was complete and in place: it is kept, the run succeeded."""
+
+    def __init__(self, path: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(f"interrupted after {path} was published; the output is complete")
+        self.path = path
+        self.signum = signum
 
 
 class FileFailedError(ServiceError):
@@ -116,22 +136,19 @@ class LocalEngine:
     def decompress(self, src: BinaryIO, dst: BinaryIO, *, max_size: int | None,
                    progress: Progress | None) -> dict:
         return codec.decompress_stream(src, dst, max_size=max_size, progress=progress,
-                                       threads=self.threads)
+                                       threads=self.threads, max_chunk_size=DEFAULT_MAX_DECODE_CHUNK)
 
 
 # The in-process engine's name before it ran threads; kept for callers that subclass it.
 StreamEngine = LocalEngine
 
 
-def _file_version(f: BinaryIO) -> tuple | None:
+def _file_version(f: BinaryIO) -> str | None:
     """What changes when a regular file is modified or replaced; None for pipes and the like."""
     try:
-        st = os.fstat(f.fileno())
+        return local_files.file_version(f.fileno())
     except (AttributeError, OSError, io.UnsupportedOperation):
         return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _check_unchanged(src: Source, f: BinaryIO, version: tuple | None) -> None:
@@ -190,6 +207,13 @@ class BeamEngine:
         """The service layer's promises, checked before the pipeline starts; returns SRC's size."""
         if self.runner == "DataflowRunner" and not (_is_remote(src) and _is_remote(dst)):
             raise ServiceError("Dataflow workers cannot reach local files: give SRC and DST as gs:// paths")
+        for path in (src, dst):
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                raise InputError(f"{shown}: the pipeline takes only UTF-8 file names; rename the file, "
+                                 "or leave out --workers/--runner to code it in this process") from None
         if _is_remote(src):
             size = _remote_size(src)
             if size is None:
@@ -199,6 +223,9 @@ class BeamEngine:
                 size = os.fstat(f.fileno()).st_size
         if _is_remote(dst):
             FileSystems = _beam_filesystems()
+            from adapters import storage
+            if dst.startswith("gs://") and not storage.bucket_exists(dst):
+                raise OutputError(f"output bucket does not exist: {dst.split('/')[2]} ({dst})")
             if dst.endswith("/"):
                 raise OutputError(f"output is a directory: {dst} (name the output file)")
             if dst == src:
@@ -227,36 +254,130 @@ class BeamEngine:
     def _run(self, src: str, dst: str, mode: str, chunk_size: int, progress: Progress | None,
              total: int, probe_for: Callable[[str], Callable[[], int]], overwrite: bool) -> dict:
         # Imported here: Beam takes a second or two to import, which `info` and pipes never need.
-        from pipelines.batch import run_job
         from adapters import storage
         from transforms.observability import new_job_id
 
         job_id = new_job_id()  # ours, so we know where the job's temp objects are
         temp_dir = storage.temp_dir_for(dst, job_id)
+        remote = _is_remote(dst)
+        try:
+            if not remote:
+                clean_leftovers(os.path.dirname(os.path.abspath(dst)))  # what killed runs left here
+            # Our lease on the job's temp folder: `dcas clean` and later runs leave it alone while we live.
+            with contextlib.nullcontext() if remote else local_files.job_lease(temp_dir):
+                storage.prepare_temp_dir(temp_dir)  # a private folder, or a clear error before any work
+                return self._run_job(src, dst, mode, chunk_size, progress, total, probe_for, overwrite,
+                                     job_id, temp_dir)
+        except local_files.UnsafeTempDirError as e:
+            raise OutputError(str(e)) from None
+        finally:
+            if not remote:
+                local_files.remove_if_empty(_parent(temp_dir))  # the shared .dcas-tmp, once unused
+
+    def _run_job(self, src, dst, mode, chunk_size, progress, total, probe_for, overwrite, job_id,
+                 temp_dir) -> dict:
+        from pipelines.batch import run_job
+        from adapters import storage
         failures_path = _join(_parent(temp_dir), f"{job_id}.failures.csv")
         extra_args = [*self.pipeline_args, f"--job_id={job_id}"]
         succeeded = False
-        try:
-            with _polling(progress, probe_for(temp_dir), total, _is_remote(dst)):
+        cancellation.reset()
+        with _StopOnSignals() as signals:
+            try:
                 try:
-                    stats = run_job(src, dst, mode, chunk_size=chunk_size, workers=self.workers,
-                                    runner=self.runner, extra_args=extra_args, failures=failures_path,
-                                    overwrite=overwrite)
-                except FileNotFoundError:
-                    raise InputError(f"input file not found: {src}") from None
-                except ValueError as e:
-                    raise ServiceError(str(e)) from None
-            if stats["files_failed"] or stats["files_written"] != 1:
-                reasons = [error for _, error in stats["failures"]]
-                if not overwrite and any(": FileExistsError: " in reason for reason in reasons):
-                    raise OutputExistsError(dst)  # it appeared during the run; it was kept
-                raise _file_failed(src, reasons)
-            succeeded = True
-        finally:
-            _remove_job_leftovers(storage, temp_dir, failures_path, dst, succeeded)
+                    with _polling(progress, probe_for(temp_dir), total, _is_remote(dst)):
+                        stats = run_job(src, dst, mode, chunk_size=chunk_size, workers=self.workers,
+                                        runner=self.runner, extra_args=extra_args, failures=failures_path,
+                                        overwrite=overwrite)
+                    cancellation.fault_point("job-finished")
+                except Exception as e:
+                    if signals.received:  # what Beam makes of workers that stopped: not the story
+                        raise Interrupted(signals.received[0]) from None
+                    if isinstance(e, FileNotFoundError):
+                        raise InputError(f"input file not found: {src}") from None
+                    if isinstance(e, ValueError):
+                        raise ServiceError(str(e)) from None
+                    raise
+                published = not stats["files_failed"] and stats["files_written"] == 1
+                if signals.received:
+                    succeeded = published
+                    if published:
+                        _PUBLISHED.add(dst)
+                        raise InterruptedAfterPublication(dst, signals.received[0])
+                    raise Interrupted(signals.received[0])
+                if not published:
+                    reasons = [error for _, error in stats["failures"]]
+                    if not overwrite and any(": FileExistsError: " in reason for reason in reasons):
+                        raise OutputExistsError(dst)  # it appeared during the run; it was kept
+                    raise _file_failed(src, reasons)
+                succeeded = True
+                _PUBLISHED.add(dst)
+            finally:
+                signals.cleaning = True  # further signals wait: a half-done clean-up helps nobody
+                if not succeeded:
+                    # Workers still running (a second Ctrl-C cut the drain short) stop at their next
+                    # chunk; a publication in flight finishes or rolls back before we look.
+                    cancellation.request_stop()
+                    cancellation.wait_for_publications(timeout=120)
+                    from transforms.assemble import recover_publications
+                    with contextlib.suppress(Exception):
+                        recover_publications(temp_dir)
+                _remove_job_leftovers(storage, temp_dir, failures_path, dst, succeeded)
+                cancellation.reset()  # this job is over; the process may run others
         if progress is not None:
             progress(total)
         return stats
+
+
+class _StopOnSignals:
+    """While the pipeline runs: the first SIGINT or SIGTERM asks the workers to stop (they fail
+    their files at the next chunk or publication step, so the job drains and Beam shuts down in
+    order); a second one interrupts at once. During the clean-up, signals are noted, not acted on.
+    Only the main thread can install handlers; elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.cleaning = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        first = not self.received
+        self.received.append(signum)
+        cancellation.request_stop()
+        if not first and not self.cleaning:
+            raise Interrupted(self.received[0])
+
+    def __enter__(self) -> "_StopOnSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+# Outputs this process published: an interrupt that comes after is reported as such, not as a failure.
+_PUBLISHED: set[str] = set()
+
+
+def clean_leftovers(directory: str | os.PathLike) -> list[str]:
+    """Removes what killed runs left in a local folder (their temp folders and files, after
+    completing or undoing a publication they were in), never a live run's; returns the names."""
+    return local_files.clean_leftovers(os.fspath(directory), recover=_recover_job)
+
+
+def _recover_job(job_dir: str) -> None:
+    # Only a job killed while it published a container has a journal: Beam is imported for it alone.
+    if any(name.endswith(local_files.JOURNAL_SUFFIX) for name in os.listdir(job_dir)):
+        from transforms.assemble import recover_publications
+        recover_publications(job_dir)
+
+
+def was_published(dst: Destination) -> bool:
+    """True if this process published `dst` (a path) completely: a later Ctrl-C changes nothing."""
+    return isinstance(dst, (str, os.PathLike)) and os.fspath(dst) in _PUBLISHED
 
 
 def _polling(progress: Progress | None, measure: Callable[[], int], total: int, remote: bool):
@@ -280,9 +401,6 @@ def _join(directory: str, name: str) -> str:
     return f"{directory}/{name}" if _is_remote(directory) else os.path.join(directory, name)
 
 
-_PUBLISH_TEMP = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{32}\.tmp")
-
-
 def _remove_job_leftovers(storage, temp_dir: str, failures_path: str, dst: str, succeeded: bool) -> None:
     """The job's temp dir and failures CSV; after a failure or Ctrl-C also the publication temp
     file a killed worker could not remove (`.NAME.<uuid hex>.tmp` beside DST)."""
@@ -292,15 +410,14 @@ def _remove_job_leftovers(storage, temp_dir: str, failures_path: str, dst: str, 
         storage.remove_temp_dir(temp_dir)
     if _is_remote(dst):
         return
-    with contextlib.suppress(OSError):
-        os.rmdir(_parent(temp_dir))  # the shared .dcas-tmp, only once no other job uses it
+    local_files.remove_if_empty(_parent(temp_dir))  # the shared .dcas-tmp, once no other job uses it
     if succeeded:
         return
     directory, name = os.path.split(os.path.abspath(dst))
     with contextlib.suppress(OSError):
         for entry in os.scandir(directory):
-            match = _PUBLISH_TEMP.fullmatch(entry.name)
-            if match and match["name"] == name:
+            if (local_files.is_publication_temp_of(entry.name, name)
+                    and entry.stat(follow_symlinks=False).st_uid == os.geteuid()):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 
@@ -409,6 +526,9 @@ def choose_engine(src: Source, dst: Destination, *, workers: int | None = None,
     paths = isinstance(src, (str, os.PathLike)) and isinstance(dst, (str, os.PathLike))
     remote = _is_remote(src) or _is_remote(dst)
     pipeline_asked = workers is not None or runner != LOCAL_RUNNER or bool(pipeline_args)
+    # A device or FIFO as DST (`-o /dev/null`) is written into as a stream, never replaced: only
+    # the in-process engine does that.
+    special_output = paths and not remote and local_files.is_special(dst)
     if engine == "local":
         if remote or pipeline_asked:
             raise ServiceError("--engine local codes local files and pipes in this process: gs:// "
@@ -418,6 +538,9 @@ def choose_engine(src: Source, dst: Destination, *, workers: int | None = None,
         if not paths:
             raise ServiceError("the Beam pipeline needs SRC and DST given as paths: a pipe cannot be "
                                "split into byte ranges")
+        if special_output:
+            raise ServiceError(f"the Beam pipeline publishes files and cannot write into {os.fspath(dst)}, "
+                               "a device or FIFO: use the local engine")
         if threads is not None:
             raise ServiceError("--threads is for the local engine; the pipeline takes --workers")
         return BeamEngine(workers=workers or 0, runner=runner, pipeline_args=pipeline_args)
@@ -436,9 +559,14 @@ def compress_file(src: Source, dst: Destination, *, chunk_size: int = DEFAULT_CH
 
 def decompress_file(src: Source, dst: Destination, *, max_size: int | None = None,
                     progress: Progress | None = None, overwrite: bool = False,
-                    engine: Engine | None = None) -> dict:
+                    engine: Engine | None = None, max_chunk_size: int | None = None) -> dict:
     """Decompresses the `.dcz` file `src` into `dst`; a bad container raises `codec.FormatError`
-    (or, for damage the pipeline finds in a chunk, `FileFailedError`) and leaves no output behind."""
+    (or, for damage the pipeline finds in a chunk, `FileFailedError`) and leaves no output behind.
+
+    Before any work, whatever the engine: the declared sizes against `max_size`, against
+    `max_chunk_size` per chunk (default DEFAULT_MAX_DECODE_CHUNK: decoding holds a chunk in
+    memory) and against the free space where a local `dst` will be written."""
+    _check_declared_sizes(src, dst, max_size, max_chunk_size or DEFAULT_MAX_DECODE_CHUNK)
     engine = engine or choose_engine(src, dst)
     started = time.perf_counter()  # fsync and rename count: the output is not safe before them
     stats = engine.decompress_file(src, dst, max_size=max_size, progress=progress, overwrite=overwrite)
@@ -447,14 +575,61 @@ def decompress_file(src: Source, dst: Destination, *, max_size: int | None = Non
 
 def file_info(path: str | os.PathLike) -> dict:
     """The container's description (chunks, sizes, ratio, checksums) as a JSON-ready dict."""
-    with _open_input(path) as f:
-        return {"file": str(path), **codec.info(f, os.fstat(f.fileno()).st_size)}
+    with _open_container(path) as (f, size):
+        return {"file": os.fspath(path), **codec.info(f, size)}
 
 
-def verify_file(path: str | os.PathLike, *, progress: Progress | None = None) -> dict:
-    """Decodes every chunk and checks every checksum; raises `codec.FormatError` on the first fault."""
+@contextlib.contextmanager
+def _open_container(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
+    """(file, size) of a local or gs:// container (a gs:// name must not go through Path())."""
+    if _is_remote(path):
+        size = _remote_size(os.fspath(path))
+        if size is None:
+            raise InputError(f"input file not found: {os.fspath(path)}")
+        with _open_path(path) as f:
+            yield f, size
+        return
     with _open_input(path) as f:
-        return {"file": str(path), **codec.verify(f, os.fstat(f.fileno()).st_size, progress=progress)}
+        yield f, os.fstat(f.fileno()).st_size
+
+
+def verify_file(path: str | os.PathLike, *, progress: Progress | None = None, max_size: int | None = None,
+                max_chunk_size: int | None = None) -> dict:
+    """Decodes every chunk and checks every checksum; raises `codec.FormatError` on the first fault.
+    `max_size` and `max_chunk_size` (default DEFAULT_MAX_DECODE_CHUNK) as in decompress_file."""
+    with _open_container(path) as (f, size):
+        return {"file": os.fspath(path), **codec.verify(f, size, max_size=max_size,
+                                                  progress=progress,
+                                                  max_chunk_size=max_chunk_size or DEFAULT_MAX_DECODE_CHUNK)}
+
+
+# Decoding holds one chunk per worker, and a few bytes of run blocks can declare a 1 GiB chunk: so
+# by default no chunk over this size is decoded (raise it with --max-chunk-size, up to 1 GiB).
+# dcas writes 4 MiB chunks unless told otherwise.
+DEFAULT_MAX_DECODE_CHUNK = 256 * 2**20
+
+
+def _check_declared_sizes(src: Source, dst: Destination, max_size: int | None, max_chunk_size: int) -> None:
+    """The bomb guard before any work: FormatError for a declared size over a limit, OutputError
+    when a local output would not fit. Pipes are checked chunk by chunk as they are decoded."""
+    size = source_size(src)
+    if size is None:
+        return
+    try:
+        with _open_path(src) as f:
+            entries = read_seek_table(f, size, max_size)
+    except OSError:
+        return  # the engine reports an unreadable input in its own words
+    for index, entry in enumerate(entries):
+        if entry.original_size > max_chunk_size:
+            raise codec.FormatError(
+                f"chunk {index} declares {entry.original_size} original bytes, above the limit of "
+                f"{max_chunk_size} per chunk (raise it with --max-chunk-size)")
+    if isinstance(dst, (str, os.PathLike)) and not _is_remote(dst) and not local_files.is_special(dst):
+        try:
+            local_files.check_free_space(os.fspath(dst), sum(entry.original_size for entry in entries))
+        except OSError as e:
+            raise OutputError(f"{dst}: {e.strerror}") from None
 
 
 def source_size(src: Source) -> int | None:
@@ -549,63 +724,66 @@ def atomic_output(path: Path, *, overwrite: bool = False) -> Iterator[BinaryIO]:
     On any exception, Ctrl-C included, the temp file is removed and an existing `path` is untouched,
     so a reader never sees a half-written output. The existence check happens before any work (to
     fail fast) and again at the rename, without a race when the filesystem supports hard links.
+    The temp file is created anew (never through a symlink) and the file renamed into place must
+    be the one written. An existing device or FIFO (`-o /dev/null`) is written into, as a shell
+    redirection would, and never replaced; a block device (a disk) only with `overwrite`.
     """
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"output is a directory: {path}")
+    if local_files.is_special(path):
+        with _open_special(path, overwrite) as f:
+            yield f
+        return
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(path)
     directory = path.parent
+    clean_leftovers(directory)  # what killed runs left here; never a live one's
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        # 0666 less the umask: the permissions a plain open() would give the output. Locked while
+        # we write it: clean_leftovers leaves it alone.
+        tmp, fd = local_files.create_publication_temp(os.fspath(path), 0o666)
     except FileNotFoundError:
         raise OutputError(f"output directory does not exist: {directory}") from None
     except OSError as e:
         raise OutputError(f"cannot create a file in {directory}: {e.strerror or e}") from None
-    tmp = Path(tmp_name)
+    lock_fd = os.dup(fd)  # holds the lock (one open file description) until the rename is done
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp makes 0600 files; give the output the permissions a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        _publish(tmp, path, overwrite)
-        _fsync_directory(directory)
+            written = os.fstat(f.fileno())
+        cancellation.fault_point("output-written")
+        try:
+            local_files.publish_file(tmp, os.fspath(path), overwrite=overwrite, written=written)
+        except local_files.SpecialFileError:
+            raise OutputError(f"output became a device or other special file while the job ran: {path}") from None
+        except FileExistsError:
+            raise OutputExistsError(path) from None
+        except local_files.UnsafeTempDirError as e:
+            raise OutputError(str(e)) from None
+        local_files.fsync_directory(directory)
+        _PUBLISHED.add(os.fspath(path))
+        cancellation.fault_point("output-published")
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
+    finally:
+        os.close(lock_fd)
 
 
-def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(tmp, path)
-        return
+@contextlib.contextmanager
+def _open_special(path: Path, overwrite: bool) -> Iterator[BinaryIO]:
+    mode = os.stat(path).st_mode
+    if stat.S_ISBLK(mode) and not overwrite:
+        raise OutputExistsError(path)  # writing into a disk asks for --force
+    if stat.S_ISSOCK(mode):
+        raise OutputError(f"output is a socket: {path}")
     try:
-        os.link(tmp, path)  # fails if `path` appeared meanwhile, unlike rename
-    except FileExistsError:
-        raise OutputExistsError(path) from None
-    except OSError:
-        # No hard links here (some FUSE and network filesystems): check, then rename.
-        if os.path.lexists(path):
-            raise OutputExistsError(path) from None
-        os.replace(tmp, path)
-        return
-    tmp.unlink()
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform, which is fine.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))  # no O_TRUNC, no O_CREAT
+    except OSError as e:
+        raise OutputError(f"cannot write to {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "wb") as f:
+        yield f

@@ -14,6 +14,7 @@ from emulators import (start_fake_gcs_server, start_firestore_emulator,
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "faults: the fault-injection suite (run alone with -m faults)")
 
 
 @pytest.fixture(scope="session")

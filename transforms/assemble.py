@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import sys
 import time
 from importlib import metadata as package_metadata
 
@@ -11,21 +13,20 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from codec import container
-from adapters import storage
+from adapters import cancellation, storage
 from adapters.jobs import Failure
 from transforms.decode import ContainerJob, decoded_temp_path, decodes_in_place
 from transforms.encode import PartRecord
 from transforms.failures import FAILED, combined_failure, failure_reason
 from transforms.observability import inc_counter, log_event
-from transforms.planning import FileJob, chunk_count, part_path
+from transforms.planning import METADATA_SUFFIX, FileJob, chunk_count, part_path
 
-__all__ = ["METADATA_SUFFIX", "FileResult", "metadata_path", "ordered_parts", "failure_reason",
-           "container_metadata", "publish_container", "publish_decoded", "compress_part_count",
-           "decode_part_count", "leftover_temp_paths", "count_published", "file_key",
-           "PublishContainers", "PublishDecoded"]
+__all__ = ["METADATA_SUFFIX", "JOURNAL_SUFFIX", "FileResult", "metadata_path", "ordered_parts", "failure_reason",
+           "container_metadata", "publish_container", "publish_decoded", "recover_publication",
+           "recover_publications", "compress_part_count", "decode_part_count", "leftover_temp_paths",
+           "count_published", "file_key", "PublishContainers", "PublishDecoded"]
 
-# The metadata object sits beside its container: `name.dcz` -> `name.dcz.meta.json`.
-METADATA_SUFFIX = ".meta.json"
+from adapters.local_files import JOURNAL_SUFFIX  # noqa: E402 - the temp folder's naming has one owner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +78,8 @@ def container_metadata(job: FileJob, entries, chunk_size: int, table, compressed
         "ratio": round(job.size / compressed_size, 6) if job.size else 0.0,
         "chunks": len(entries),
         "chunk_size": chunk_size,
-        "checksums": {"algorithm": "crc32c", "chunks": [f"{e.crc:08x}" for e in entries]},
+        "checksums": {"algorithm": "crc32c", "content": f"{container.content_crc(entries):08x}",
+                      "chunks": [f"{e.crc:08x}" for e in entries]},
         "codec": {"name": "dcz", "format_version": container.FORMAT_VERSION,
                   "dcas_version": _package_version()},
         "frequencies": [int(count) for count in table] if table is not None else [0] * 256,
@@ -125,7 +127,7 @@ def _gone(path: str) -> bool:
 
 
 def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: str,
-                      overwrite: bool = True) -> FileResult:
+                      overwrite: bool = True, checkpoint=cancellation.check) -> FileResult:
     """Writes header and trailer objects, the metadata, then publishes header+parts+trailer atomically.
 
     Idempotent: a retried bundle that runs this again after an earlier attempt published the file
@@ -133,6 +135,9 @@ def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: s
     If the container cannot be published, the metadata beside it is what it was before (an older
     one is restored from a copy). `overwrite=False`: neither the container nor its metadata may
     replace an existing object (FileExistsError), even one created while the job ran.
+    `checkpoint()` is called between the steps and may raise to stop (cancellation.check does
+    once the process is asked to stop); whatever stops publication, the metadata is rolled back
+    unless the container made it.
     """
     started = time.perf_counter()
     parts = ordered_parts(job.source, records, len(storage.plan_parts(chunk_count(job.size, chunk_size))))
@@ -140,6 +145,7 @@ def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: s
     compressed_size = (container.HEADER_SIZE + sum(e.frame_size for e in entries)
                        + container.trailer_size(len(entries)))
     trailer_bytes = container.seek_table_bytes(entries)
+    _check_against_source_checksum(job, entries)
 
     def result() -> FileResult:
         return FileResult(job.source, job.destination, job.size, compressed_size, len(entries),
@@ -158,30 +164,96 @@ def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: s
     timings = {"worker_seconds": round(sum(part.seconds for part in parts), 6),
                "slowest_part_seconds": round(max((part.seconds for part in parts), default=0.0), 6)}
     description = container_metadata(job, entries, chunk_size, table, compressed_size, timings)
-    _write_object(meta, json.dumps(description, separators=(",", ":")).encode("utf-8") + b"\n")
+    meta_bytes = json.dumps(description, separators=(",", ":")).encode("utf-8") + b"\n"
+    _write_object(meta, meta_bytes)
     # Metadata first, so a published container always has its description beside it; the one it
-    # replaces is kept until the container is in place.
+    # replaces is kept until the container is in place. The journal, written before either moves,
+    # says how to undo the metadata step whenever the container did not make it (recover_publication):
+    # here on any exception or interrupt, or later by whoever finds a killed job's temp folder.
     meta_path = metadata_path(job.destination)
     backup = FileSystems.join(temp_dir, f"{name}.meta-before")
     had_meta = overwrite and FileSystems.exists(meta_path)
-    if had_meta:
-        FileSystems.copy([meta_path], [backup])
-    storage.publish_concatenation([meta], meta_path, temp_dir=temp_dir, overwrite=overwrite)
+    journal_path = FileSystems.join(temp_dir, name + JOURNAL_SUFFIX)
+    journal = {"destination": job.destination, "metadata": meta_path, "backup": backup if had_meta else None,
+               "container_size": compressed_size, "trailer_size": len(trailer_bytes),
+               "trailer_crc": container.crc32c(trailer_bytes), "metadata_size": len(meta_bytes),
+               "metadata_crc": container.crc32c(meta_bytes)}
+    _write_object(journal_path, json.dumps(journal).encode("utf-8"))
     try:
+        checkpoint()
+        if had_meta:
+            FileSystems.copy([meta_path], [backup])
+        checkpoint()
+        storage.publish_concatenation([meta], meta_path, temp_dir=temp_dir, overwrite=overwrite)
+        cancellation.fault_point("metadata-published")
+        checkpoint()
         storage.publish_concatenation([header, *(part.path for part in parts), trailer],
                                       job.destination, temp_dir=temp_dir, overwrite=overwrite)
-    except Exception:
-        if _container_published(job.destination, compressed_size, trailer_bytes):
-            storage.delete([backup])
-            return result()  # a concurrent attempt of this bundle published it first
-        if had_meta:
-            storage.publish_concatenation([backup], meta_path, temp_dir=temp_dir)
-        else:
-            storage.delete([meta_path])
+        cancellation.fault_point("container-published")
+    except BaseException:
+        published = recover_publication(journal_path)
         storage.delete([header, trailer])
+        if published and not isinstance(sys.exc_info()[1], (KeyboardInterrupt, cancellation.JobCancelled)):
+            return result()  # a concurrent attempt of this bundle published it first
         raise
-    storage.delete([backup])
+    storage.delete([backup, journal_path] if had_meta else [journal_path])
     return result()
+
+
+def _check_against_source_checksum(job: FileJob, entries) -> None:
+    """Where storage keeps a CRC32C of the source (GCS), the chunks encoded must combine to it:
+    proof that they are exactly the source's bytes, in order. A mismatch fails the file."""
+    expected = storage.stored_crc32c(job.source, job.version)
+    if expected is not None and expected != container.content_crc(entries):
+        raise ValueError(f"{job.source}: the chunks encoded have CRC32C {container.content_crc(entries):08x}, "
+                         f"the source object {expected:08x}: its bytes were not all read as stored")
+
+
+def recover_publication(journal_path: str) -> bool:
+    """Completes or undoes the publication a journal describes; True if its container is in place.
+
+    The container is published last and atomically, so it is either the new one (the publication
+    is complete: only the backup is left to remove) or not; if not, metadata this publication put
+    in place is replaced by the backup it made, or removed when there was none. Metadata that is
+    not this publication's (another writer's, or the old one still there) is never touched.
+    Idempotent: safe to run again after it was itself interrupted.
+    """
+    try:
+        size = _size_of(journal_path)
+        journal = json.loads(storage.read_range(journal_path, 0, size)) if size else None
+    except Exception:  # noqa: BLE001 - a journal cut short by a kill: nothing was published yet
+        journal = None
+    if not isinstance(journal, dict):
+        storage.delete([journal_path])
+        return False
+    backup = journal.get("backup")
+    published = _holds(journal["destination"], journal["container_size"], journal["trailer_size"],
+                       journal["trailer_crc"], tail=True)
+    if not published and _holds(journal["metadata"], journal["metadata_size"], journal["metadata_size"],
+                                journal["metadata_crc"]):
+        if backup and _size_of(backup) is not None:
+            storage.publish_concatenation([backup], journal["metadata"])  # removes the backup
+        else:
+            storage.delete([journal["metadata"]])
+    storage.delete([path for path in (backup, journal_path) if path])
+    return published
+
+
+def recover_publications(temp_dir: str) -> None:
+    """recover_publication for every journal in a job's temp folder (an interrupted or killed job)."""
+    pattern = FileSystems.join(temp_dir.rstrip("/" + os.sep), "*" + JOURNAL_SUFFIX)
+    for matched in FileSystems.match([pattern])[0].metadata_list:
+        recover_publication(matched.path)
+
+
+def _holds(path: str, size: int, checked: int, crc: int, tail: bool = False) -> bool:
+    """True when `path` has `size` bytes and its first (or last) `checked` bytes have CRC32C `crc`."""
+    try:
+        if _size_of(path) != size:
+            return False
+        return container.crc32c(storage.read_range(path, size - checked if tail else 0, checked)) == crc
+    except Exception:  # noqa: BLE001 - "cannot tell" means "not there"
+        return False
 
 
 def publish_decoded(container_job: ContainerJob, records, temp_dir: str, overwrite: bool = True) -> FileResult:
@@ -210,6 +282,7 @@ def publish_decoded(container_job: ContainerJob, records, temp_dir: str, overwri
             storage.publish_local_file(sources[0], job.destination, original_size, overwrite=overwrite)
         else:
             storage.publish_concatenation(sources, job.destination, temp_dir=temp_dir, overwrite=overwrite)
+        cancellation.fault_point("output-published")
     except Exception:
         if sources and _decoded_published(job.destination, entries):
             return result()  # a concurrent attempt of this bundle published it first
@@ -270,7 +343,8 @@ class _PublishFn(beam.DoFn):
                                    attempt)]
         if not failures:
             try:
-                result = self.publish(jobs[0], records, grouped)
+                with cancellation.publication():
+                    result = self.publish(jobs[0], records, grouped)
             except Exception as e:  # noqa: BLE001 - any error fails this file only
                 failures = [self.file_job(jobs[0]).failure("publish", e)]
             else:

@@ -10,7 +10,7 @@ import apache_beam as beam
 
 from codec import container
 from codec.errors import FormatError
-from adapters import storage
+from adapters import cancellation, local_files, storage
 from transforms.encode import PartRecord
 from transforms.failures import FAILED
 from transforms.observability import log_event, record_distribution
@@ -59,7 +59,10 @@ def read_container_table(job: FileJob) -> ContainerJob:
     chunk_count, _ = container.parse_footer(footer, size)
     table_size = container.trailer_size(chunk_count) - container.FOOTER_SIZE
     table = storage.read_range(job.source, size - container.trailer_size(chunk_count), table_size, job.version)
-    return ContainerJob(job, tuple(container.parse_seek_table(table, footer, size)))
+    entries = tuple(container.parse_seek_table(table, footer, size))
+    if decodes_in_place(job.destination):  # before any work: a bomb, or too big for the disk
+        local_files.check_free_space(job.destination, sum(entry.original_size for entry in entries))
+    return ContainerJob(job, entries)
 
 
 def decode_part_tasks(container_job: ContainerJob) -> list[DecodePartTask]:
@@ -90,6 +93,7 @@ def _frames(task: DecodePartTask):
     """Yields (chunk number, frame offset, entry, frame bytes) of the task, one ranged read each."""
     offset = task.frame_offset
     for number, entry in enumerate(task.entries, start=task.chunk_start):
+        cancellation.check()
         yield number, offset, entry, storage.read_range(task.job.source, offset, entry.frame_size,
                                                         task.job.version)
         offset += entry.frame_size
@@ -108,6 +112,7 @@ def _decoded_chunks(task: DecodePartTask, decode_ms: list):
         except FormatError as e:
             raise _damaged_chunk(number, offset, e) from e
         decode_ms.append((time.perf_counter() - decode_started) * 1000)
+        cancellation.fault_point("chunk-decoded")
         yield data
 
 
@@ -133,12 +138,17 @@ def decode_part_in_place(task: DecodePartTask, path: str, buffer=None) -> tuple[
     decode_ms: list[float] = []
     if buffer is None or buffer.shape[0] < largest_chunk(task):
         buffer = storage.aligned_buffer(largest_chunk(task))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
+    # A private folder and no symlink followed: nobody else can swap in a file of theirs for us to
+    # resize and fill (or to be published in place of the output).
+    storage.prepare_temp_dir(os.path.dirname(path))
+    fd = local_files.open_private(path, truncate=False)
     direct_fd = None
     try:
         os.ftruncate(fd, task.output_size)
         direct_fd = storage.open_direct(path)
+        if direct_fd is not None and not os.path.samestat(os.fstat(direct_fd), os.fstat(fd)):
+            os.close(direct_fd)
+            direct_fd = None
         position = task.original_offset
         for number, offset, entry, frame in _frames(task):
             decode_started = time.perf_counter()
@@ -147,6 +157,7 @@ def decode_part_in_place(task: DecodePartTask, path: str, buffer=None) -> tuple[
             except FormatError as e:
                 raise _damaged_chunk(number, offset, e) from e
             decode_ms.append((time.perf_counter() - decode_started) * 1000)
+            cancellation.fault_point("chunk-decoded")
             chunk = buffer[:size]
             if direct_fd is not None and storage.direct_io_allows(position, size):
                 try:
@@ -223,6 +234,7 @@ def decode_task(task: DecodePartTask, buffer=None):
             return decode_part_in_place(task, path, buffer)
         return decode_part(task, path)
     except Exception as e:  # noqa: BLE001 - any error fails this file only
+        cancellation.stop_on_write_error(e)
         # The shared file of an in-place output goes when publication fails the file.
         if not in_place:
             storage.delete([path])

@@ -8,7 +8,7 @@ import time
 import apache_beam as beam
 
 from codec import container
-from adapters import storage
+from adapters import cancellation, storage
 from transforms.failures import FAILED
 from transforms.observability import log_event, record_distribution
 from transforms.threads import PooledFn
@@ -66,6 +66,7 @@ def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) ->
     with storage.open_write(path) as out:
         for chunk in chunk_descriptors(task.job.source, task.job.size, chunk_size,
                                        task.chunk_start, task.chunk_stop, task.job.version):
+            cancellation.check()
             data = storage.read_range(chunk.source, chunk.offset, chunk.length, chunk.version)
             encode_started = time.perf_counter()
             # Header and payload written apart: joining them would copy every compressed byte once more.
@@ -74,6 +75,7 @@ def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) ->
             out.write(frame_header)
             out.write(payload)
             entries.append(entry)
+            cancellation.fault_point("chunk-encoded")
             bytes_in += entry.original_size
             bytes_out += entry.frame_size
     record = PartRecord(task.job.source, task.index, path, len(entries), bytes_in, bytes_out,
@@ -97,6 +99,7 @@ def encode_task(task_and_table):
     try:
         return encode_part(task, job.chunk_size, table, path)
     except Exception as e:  # noqa: BLE001 - any error fails this file only
+        cancellation.stop_on_write_error(e)
         storage.delete([path])
         return job.failure(f"encode part {task.index}", e), []
 

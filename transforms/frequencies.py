@@ -8,7 +8,7 @@ import apache_beam as beam
 import numpy as np
 
 import codec
-from adapters import storage
+from adapters import cancellation, storage
 from adapters.jobs import Failure
 from transforms.failures import FAILED
 from transforms.planning import FileJob
@@ -52,6 +52,7 @@ class FrequencyTableCombineFn(beam.CombineFn):
 
 def chunk_histogram(chunk) -> np.ndarray:
     """The byte histogram of one chunk, read from storage with a ranged read."""
+    cancellation.check()
     return codec.histogram(storage.read_range(chunk.source, chunk.offset, chunk.length, chunk.version))
 
 

@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Callable, Iterator
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from codec.container import DEFAULT_CHUNK_SIZE
-from adapters import storage
+from adapters import cancellation, storage
 from adapters.jobs import COMPRESS, DECOMPRESS, OPERATIONS, Failure, JobRequest
 from transforms.failures import FAILED
 
 __all__ = [
-    "COMPRESS", "DECOMPRESS", "MODES", "CONTAINER_SUFFIX",
+    "COMPRESS", "DECOMPRESS", "MODES", "CONTAINER_SUFFIX", "METADATA_SUFFIX", "is_own_output",
     "FileJob", "ChunkDescriptor",
     "has_glob", "output_is_file", "destination_for", "plan_jobs", "pin_versions", "for_request", "chunk_count",
     "chunk_descriptors",
@@ -23,6 +24,10 @@ __all__ = [
 
 MODES = OPERATIONS
 CONTAINER_SUFFIX = ".dcz"
+# The metadata object beside each container: `name.dcz` -> `name.dcz.meta.json`.
+METADATA_SUFFIX = ".meta.json"
+# A job's failures CSV in its output folder (default_failures_path; job ids from new_job_id).
+_FAILURES_CSV = re.compile(r"dcas-\d{8}-\d{6}-[0-9a-f]{8}\.failures\.csv(\.tmp)?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,12 +135,15 @@ def plan_jobs(metadata_list, output: str, mode: str, output_names_file: bool,
     A file fails when no output name can be derived from it, and so do all inputs that would be
     written to one output (they would race to publish it). Files under a job temp folder
     (storage.TEMP_DIR_NAME: another run's parts, when the output lies inside the input pattern)
-    are not inputs and are skipped.
+    are not inputs and are skipped, and so, when a pattern is compressed, are dcas's own outputs
+    (is_own_output).
     """
     by_destination: dict[str, list[FileJob]] = {}
     failures = []
     for metadata in metadata_list:
         if _in_temp_dir(metadata.path):
+            continue
+        if not output_names_file and mode == COMPRESS and is_own_output(metadata.path):
             continue
         try:
             destination = destination_for(metadata.path, output, mode, output_names_file)
@@ -154,6 +162,15 @@ def plan_jobs(metadata_list, output: str, mode: str, output_names_file: bool,
         failures.extend(Failure.of(job_id, job.source, "plan", ValueError(
             f"inputs {sources} would all be written to {destination}")) for job in sharing)
     return jobs, failures
+
+
+def is_own_output(path: str) -> bool:
+    """A container, metadata object or failures CSV that dcas writes: a compress pattern that
+    covers its own output folder skips them, instead of compressing its last run's outputs again
+    (`x.dcz.dcz`, `x.dcz.meta.json.dcz`). A file named alone is compressed whatever its name."""
+    name = path.replace(os.sep, "/").rsplit("/", 1)[-1]
+    return (name.endswith(CONTAINER_SUFFIX) or name.endswith(CONTAINER_SUFFIX + METADATA_SUFFIX)
+            or bool(_FAILURES_CSV.fullmatch(name)))
 
 
 def _in_temp_dir(path: str) -> bool:
@@ -215,6 +232,9 @@ class _PlanFilesFn(beam.DoFn):
         self._single_input = single_input
 
     def process(self, request: JobRequest):
+        cancellation.fault_point("plan")
+        if cancellation.stop_requested():  # stopped: no files, so the job drains at once
+            return
         jobs, failures = plan_request(request, self._single_input)
         yield from jobs
         for failed in failures:

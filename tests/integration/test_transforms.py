@@ -292,7 +292,7 @@ def test_a_damaged_chunk_fails_with_its_number_and_leaves_no_part_object(tmp_pat
 def test_parts_decoded_in_place_in_any_order_fill_one_file_with_the_original(tmp_path):
     data = sample_bytes(5_000, seed=7)
     job = container_job(tmp_path, data, 700)
-    shared = str(tmp_path / "tmp" / "out.decoded")
+    shared = str(tmp_path / storage.TEMP_DIR_NAME / "job" / "out.decoded")
     tasks = decode_part_tasks(job)
     records = [decode_part_in_place(task, shared)[0] for task in reversed(tasks)]
     decode_part_in_place(tasks[2], shared)  # a retried part rewrites the same bytes
@@ -307,7 +307,7 @@ def test_parts_decoded_in_place_with_direct_io_fill_the_file_exactly(tmp_path, s
     # ext4 and xfs), the short tail and unaligned chunks through the page cache; bytes must not care.
     data = sample_bytes(size, seed=8)
     job = container_job(tmp_path, data, chunk_size)
-    shared = str(tmp_path / "tmp" / "out.decoded")
+    shared = str(tmp_path / storage.TEMP_DIR_NAME / "job" / "out.decoded")
     buffer = storage.aligned_buffer(chunk_size)
     for task in reversed(decode_part_tasks(job)):
         decode_part_in_place(task, shared, buffer)
@@ -318,7 +318,7 @@ def test_a_damaged_chunk_decoded_in_place_fails_with_its_number(tmp_path):
     job = container_job(tmp_path, sample_bytes(5 * 8192, seed=9), 8192)
     task = task_with_damaged_chunk(job, 2)
     with pytest.raises(codec.FormatError, match="chunk 2 "):
-        decode_part_in_place(task, str(tmp_path / "tmp" / "out.decoded"))
+        decode_part_in_place(task, str(tmp_path / storage.TEMP_DIR_NAME / "job" / "out.decoded"))
 
 
 def decoded_job(tmp_path, data: bytes, chunk_size: int):
@@ -455,7 +455,7 @@ def test_a_container_replaced_after_planning_fails_its_decoding(tmp_path):
     time.sleep(0.01)
     write(job.job.source, codec.encode(sample_bytes(3_000, seed=20), 700))
     with pytest.raises(storage.InputChangedError):
-        decode_part_in_place(decode_part_tasks(pinned)[0], str(tmp_path / "tmp" / "out.decoded"))
+        decode_part_in_place(decode_part_tasks(pinned)[0], str(tmp_path / storage.TEMP_DIR_NAME / "job" / "out.decoded"))
 
 
 def test_pinning_fails_a_file_that_vanished_since_it_was_matched(tmp_path):

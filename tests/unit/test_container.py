@@ -37,7 +37,7 @@ def test_crc32c_is_the_castagnoli_check_value():
 def test_header_is_16_bytes_with_magic_version_and_chunk_size():
     header = header_bytes(1 << 20)
     assert len(header) == HEADER_SIZE
-    assert header[:5] == b"\x89DCZ\x01"
+    assert header[:5] == b"\x89DCZ\x02"
     assert struct.unpack_from("<I", header, 8)[0] == 1 << 20
     assert parse_header(header) == 1 << 20
 

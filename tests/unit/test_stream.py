@@ -310,7 +310,8 @@ def test_info_describes_chunks_sizes_ratio_codecs_and_checksums():
     blob = codec.encode(data, chunk_size=CHUNK)
     described = codec.info(io.BytesIO(blob), len(blob))
     assert json.loads(json.dumps(described)) == described
-    assert described["format_version"] == 1
+    assert described["format_version"] == 2
+    assert described["content_crc32c"] == f"{crc32c(data):08x}"
     assert described["chunks"] == 3
     assert described["original_size"] == len(data)
     assert described["compressed_size"] == len(blob)

@@ -4,7 +4,7 @@ Each vector is `NAME.bin` (the original bytes) and `NAME.dcz` (what `codec.encod
 chunk_size)` writes today). `--check` compares the committed files with today's writer.
 
 Run it without `--check` when the writer's output changes on purpose (a better encoder choice
-within format version 1). A replaced `NAME.dcz` is not thrown away: it moves with its original to
+within a format version, or a new version). A replaced `NAME.dcz` is not thrown away: it moves with its original to
 `decode_only/NAME-<crc32c>.{dcz,bin}`, because every file a version-1 writer ever produced must stay
 readable, and tests/test_vectors.py decodes those too.
 """
