@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="a job whose message has a later attempt fails instead of running")
     parser.add_argument("--assembly_timeout", type=float, default=DEFAULT_TIMEOUT,
                         help="seconds a job may wait for its next part before it fails")
+    parser.add_argument("--heartbeat_interval", type=float, default=DEFAULT_HEARTBEAT,
+                        help="seconds between heartbeats of a running job (keep it well under the "
+                             "reconciler's DCAS_STALE_AFTER)")
     parser.add_argument("--threads", type=int, default=0,
                         help="chunk-work threads per step (0 = one per core)")
     return parser
@@ -48,6 +51,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
         parser.error(f"--max_attempts must be 1 or more, got {known.max_attempts}")
     if known.assembly_timeout <= 0:
         parser.error(f"--assembly_timeout must be positive, got {known.assembly_timeout}")
+    if known.heartbeat_interval <= 0:
+        parser.error(f"--heartbeat_interval must be positive, got {known.heartbeat_interval}")
     if known.threads < 0:
         parser.error(f"--threads must be 0 or more, got {known.threads}")
     return known, with_streaming_defaults([*pipeline_args, f"--project={known.project}"])
@@ -124,7 +129,8 @@ def build_pipeline(pipeline: beam.Pipeline, known: argparse.Namespace, queue_spe
     messages = pipeline | "Read jobs" >> beam.io.ReadFromPubSub(subscription=known.subscription,
                                                                  with_attributes=True)
     return serve_jobs(messages, status_spec, queue_spec, max_attempts=known.max_attempts,
-                      timeout=known.assembly_timeout, threads=known.threads)
+                      timeout=known.assembly_timeout, threads=known.threads,
+                      heartbeat=known.heartbeat_interval)
 
 
 def run(argv: Sequence[str] | None = None):
