@@ -45,6 +45,16 @@ class CoalescedProgress:
                 self._pending = self._pending or since >= self._keepalive
             return self._write(now)
 
+    def beat(self) -> bool:
+        """Writes the counts again as a heartbeat (a job still at work with nothing new to count),
+        unless a write went out less than `min_interval` ago; True if it wrote."""
+        with self._lock:
+            now = self._clock()
+            if self._last_write is not None and now - self._last_write < self._min_interval:
+                return False
+            self._pending = True
+            return self._write(now)
+
     def flush(self) -> bool:
         """Writes pending progress now (before a job's last transition); True if it wrote."""
         with self._lock:

@@ -1,8 +1,9 @@
 """Budget model: dollars per TB compressed and per month for a stated workload, from measured figures and list prices.
 
-The measured figures (CPU-seconds per GB, compressed size) are read from the end-to-end table that `make bench-e2e`
-writes into docs/benchmarks.md, so rerunning the benchmark and then `python -m benchmarks.cost --write` brings
-docs/cost.md up to date. Object counts (parts, compose calls) come from the storage adapter's own planners.
+The measured figures (CPU-seconds per GB, compressed size) are read from the Beam pipeline's rows of the end-to-end
+table that `make bench-e2e E2E_ARGS=--beam` writes into docs/benchmarks.md, so rerunning the benchmark and then
+`python -m benchmarks.cost --write` brings docs/cost.md up to date. Object counts (parts, compose calls) come from
+the storage adapter's own planners.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import re
 from pathlib import Path
 
 from adapters.storage import compose_plan, plan_parts
+from benchmarks.e2e import BEAM_C, BEAM_D
 from benchmarks.run import replace_between_markers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -86,23 +88,47 @@ class LineItem:
     basis: str
 
 
-# One row of the e2e table: | 4.00 GB | dcas | 2 | 23.8 | 16.6 | 2,408,371,812 | 60.21% | 32.5 / 14.4 | ...
-_E2E_ROW = re.compile(r"^\| (?P<size>[\d.]+) GB \| dcas \| (?P<workers>\d+) \| [\d.]+ \| [\d.]+ \| [\d,]+ \| "
-                      r"(?P<ratio>[\d.]+)% \| (?P<c>[\d.]+) / (?P<d>[\d.]+) \|", re.MULTILINE)
-_E2E_RUN = re.compile(r"<!-- e2e-benchmark:begin[^\n]*\n(Run [^\n]*?commit `(?P<commit>\w+)`)")
+# One row of the e2e table, as benchmarks/e2e.py's `result_rows` writes it:
+# | 4.00 GB | dcas --engine beam --workers 2 compress | 109.93 | 23.4 | 385 MiB | 2,408,798,970 |
+_E2E_ROW = re.compile(r"^\| (?P<size>[\d.]+) GB \| (?P<command>(?:[^|\\]|\\.)+) \| [\d.]+ \| (?P<cpu>[\d.]+) \| "
+                      r"[^|]+ \| (?P<bytes>[\d,]+) \|$", re.MULTILINE)
+_E2E_BLOCK = re.compile(r"<!-- e2e-benchmark:begin[^\n]*\n(?P<body>.*?)<!-- e2e-benchmark:end -->", re.DOTALL)
+_E2E_RUN = re.compile(r"^Run [^\n]*?commit `(?P<commit>\w+)`", re.MULTILINE)
+
+
+def _beam_rows(body: str, command: str) -> dict[float, tuple[float, int]]:
+    """{input GB: (CPU s, output bytes)} of one command's rows."""
+    return {float(m["size"]): (float(m["cpu"]), int(m["bytes"].replace(",", "")))
+            for m in _E2E_ROW.finditer(body) if m["command"].strip() == command}
+
+
+def _per_gb_beyond_start_up(rows: dict[float, tuple[float, int]]) -> float:
+    small, big = min(rows), max(rows)
+    per_gb = (rows[big][0] - rows[small][0]) / (big - small)
+    if per_gb <= 0:
+        raise ValueError(f"the end-to-end table's CPU time does not grow from {small:.2f} to {big:.2f} GB "
+                         f"({rows[small][0]} -> {rows[big][0]} s): rerun `make bench-e2e E2E_ARGS=--beam`")
+    return per_gb
 
 
 def measured_from_benchmarks(text: str) -> Measured:
-    """The largest input's `dcas` row with the most workers: start-up weighs least there."""
-    rows = [m.groupdict() for m in _E2E_ROW.finditer(text)]
-    if not rows:
-        raise ValueError("no `dcas` row in the end-to-end table of docs/benchmarks.md: run `make bench-e2e`")
-    row = max(rows, key=lambda r: (float(r["size"]), int(r["workers"])))
-    size = float(row["size"])
-    run = _E2E_RUN.search(text)
-    where = f"commit {run.group('commit')}" if run else "docs/benchmarks.md"
-    return Measured(float(row["c"]) / size, float(row["d"]) / size, float(row["ratio"]) / 100,
-                    f"{where}, {row['size']} GB input, {row['workers']} workers")
+    """The Beam pipeline's rows (`dcas --engine beam`: the graph that Dataflow runs), CPU-seconds per GB
+    beyond start-up: (CPU at the largest input − CPU at the smallest) ÷ the difference in GB. The streaming
+    job starts once and then runs all month, so its start-up is not a per-GB cost. The ratio is the
+    pipeline's output at the largest input."""
+    block = _E2E_BLOCK.search(text)
+    body = block["body"] if block else ""
+    compress, decompress = _beam_rows(body, BEAM_C), _beam_rows(body, BEAM_D)
+    if len(compress) < 2 or len(decompress) < 2:
+        raise ValueError(f"no `{BEAM_C}` / `decompress` rows at two input sizes in the end-to-end table of "
+                         f"docs/benchmarks.md: run `make bench-e2e E2E_ARGS=--beam`")
+    small, big = min(compress), max(compress)
+    run = _E2E_RUN.search(body)
+    where = f"commit {run['commit']}" if run else "docs/benchmarks.md"
+    return Measured(_per_gb_beyond_start_up(compress), _per_gb_beyond_start_up(decompress),
+                    compress[big][1] / (big * GB),
+                    f"{where}, the `dcas --engine beam` rows: CPU s at {big:.2f} GB − at {small:.2f} GB, "
+                    f"÷ {big - small:.2f} GB")
 
 
 def gcs_operations_per_job(job_bytes: float, chunk_bytes: int, workload: Workload) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from transforms.decode import DecodeParts, ReadSeekTables, decode_part_tasks
 from transforms.encode import EncodeParts
 from transforms.frequencies import CountBytes, job_key
 from transforms.jobs import ClaimJobs, ParseJobMessages, ReadGivenTables, ReportFailures
-from transforms.perjob import DEFAULT_TIMEOUT, AssembleJobs, CountTables
+from transforms.perjob import DEFAULT_HEARTBEAT, DEFAULT_TIMEOUT, AssembleJobs, CountTables
 from transforms.planning import PlanFiles, chunk_count, job_chunks
 
 __all__ = ["parse_args", "adapter_specs", "serve_jobs", "build_pipeline", "run", "main"]
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="a job whose message has a later attempt fails instead of running")
     parser.add_argument("--assembly_timeout", type=float, default=DEFAULT_TIMEOUT,
                         help="seconds a job may wait for its next part before it fails")
+    parser.add_argument("--heartbeat_interval", type=float, default=DEFAULT_HEARTBEAT,
+                        help="seconds between heartbeats of a running job (keep it well under the "
+                             "reconciler's DCAS_STALE_AFTER)")
     parser.add_argument("--threads", type=int, default=0,
                         help="chunk-work threads per step (0 = one per core)")
     return parser
@@ -48,6 +51,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
         parser.error(f"--max_attempts must be 1 or more, got {known.max_attempts}")
     if known.assembly_timeout <= 0:
         parser.error(f"--assembly_timeout must be positive, got {known.assembly_timeout}")
+    if known.heartbeat_interval <= 0:
+        parser.error(f"--heartbeat_interval must be positive, got {known.heartbeat_interval}")
     if known.threads < 0:
         parser.error(f"--threads must be 0 or more, got {known.threads}")
     return known, with_streaming_defaults([*pipeline_args, f"--project={known.project}"])
@@ -76,13 +81,15 @@ def _empty_file_table(job):
 
 
 def serve_jobs(messages, status_spec, queue_spec, *, max_attempts: int = 3,
-               timeout: float = DEFAULT_TIMEOUT, threads: int = 0, progress_interval: float = 1.0):
+               timeout: float = DEFAULT_TIMEOUT, threads: int = 0, progress_interval: float = 1.0,
+               heartbeat: float = DEFAULT_HEARTBEAT):
     """Adds the job service to the graph of `messages` (PubsubMessages with attributes); returns the
     published FileResults and the Failures that failed a job.
 
     parse -> claim (QUEUED -> RUNNING for the message's attempt) -> plan -> per-job frequency table
     (counted in per-job state, or the one the request names) -> encode / decode parts on a thread
-    pool -> assemble per job in state -> output + DST.meta.json -> SUCCEEDED. Every failure goes to
+    pool -> assemble per job in state -> output + DST.meta.json -> SUCCEEDED. The assembler, the one
+    writer of a job's progress, also keeps its heartbeat fresh from the claim on. Every failure goes to
     ReportFailures: the job FAILED, the message on the dead-letter topic.
     """
     requests, bad_messages = messages | "Parse" >> ParseJobMessages()
@@ -107,8 +114,8 @@ def serve_jobs(messages, status_spec, queue_spec, *, max_attempts: int = 3,
 
     records = (encoded, decoded) | "Parts" >> beam.Flatten()
     part_failures = (encode_failures, decode_failures) | "Part failures" >> beam.Flatten()
-    results, assemble_failures = ((tables, containers, records, part_failures)
-                                  | "Assemble" >> AssembleJobs(status_spec, timeout, progress_interval))
+    results, assemble_failures = ((tables, containers, records, part_failures, claimed)
+                                  | "Assemble" >> AssembleJobs(status_spec, timeout, progress_interval, heartbeat))
     failed = ((bad_messages, claim_failures, plan_failures, given_failures, count_failures, seek_failures,
                assemble_failures)
               | "Report failures" >> ReportFailures(status_spec, queue_spec))
@@ -122,7 +129,8 @@ def build_pipeline(pipeline: beam.Pipeline, known: argparse.Namespace, queue_spe
     messages = pipeline | "Read jobs" >> beam.io.ReadFromPubSub(subscription=known.subscription,
                                                                  with_attributes=True)
     return serve_jobs(messages, status_spec, queue_spec, max_attempts=known.max_attempts,
-                      timeout=known.assembly_timeout, threads=known.threads)
+                      timeout=known.assembly_timeout, threads=known.threads,
+                      heartbeat=known.heartbeat_interval)
 
 
 def run(argv: Sequence[str] | None = None):

@@ -46,7 +46,9 @@ def streaming_pipeline_command(settings: Settings) -> list[str]:
     return [sys.executable, "-m", PIPELINE_MODULE, f"--project={settings.project}",
             f"--subscription={settings.jobs_subscription}", f"--jobs_topic={settings.jobs_topic}",
             f"--dead_letter_topic={settings.dead_letter_topic}",
-            f"--status_collection={settings.status_collection}", f"--max_attempts={settings.max_attempts}"]
+            f"--status_collection={settings.status_collection}", f"--max_attempts={settings.max_attempts}",
+            # Four heartbeats per stale period: one late or lost write does not get a job re-queued.
+            f"--heartbeat_interval={settings.stale_after / 4:g}"]
 
 
 class PipelineWatcher:

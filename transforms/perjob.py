@@ -35,16 +35,19 @@ from transforms.frequencies import FrequencyTableCombineFn, job_key
 from transforms.observability import inc_counter, log_event
 from transforms.planning import FileJob, chunk_count
 
-__all__ = ["DEFAULT_TIMEOUT", "JOB", "PART", "FAILURE", "attempt_key", "job_of", "expected_parts",
+__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_HEARTBEAT", "JOB", "PART", "FAILURE", "OPEN", "attempt_key", "job_of", "expected_parts",
            "missing_parts", "decoded_metadata", "publish_job", "CountTables",
            "AssembleJobs"]
 
 # Seconds without a new part (or chunk) after which a job's state is given up.
 DEFAULT_TIMEOUT = 600.0
+# Seconds between heartbeats of an open job (well under services.config's stale_after of 120 s).
+DEFAULT_HEARTBEAT = 30.0
 # What the assembler is told, as `(attempt_key, (tag, value))`.
 JOB = "job"          # (FileJob, table) on compress, (ContainerJob, None) on decompress
 PART = "part"        # a PartRecord
 FAILURE = "failure"  # a Failure of one of the job's parts: the job is over
+OPEN = "open"        # a JobRequest just claimed: heartbeats start before its plan or parts arrive
 
 
 def attempt_key(job_id: str, attempt: int) -> str:
@@ -210,21 +213,36 @@ class _AssembleJobFn(beam.DoFn):
     PARTS = BagStateSpec("parts", PickleCoder())
     ENDED = ReadModifyWriteStateSpec("ended", VarIntCoder())
     TIMEOUT = TimerSpec("timeout", TimeDomain.REAL_TIME)
+    # From the claim until the job ends: a heartbeat every `heartbeat` seconds, so a job whose
+    # chunks are still being counted or encoded (nothing reaches this DoFn meanwhile) is not taken
+    # for one whose worker died. Before the plan arrives it beats for at most `timeout` seconds.
+    OPENED = ReadModifyWriteStateSpec("opened", PickleCoder())  # (job id, attempt, beat until)
+    HEARTBEAT = TimerSpec("heartbeat", TimeDomain.REAL_TIME)
 
-    def __init__(self, status_spec, timeout: float, progress_interval: float = 1.0):
+    def __init__(self, status_spec, timeout: float, progress_interval: float = 1.0,
+                 heartbeat: float = DEFAULT_HEARTBEAT, clock=time.time):
         self._status_spec = status_spec
         self._timeout = timeout
         self._progress_interval = progress_interval
+        self._heartbeat = heartbeat
+        self._clock = clock  # processing time: injectable, so TestStream's clock can drive the timers
 
     def setup(self):
         self._store = self._status_spec.open()
         self._progress: dict[str, CoalescedProgress] = {}
 
     def process(self, element, plan_state=beam.DoFn.StateParam(PLAN), parts_state=beam.DoFn.StateParam(PARTS),
-                ended=beam.DoFn.StateParam(ENDED), timeout=beam.DoFn.TimerParam(TIMEOUT)):
+                ended=beam.DoFn.StateParam(ENDED), timeout=beam.DoFn.TimerParam(TIMEOUT),
+                opened=beam.DoFn.StateParam(OPENED), heartbeat=beam.DoFn.TimerParam(HEARTBEAT)):
         key, (tag, value) = element
         if ended.read():
             _discard(key, tag, value)
+            return
+        if tag == OPEN:
+            if opened.read() is None:
+                now = self._clock()
+                opened.write((value.job_id, value.attempt, now + self._timeout))
+                heartbeat.set(now + self._heartbeat)
             return
         plans = list(plan_state.read())
         parts = {record.index: record for record in parts_state.read()}
@@ -302,6 +320,34 @@ class _AssembleJobFn(beam.DoFn):
                   state=status.state.value if status else None, current_attempt=status.attempt if status else None)
         inc_counter("jobs-not-published")
         return False
+
+    @on_timer(HEARTBEAT)
+    def beat(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam, plan_state=beam.DoFn.StateParam(PLAN),
+             ended=beam.DoFn.StateParam(ENDED), opened=beam.DoFn.StateParam(OPENED),
+             heartbeat=beam.DoFn.TimerParam(HEARTBEAT)):
+        """A heartbeat while the job is open; stops when it ends, when the store refuses it (the job
+        is no longer RUNNING on this attempt) or, before its plan arrives, `timeout` after the claim."""
+        state = opened.read()
+        if state is None:
+            return
+        job_id, attempt, beat_until = state
+        now = float(fired)
+        planned = bool(list(plan_state.read()))
+        if ended.read() or (not planned and now > beat_until):
+            opened.clear()
+            return
+        progress = self._progress.get(key)
+        if progress is None:
+            progress = self._progress[key] = CoalescedProgress(self._store, job_id, attempt, self._progress_interval)
+        try:
+            progress.beat()
+        except Exception as e:  # noqa: BLE001 - the next beat tries again
+            log_event("heartbeat-not-written", job_id, level=logging.WARNING, error=repr(e))
+        if not progress.current:
+            opened.clear()
+            return
+        inc_counter("heartbeats")
+        heartbeat.set(now + self._heartbeat)  # from the firing time, not the clock: no drift, no loop
 
     @on_timer(TIMEOUT)
     def expire(self, key=beam.DoFn.KeyParam, plan_state=beam.DoFn.StateParam(PLAN),
@@ -394,6 +440,10 @@ def _part_of(record):
     return attempt_key(record.job_id, record.attempt), (PART, record)
 
 
+def _open_of(request):
+    return attempt_key(request.job_id, request.attempt), (OPEN, request)
+
+
 def _failure_of(failure: Failure):
     return attempt_key(failure.job_id, failure.attempt), (FAILURE, failure)
 
@@ -405,22 +455,28 @@ class AssembleJobs(beam.PTransform):
 
     `tables` are compress jobs' `(job_key, table)`, `containers` decompress jobs' ContainerJobs,
     `records` PartRecords and `failures` the part steps' Failures, which end their job at once.
-    A job missing a part for `timeout` seconds fails.
+    A job missing a part for `timeout` seconds fails. An optional fifth input, the claimed
+    JobRequests, opens each job at its claim: from then on its heartbeat is kept fresh every
+    `heartbeat` seconds, while its chunks are counted and encoded, until it ends.
     """
 
     status_spec: object
     timeout: float = DEFAULT_TIMEOUT
     progress_interval: float = 1.0
+    heartbeat: float = DEFAULT_HEARTBEAT
+    clock: typing.Callable[[], float] = time.time
 
     def expand(self, inputs):
-        tables, containers, records, failures = inputs
+        tables, containers, records, failures, *claimed = inputs
         keyed = [tables | "Plan of table" >> beam.Map(_plan_of_table),
                  containers | "Plan of container" >> beam.Map(_plan_of_container),
                  records | "Key parts" >> beam.Map(_part_of),
                  failures | "Key failures" >> beam.Map(_failure_of)]
+        keyed += [requests | "Open jobs" >> beam.Map(_open_of) for requests in claimed]
         assembled = (
             keyed
             | "Flatten per job" >> beam.Flatten().with_output_types(typing.Tuple[str, typing.Any])
-            | "Assemble" >> beam.ParDo(_AssembleJobFn(self.status_spec, self.timeout, self.progress_interval)
+            | "Assemble" >> beam.ParDo(_AssembleJobFn(self.status_spec, self.timeout, self.progress_interval,
+                                                      self.heartbeat, self.clock)
                                        ).with_outputs(FAILED, main="results"))
         return assembled.results, assembled[FAILED]

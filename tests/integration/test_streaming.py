@@ -23,7 +23,7 @@ from transforms.assemble import METADATA_SUFFIX
 from transforms.encode import encode_part, part_tasks
 from transforms.frequencies import job_key
 from transforms.jobs import read_table
-from transforms.perjob import FAILURE, JOB, PART, AssembleJobs, CountTables
+from transforms.perjob import FAILURE, JOB, OPEN, PART, AssembleJobs, CountTables
 from transforms.planning import FileJob, part_path
 
 # Timers are set from the wall clock; under TestStream the runner's clock starts at 0, so this
@@ -263,7 +263,7 @@ def running(service: Service, job: FileJob) -> None:
 
 
 def assemble(service: Service, *batches, advance_past_deadlines: bool = False,
-             stream: test_stream.TestStream | None = None):
+             stream: test_stream.TestStream | None = None, **settings):
     """Runs AssembleJobs over batches of (tag, value) events (or a TestStream of them); returns
     (destinations, failures)."""
     if stream is None:
@@ -279,13 +279,62 @@ def assemble(service: Service, *batches, advance_past_deadlines: bool = False,
         tables = events | "Tables" >> beam.FlatMap(lambda e: [e[1]] if e[0] == JOB else [])
         records = events | "Parts" >> beam.FlatMap(lambda e: [e[1]] if e[0] == PART else [])
         failures = events | "Failures" >> beam.FlatMap(lambda e: [e[1]] if e[0] == FAILURE else [])
+        claimed = events | "Claimed" >> beam.FlatMap(lambda e: [e[1]] if e[0] == OPEN else [])
         containers = p | "No containers" >> beam.Create([])
-        results, failures_out = (tables, containers, records, failures) | AssembleJobs(service.status_spec, timeout=30,
-                                                                                progress_interval=0.0)
+        results, failures_out = ((tables, containers, records, failures, claimed)
+                                 | AssembleJobs(service.status_spec, timeout=30, progress_interval=0.0, **settings))
         _ = results | "Destination" >> beam.Map(lambda r: r.destination) | "Published" >> beam.Map(_append,
                                                                                                   published_spec)
         _ = failures_out | "Failed" >> beam.Map(_append, failed_spec)
     return published, failed
+
+
+def record_progress_calls(service: Service) -> list:
+    """(chunks_done, chunks_total) of every progress write the store accepts or refuses."""
+    calls = []
+    record_progress = service.store.record_progress
+    service.store.record_progress = lambda *a, **kw: calls.append((kw["chunks_done"], kw["chunks_total"])) or \
+        record_progress(*a, **kw)
+    return calls
+
+
+def claimed_request(job: FileJob) -> JobRequest:
+    return JobRequest(job.job_id, "compress", job.source, job.destination, chunk_size=job.chunk_size)
+
+
+def at_zero() -> float:
+    """The DoFn's clock under TestStream, whose processing time starts at 0."""
+    return 0.0
+
+
+def test_a_claimed_job_beats_while_its_chunks_are_counted_and_stops_when_it_ends(tmp_path, service):
+    data = sample(5_000, seed=37)
+    job, table, records = encoded_parts(tmp_path, data, "job-1")
+    running(service, job)
+    calls = record_progress_calls(service)
+    stream = (test_stream.TestStream()
+              .add_elements([(OPEN, claimed_request(job))])
+              # Counting: nothing reaches the assembler for 15 s; a heartbeat every 5 s.
+              .advance_processing_time(5).advance_processing_time(5).advance_processing_time(5)
+              .add_elements([(JOB, (job_key(job), table))] + [(PART, r) for r in records])
+              .advance_processing_time(5).advance_processing_time(5))  # ended: no more heartbeats
+    published, failed = assemble(service, stream=stream, heartbeat=5.0, clock=at_zero)
+    assert (published, failed) == ([job.destination], [])
+    assert calls[:3] == [(0, 0)] * 3  # the three heartbeats, before the plan's first progress
+    assert [c for c in calls if c[1] == 0] == [(0, 0)] * 3
+    assert service.store.get("job-1").state is JobState.SUCCEEDED
+
+
+def test_a_job_whose_plan_never_comes_stops_beating_a_timeout_after_its_claim(tmp_path, service):
+    job, _, _ = encoded_parts(tmp_path, sample(3_000, seed=38), "job-1")
+    running(service, job)
+    calls = record_progress_calls(service)
+    stream = test_stream.TestStream().add_elements([(OPEN, claimed_request(job))])
+    for _ in range(10):
+        stream = stream.advance_processing_time(5)
+    assemble(service, stream=stream, heartbeat=5.0, clock=at_zero)
+    assert len(calls) == 6  # at 5, 10, ..., 30 s (the timeout); then the reconciler may take it
+    assert service.store.get("job-1").state is JobState.RUNNING
 
 
 def test_parts_out_of_order_assemble_into_the_file(tmp_path, service):

@@ -13,13 +13,14 @@ from services.config import Settings
 
 
 def test_the_pipeline_is_started_with_the_stacks_names():
-    settings = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "proj-1", "DCAS_MAX_ATTEMPTS": "4"})
+    settings = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "proj-1", "DCAS_MAX_ATTEMPTS": "4",
+                                  "DCAS_STALE_AFTER": "30"})
     assert stack.streaming_pipeline_command(settings) == [
         sys.executable, "-m", "pipelines.streaming", "--project=proj-1",
         "--subscription=projects/proj-1/subscriptions/dcas-jobs-pipeline",
         "--jobs_topic=projects/proj-1/topics/dcas-jobs",
         "--dead_letter_topic=projects/proj-1/topics/dcas-dead-letters",
-        "--status_collection=jobs", "--max_attempts=4"]
+        "--status_collection=jobs", "--max_attempts=4", "--heartbeat_interval=7.5"]
 
 
 def test_without_the_pipeline_module_the_stack_says_so_before_starting_anything(tmp_path, monkeypatch):

@@ -28,7 +28,8 @@ def test_a_runner_given_on_the_command_line_is_kept():
     assert [a for a in pipeline_args if a.startswith("--runner")] == ["--runner=DataflowRunner"]
 
 
-@pytest.mark.parametrize("bad", ["--max_attempts=0", "--assembly_timeout=0", "--threads=-1"])
+@pytest.mark.parametrize("bad", ["--max_attempts=0", "--assembly_timeout=0", "--threads=-1",
+                                 "--heartbeat_interval=0"])
 def test_impossible_limits_are_refused(bad, capsys):
     with pytest.raises(SystemExit):
         parse_args([*STACK_ARGV, bad])
