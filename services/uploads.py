@@ -1,0 +1,292 @@
+"""Uploads into jobs: a streamed body goes to storage as it arrives (byte histogram counted on the way),
+then the job is submitted; also jobs on objects already in the bucket. Limits are enforced here."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import threading
+import unicodedata
+from typing import AsyncIterator
+
+import anyio.to_thread
+import numpy as np
+
+import codec
+from adapters.jobs import COMPRESS, OPERATIONS, JobRequest, JobState, JobStatus, new_job_id, utc_now
+from adapters.messages import encode_frequency_table
+from codec.sizes import parse_size
+
+__all__ = ["UploadLimits", "UploadSlots", "TooManyUploads", "UploadTooLarge", "UploadStalled",
+           "UploadInterrupted", "JobPaths", "job_paths", "safe_filename", "receive_upload",
+           "submit_upload", "submit_stored", "submit_request", "job_prefix", "check_operation",
+           "check_readable", "output_name"]
+
+SUFFIX = ".dcz"
+_MAX_NAME_BYTES = 255
+
+
+class TooManyUploads(Exception):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UploadTooLarge(Exception):
+    """The body is (or declares itself) larger than the limit."""
+
+
+class UploadStalled(Exception):
+    """The client sent nothing for longer than the stall timeout."""
+
+
+class UploadInterrupted(Exception):
+    """The client went away before the end of the body."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadLimits:
+    """How much one Manager accepts; `from_env` reads DCAS_MAX_UPLOAD (a size like 5G) and friends."""
+
+    max_size: int = 5 * 2**30
+    per_owner: int = 4
+    total: int = 16
+    stall_timeout: float = 30.0
+    buffer_size: int = 8 * 2**20  # one resumable-upload chunk (a multiple of 256 KiB), per upload
+    retry_after: int = 5
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> "UploadLimits":
+        default = cls()
+        return cls(
+            max_size=parse_size(environ.get("DCAS_MAX_UPLOAD", str(default.max_size))),
+            per_owner=int(environ.get("DCAS_UPLOADS_PER_OWNER", default.per_owner)),
+            total=int(environ.get("DCAS_UPLOADS_TOTAL", default.total)),
+            stall_timeout=float(environ.get("DCAS_UPLOAD_STALL_SECONDS", default.stall_timeout)),
+            buffer_size=parse_size(environ.get("DCAS_UPLOAD_BUFFER", str(default.buffer_size))))
+
+
+class UploadSlots:
+    """Counts uploads in flight per owner and in total; a full count refuses at once (no queueing:
+    a waiting upload would hold its connection and buffer anyway)."""
+
+    def __init__(self, per_owner: int, total: int, retry_after: int = 5) -> None:
+        self.per_owner, self.total, self.retry_after = per_owner, total, retry_after
+        self._by_owner: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def in_use(self) -> int:
+        with self._lock:
+            return sum(self._by_owner.values())
+
+    def acquire(self, owner: str) -> None:
+        with self._lock:
+            if sum(self._by_owner.values()) >= self.total:
+                raise TooManyUploads(f"the server has {self.total} uploads in progress; try again later",
+                                     self.retry_after)
+            if self._by_owner.get(owner, 0) >= self.per_owner:
+                raise TooManyUploads(f"you have {self.per_owner} uploads in progress; wait for one to finish",
+                                     self.retry_after)
+            self._by_owner[owner] = self._by_owner.get(owner, 0) + 1
+
+    def release(self, owner: str) -> None:
+        with self._lock:
+            left = self._by_owner.get(owner, 0) - 1
+            if left > 0:
+                self._by_owner[owner] = left
+            else:
+                self._by_owner.pop(owner, None)
+
+
+def safe_filename(name: str | None) -> str:
+    """The name a file is stored under inside its job's folder: its last path component, so that
+    `../x`, `/etc/x` and `a\\b` cannot leave the folder; ValueError for names that are empty,
+    nothing but dots, too long, or hold NUL or other control characters."""
+    if name is None or not name.strip():
+        raise ValueError("a filename is required")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        raise ValueError("the filename holds a control character (NUL, newline, ...)")
+    base = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].strip()
+    if base in ("", ".", "..") or not base.strip("."):
+        raise ValueError(f"{name!r} is not a file name")
+    if len(base.encode("utf-8")) > _MAX_NAME_BYTES:
+        raise ValueError(f"the filename is longer than {_MAX_NAME_BYTES} bytes")
+    return base
+
+
+def output_name(filename: str, operation: str) -> str:
+    if operation == COMPRESS:
+        return filename + SUFFIX
+    stem = filename[:-len(SUFFIX)] if filename.endswith(SUFFIX) else filename + ".out"
+    return stem or "out"
+
+
+@dataclasses.dataclass(frozen=True)
+class JobPaths:
+    """Where one job's objects live: all under `jobs/<job id>/` in the bucket."""
+
+    prefix: str
+    input: str
+    table: str
+    output: str
+
+    @property
+    def metadata(self) -> str:
+        return self.output + ".meta.json"
+
+
+def job_prefix(bucket: str, job_id: str) -> str:
+    return f"gs://{bucket}/jobs/{job_id}/"
+
+
+def job_paths(bucket: str, job_id: str, filename: str, operation: str) -> JobPaths:
+    prefix = job_prefix(bucket, job_id)
+    return JobPaths(prefix, f"{prefix}in/{filename}", f"{prefix}in/{filename}.table.json",
+                    f"{prefix}out/{output_name(filename, operation)}")
+
+
+def check_operation(operation: str) -> str:
+    if operation not in OPERATIONS:
+        raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}, got {operation!r}")
+    return operation
+
+
+async def receive_upload(blobs, uri: str, chunks: AsyncIterator[bytes], limits: UploadLimits, *,
+                         count: bool) -> tuple[int, np.ndarray | None]:
+    """Streams `chunks` into a new object at `uri`; returns (size, byte histogram or None).
+
+    Memory is bounded by two buffers of `limits.buffer_size`: one filling from the client while
+    the other is written (and counted) on a worker thread. On any error (too large, a stall, a
+    client gone) the upload is aborted and nothing is left under `uri`.
+    """
+    upload = await anyio.to_thread.run_sync(blobs.open_upload, uri)
+    histogram = np.zeros(256, dtype=np.uint64) if count else None
+    size = 0
+    pending: asyncio.Task | None = None
+
+    def store(piece: bytes) -> None:
+        if histogram is not None:
+            histogram.__iadd__(codec.histogram(piece))
+        upload.write(piece)
+
+    try:
+        buffer = bytearray()
+        iterator = chunks.__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(iterator.__anext__(), limits.stall_timeout)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise UploadStalled(f"no data for {limits.stall_timeout:g} s; upload abandoned") from None
+            size += len(chunk)
+            if size > limits.max_size:
+                raise UploadTooLarge(f"the upload is larger than the limit of {limits.max_size} bytes")
+            buffer += chunk
+            if len(buffer) >= limits.buffer_size:
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(anyio.to_thread.run_sync(store, bytes(buffer)))
+                buffer = bytearray()
+        if pending is not None:
+            await pending
+            pending = None
+        if buffer:
+            await anyio.to_thread.run_sync(store, bytes(buffer))
+        await anyio.to_thread.run_sync(upload.commit)
+    except BaseException:
+        if pending is not None:
+            pending.cancel()
+            try:
+                await pending
+            except BaseException:  # noqa: BLE001 - the first error is the one reported
+                pass
+        # Shielded: a cancelled request must still not leave a session or an object behind.
+        await asyncio.shield(anyio.to_thread.run_sync(upload.abort))
+        raise
+    return size, histogram
+
+
+def submit_request(adapters, request: JobRequest) -> JobStatus:
+    """QUEUED status first, then the message: a job is never on the queue without its document.
+    If publishing fails the job is marked FAILED (stage `publish`) and the error re-raised."""
+    status = JobStatus.queued(request)
+    if not adapters.status.create(status):
+        raise ValueError(f"job {request.job_id} exists already")
+    try:
+        adapters.queue.publish(request)
+    except Exception as e:
+        adapters.status.transition(request.job_id, JobState.FAILED, request.attempt,
+                                   error={"stage": "publish", "type": type(e).__name__, "message": str(e)})
+        raise
+    return adapters.status.get(request.job_id) or status
+
+
+async def submit_upload(adapters, bucket: str, limits: UploadLimits, slots: UploadSlots, owner: str,
+                        operation: str, filename: str | None, chunks: AsyncIterator[bytes],
+                        content_length: int | None = None, trace_context: str | None = None) -> JobStatus:
+    """A streamed body -> stored input (+ its frequency table for compress) -> submitted job."""
+    check_operation(operation)
+    name = safe_filename(filename)
+    if content_length is not None and content_length > limits.max_size:
+        raise UploadTooLarge(f"the upload ({content_length} bytes) is larger than the limit of "
+                             f"{limits.max_size} bytes")
+    slots.acquire(owner)
+    try:
+        job_id = new_job_id()
+        paths = job_paths(bucket, job_id, name, operation)
+        size, histogram = await receive_upload(adapters.blobs, paths.input, chunks, limits,
+                                               count=operation == COMPRESS)
+        try:
+            table_uri = None
+            if histogram is not None:
+                await anyio.to_thread.run_sync(adapters.blobs.write_bytes, paths.table,
+                                               encode_frequency_table(histogram, size), "application/json")
+                table_uri = paths.table
+            request = JobRequest(job_id, operation, paths.input, paths.output, owner=owner,
+                                 table_uri=table_uri, requested_at=utc_now(), trace_context=trace_context)
+            return await anyio.to_thread.run_sync(submit_request, adapters, request)
+        except BaseException:
+            await asyncio.shield(anyio.to_thread.run_sync(adapters.blobs.delete_prefix, paths.prefix))
+            raise
+    finally:
+        slots.release(owner)
+
+
+def submit_stored(adapters, bucket: str, owner: str, operation: str, input_uri: str,
+                  filename: str | None = None, trace_context: str | None = None) -> JobStatus:
+    """A job on an object already in the bucket: the owner's own job folders, or `owners/<owner>/`."""
+    check_operation(operation)
+    if not isinstance(input_uri, str) or not input_uri:
+        raise ValueError("'input' must name an object, e.g. gs://BUCKET/owners/OWNER/file")
+    if not input_uri.startswith("gs://"):
+        input_uri = f"gs://{bucket}/{input_uri.lstrip('/')}"
+    check_readable(adapters, bucket, owner, input_uri)
+    size = adapters.blobs.size(input_uri)
+    if size is None:
+        raise LookupError(f"no such object: {input_uri}")
+    name = safe_filename(filename or input_uri.rsplit("/", 1)[-1])
+    job_id = new_job_id()
+    paths = job_paths(bucket, job_id, name, operation)
+    request = JobRequest(job_id, operation, input_uri, paths.output, owner=owner,
+                         requested_at=utc_now(), trace_context=trace_context)
+    return submit_request(adapters, request)
+
+
+def check_readable(adapters, bucket: str, owner: str, uri: str) -> None:
+    """PermissionError unless `owner` may name `uri` as an input (LookupError hides other owners'
+    jobs the same way a missing one is hidden)."""
+    own = f"gs://{bucket}/owners/{owner}/"
+    jobs = f"gs://{bucket}/jobs/"
+    if any(part in ("", ".", "..") for part in uri[len("gs://"):].split("/")[1:]):
+        raise ValueError(f"{uri!r} is not a plain object name")
+    if uri.startswith(own) and len(uri) > len(own):
+        return
+    if uri.startswith(jobs):
+        job_id = uri[len(jobs):].split("/", 1)[0]
+        status = adapters.status.get(job_id)
+        if status is not None and status.owner == owner:
+            return
+        raise LookupError(f"no such object: {uri}")
+    raise PermissionError(f"inputs must be under gs://{bucket}/owners/{owner}/ or in one of your jobs")
