@@ -9,6 +9,7 @@ INSTALL_REQUIRES = [
     "numba>=0.60,<0.70",
     "google-crc32c>=1.5,<2",
     "google-cloud-firestore>=2.16,<3",
+    "google-cloud-pubsub>=2.20,<3",
     # The Manager and Status services (services/http/) and the CLI as their client.
     "fastapi>=0.115,<1",
     "uvicorn>=0.30,<1",

@@ -606,7 +606,7 @@ def _run_compose_calls(bucket, calls: list[tuple[list[int], str]], node_names: l
     def compose_one(call: tuple[list[int], str]) -> None:
         inputs, target_name = call
         # Check first for a clear error: GCS answers a missing source with a bare 404 on the
-        # compose, and fake-gcs-server with a 500 that the retry below would repeat for 2 minutes.
+        # compose, and fake-gcs-server with a 500 that the retry below would repeat for a minute.
         missing = [node_names[node] for node in inputs
                    if node < n_sources and not bucket.blob(node_names[node]).exists(retry=_gcs_retry())]
         if missing:
@@ -658,8 +658,8 @@ def _gcs_client():
 
 
 def _gcs_retry():
-    from google.cloud.storage.retry import DEFAULT_RETRY
-    return DEFAULT_RETRY
+    from adapters.retries import gcs_retry
+    return gcs_retry()
 
 
 def _gcs_read_range(path: str, offset: int, length: int, version: str | None = None) -> bytes:

@@ -1,12 +1,15 @@
-"""Shared pytest fixtures: the GCS emulator (fake-gcs-server) and a bucket in it, started only when a test asks."""
+"""Shared pytest fixtures: the GCS, Pub/Sub and Firestore emulators, each started only when a test asks."""
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
 import pytest
 
-from emulators import start_fake_gcs_server  # tests/ is on sys.path (pytest puts conftest dirs there)
+# tests/ is on sys.path (pytest puts conftest dirs there)
+from emulators import (start_fake_gcs_server, start_firestore_emulator,
+                       start_pubsub_emulator)
 
 
 def pytest_configure(config):
@@ -21,12 +24,39 @@ def gcs_emulator():
     are started later as subprocesses, inherit it. The server runs in its own process group and the
     whole group is stopped at the end of the session, also when tests fail or are interrupted.
     """
-    emulator = start_fake_gcs_server()
+    with _serving(start_fake_gcs_server()) as emulator:
+        from adapters.storage import configure_beam_for_storage_emulator
+        configure_beam_for_storage_emulator()
+        yield emulator
+
+
+# One project for the session's Pub/Sub and Firestore emulators (ids of 6+ characters).
+TEST_PROJECT = "dcas-test"
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator():
+    """The Pub/Sub emulator for the session; PUBSUB_EMULATOR_HOST and GOOGLE_CLOUD_PROJECT are set
+    in os.environ while it runs (for subprocesses too), like gcs_emulator."""
+    with _serving(start_pubsub_emulator(TEST_PROJECT)) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator():
+    """The Firestore emulator for the session; FIRESTORE_EMULATOR_HOST and GOOGLE_CLOUD_PROJECT are
+    set in os.environ while it runs."""
+    with _serving(start_firestore_emulator(TEST_PROJECT)) as emulator:
+        yield emulator
+
+
+@contextlib.contextmanager
+def _serving(emulator):
+    """Puts the emulator's client variables in os.environ while it runs, then restores them and
+    stops its whole process group, also when tests fail or are interrupted."""
     saved = {name: os.environ.get(name) for name in emulator.env}
     os.environ.update(emulator.env)
     try:
-        from adapters.storage import configure_beam_for_storage_emulator
-        configure_beam_for_storage_emulator()
         yield emulator
     finally:
         for name, value in saved.items():

@@ -1,0 +1,127 @@
+"""The status store on Firestore: one document per job, every change in a transaction under adapters.jobs.check_transition."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from google.api_core import exceptions
+
+from adapters.jobs import JobState, JobStatus, check_transition, utc_now
+from adapters.retries import CALL_TIMEOUT, firestore_retry
+
+__all__ = ["FirestoreStatusSpec", "FirestoreStatusStore"]
+
+# A transaction that loses a race is re-run (with a fresh read) this many times in all; one
+# writer per job document keeps races rare, so running out means something is wrong.
+_TRANSACTION_ATTEMPTS = 10
+_QUEUED_AT = f"times.{JobState.QUEUED.value}"
+
+
+class FirestoreStatusStore:
+    """The StatusStore port on Firestore (native mode). The client honours FIRESTORE_EMULATOR_HOST.
+
+    Times are the ISO strings of adapters.jobs.utc_now, as JobStatus holds them, so they compare
+    as strings in queries the same way the in-memory fake compares them.
+    """
+
+    def __init__(self, project: str, collection: str = "jobs") -> None:
+        from google.cloud import firestore
+        self._firestore = firestore
+        self._client = firestore.Client(project=project)
+        self._jobs = self._client.collection(collection)
+        self._call = {"retry": firestore_retry(), "timeout": CALL_TIMEOUT}
+
+    def create(self, status: JobStatus) -> bool:
+        data = status.to_dict()
+        try:
+            self._jobs.document(status.job_id).create(data, **self._call)
+            return True
+        except exceptions.Conflict:  # AlreadyExists
+            # A retried create whose first try did land finds its own document: same to the microsecond.
+            existing = self._jobs.document(status.job_id).get(**self._call)
+            return existing.exists and existing.to_dict() == data
+
+    def get(self, job_id: str) -> JobStatus | None:
+        snapshot = self._jobs.document(job_id).get(**self._call)
+        return JobStatus.from_dict(snapshot.to_dict()) if snapshot.exists else None
+
+    def transition(self, job_id: str, state: JobState, attempt: int, **fields) -> JobStatus:
+        def change(current: JobStatus | None) -> JobStatus:
+            check_transition(current, state, attempt)
+            now = utc_now()
+            updated = dataclasses.replace(current, **fields, state=state, attempt=attempt,
+                                          times={**current.times, state.value: now}, updated=now)
+            if state is JobState.RUNNING:
+                updated.heartbeat = now
+            return updated
+        return self._in_transaction(job_id, change)
+
+    def record_progress(self, job_id: str, attempt: int, *, chunks_done: int, chunks_total: int,
+                        bytes_in: int, bytes_out: int) -> bool:
+        def change(current: JobStatus | None) -> JobStatus | None:
+            if current is None or current.state is not JobState.RUNNING or current.attempt != attempt:
+                return None
+            now = utc_now()
+            return dataclasses.replace(
+                current, chunks_done=max(current.chunks_done, chunks_done),
+                chunks_total=max(current.chunks_total, chunks_total),
+                bytes_in=max(current.bytes_in, bytes_in), bytes_out=max(current.bytes_out, bytes_out),
+                heartbeat=now, updated=now)
+        return self._in_transaction(job_id, change) is not None
+
+    def list_jobs(self, owner: str, state: JobState | None = None, limit: int = 50,
+                  cursor: str | None = None) -> tuple[list[JobStatus], str | None]:
+        direction = self._firestore.Query.DESCENDING
+        query = self._jobs.where(filter=self._field("owner", "==", owner))
+        if state is not None:
+            query = query.where(filter=self._field("state", "==", state.value))
+        query = query.order_by(_QUEUED_AT, direction=direction).order_by("job_id", direction=direction)
+        if cursor is not None:
+            after = self._jobs.document(cursor).get(**self._call)
+            if not after.exists:
+                return [], None
+            query = query.start_after(after)
+        found = [JobStatus.from_dict(s.to_dict()) for s in query.limit(limit + 1).stream(**self._call)]
+        page = found[:limit]
+        return page, (page[-1].job_id if len(found) > limit and page else None)
+
+    def stale_jobs(self, queued_before: str, heartbeat_before: str) -> list[JobStatus]:
+        queued = (self._jobs.where(filter=self._field("state", "==", JobState.QUEUED.value))
+                  .where(filter=self._field("updated", "<", queued_before)))
+        running = (self._jobs.where(filter=self._field("state", "==", JobState.RUNNING.value))
+                   .where(filter=self._field("heartbeat", "<", heartbeat_before)))
+        return [JobStatus.from_dict(s.to_dict())
+                for query in (queued, running) for s in query.stream(**self._call)]
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _field(self, path: str, op: str, value: Any):
+        from google.cloud.firestore_v1.base_query import FieldFilter
+        return FieldFilter(path, op, value)
+
+    def _in_transaction(self, job_id: str, change):
+        """Reads the job's document, applies `change` (which may raise, or return None to write
+        nothing) and writes the result, all in one transaction; returns what `change` returned."""
+        reference = self._jobs.document(job_id)
+
+        @self._firestore.transactional
+        def run(transaction):
+            snapshot = reference.get(transaction=transaction, **self._call)
+            updated = change(JobStatus.from_dict(snapshot.to_dict()) if snapshot.exists else None)
+            if updated is not None:
+                transaction.set(reference, updated.to_dict())
+            return updated
+
+        return run(self._client.transaction(max_attempts=_TRANSACTION_ATTEMPTS))
+
+
+@dataclasses.dataclass(frozen=True)
+class FirestoreStatusSpec:
+    """What a DoFn holds instead of a Firestore client: picklable; open() in setup() builds the store."""
+
+    project: str
+    collection: str = "jobs"
+
+    def open(self) -> FirestoreStatusStore:
+        return FirestoreStatusStore(self.project, self.collection)
