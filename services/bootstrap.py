@@ -1,0 +1,44 @@
+"""The one composition root: Settings -> the queue and status adapters (and the specs pipelines get)."""
+from __future__ import annotations
+
+import dataclasses
+
+from adapters.ports import AdapterSpec, JobQueue, StatusStore
+from services.config import Settings
+
+__all__ = ["Adapters", "bootstrap", "ensure_resources"]
+
+
+@dataclasses.dataclass
+class Adapters:
+    """What service functions work through. The specs are what a pipeline's DoFns open in setup()."""
+
+    queue: JobQueue
+    status: StatusStore
+    queue_spec: AdapterSpec | None = None
+    status_spec: AdapterSpec | None = None
+    settings: Settings = dataclasses.field(default_factory=Settings)
+
+    def close(self) -> None:
+        for adapter in (self.queue, self.status):
+            close = getattr(adapter, "close", None)
+            if close is not None:
+                close()
+
+
+def bootstrap(settings: Settings) -> Adapters:
+    """Pub/Sub and Firestore adapters for `settings` (their clients find emulators through the
+    *_EMULATOR_HOST variables, which `settings` was read with)."""
+    from adapters.firestore import FirestoreStatusSpec
+    from adapters.pubsub import PubSubQueueSpec
+    queue_spec = PubSubQueueSpec(settings.project, settings.jobs_topic, settings.dead_letter_topic)
+    status_spec = FirestoreStatusSpec(settings.project, settings.status_collection)
+    return Adapters(queue_spec.open(), status_spec.open(), queue_spec, status_spec, settings)
+
+
+def ensure_resources(settings: Settings):
+    """Creates, where missing, the topics, schema and subscriptions `settings` name (locally or in
+    a real project); Firestore needs no set-up. The bucket is the stack's (or the project's) own."""
+    from adapters.pubsub import ensure_pubsub_resources
+    return ensure_pubsub_resources(settings.project, settings.jobs_topic, settings.jobs_subscription,
+                                   settings.dead_letter_topic, settings.dead_letter_subscription)
