@@ -16,6 +16,7 @@ import codec
 from adapters.jobs import COMPRESS, OPERATIONS, JobRequest, JobState, JobStatus, new_job_id, utc_now
 from adapters.messages import encode_frequency_table
 from codec.sizes import parse_size
+from services import jobs
 
 __all__ = ["UploadLimits", "UploadSlots", "TooManyUploads", "UploadTooLarge", "UploadStalled",
            "UploadInterrupted", "JobPaths", "job_paths", "safe_filename", "receive_upload",
@@ -209,18 +210,15 @@ async def receive_upload(blobs, uri: str, chunks: AsyncIterator[bytes], limits: 
 
 
 def submit_request(adapters, request: JobRequest) -> JobStatus:
-    """QUEUED status first, then the message: a job is never on the queue without its document.
-    If publishing fails the job is marked FAILED (stage `publish`) and the error re-raised."""
-    status = JobStatus.queued(request)
-    if not adapters.status.create(status):
-        raise ValueError(f"job {request.job_id} exists already")
+    """services.jobs.submit (QUEUED status first, then the message). A job whose message could not
+    be sent now is still accepted: it stays QUEUED and the reconciler publishes it again."""
     try:
-        adapters.queue.publish(request)
-    except Exception as e:
-        adapters.status.transition(request.job_id, JobState.FAILED, request.attempt,
-                                   error={"stage": "publish", "type": type(e).__name__, "message": str(e)})
+        return jobs.submit(adapters, request)
+    except jobs.JobError:
+        status = adapters.status.get(request.job_id)
+        if status is not None and status.state is JobState.QUEUED:
+            return status
         raise
-    return adapters.status.get(request.job_id) or status
 
 
 async def submit_upload(adapters, bucket: str, limits: UploadLimits, slots: UploadSlots, owner: str,

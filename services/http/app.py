@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from adapters.jobs import TransitionRefused
-from services import access, keys, uploads
+from services import access, jobs, keys, uploads
 
 __all__ = ["HttpSettings", "create_app"]
 
@@ -102,6 +102,7 @@ _STATUS_OF: list[tuple[type[BaseException], int]] = [
     (TransitionRefused, 409),
     (access.RangeNotSatisfiable, 416),
     (ValueError, 400),
+    (jobs.JobError, 503),
 ]
 
 

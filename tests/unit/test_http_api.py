@@ -105,15 +105,22 @@ def test_the_status_document_exists_before_the_message_is_published(adapters, cl
     assert seen[0] is not None and seen[0].state is JobState.QUEUED
 
 
-def test_a_failed_publish_marks_the_job_failed_and_answers_500(adapters):
-    def broken(request):
-        raise RuntimeError("queue unavailable")
-    adapters.queue.publish = broken
-    client = TestClient(create_app(adapters, HttpSettings(BUCKET)), raise_server_exceptions=False)
+def test_a_message_the_queue_refuses_fails_the_job_and_answers_503(adapters, client):
+    def refuse(request):
+        raise ValueError("schema says no")
+    adapters.queue.publish = refuse
     response = upload(client, auth(adapters))
-    assert response.status_code == 500 and response.json()["error"] == "internal error"
+    assert response.status_code == 503 and "schema says no" in response.json()["error"]
     [status] = adapters.status.list_jobs("ann")[0]
-    assert status.state is JobState.FAILED and status.error["stage"] == "publish"
+    assert status.state is JobState.FAILED
+
+
+def test_a_message_that_cannot_be_sent_now_leaves_the_job_queued_for_the_reconciler(adapters, client):
+    def unavailable(request):
+        raise ConnectionError("queue unavailable")
+    adapters.queue.publish = unavailable
+    response = upload(client, auth(adapters))
+    assert response.status_code == 202 and response.json()["state"] == "QUEUED"
 
 
 @pytest.mark.parametrize("name, stored", [

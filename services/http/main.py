@@ -1,0 +1,28 @@
+"""The Manager and Status app as a process: settings from the environment, adapters from bootstrap()."""
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.bootstrap import bootstrap
+from services.config import Settings
+from services.http.app import HttpSettings, create_app
+from services.uploads import UploadLimits
+
+__all__ = ["app_from_env", "serve"]
+
+
+def app_from_env() -> FastAPI:
+    """`uvicorn --factory services.http.main:app_from_env`: the app on the adapters Settings.from_env() names."""
+    settings = Settings.from_env()
+    adapters = bootstrap(settings)
+    app = create_app(adapters, HttpSettings(settings.bucket, UploadLimits.from_env()))
+    app.router.on_shutdown.append(adapters.close)
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
+    import uvicorn
+    # One worker process: the upload limits and the event listeners live in it. h11 and the
+    # default loop: no optional C extensions needed.
+    uvicorn.run(app_from_env(), host=host, port=port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=5)
