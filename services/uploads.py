@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import os
 import threading
-import unicodedata
+import re
 from typing import AsyncIterator
 
 import anyio.to_thread
@@ -21,10 +21,9 @@ from services import jobs
 __all__ = ["UploadLimits", "UploadSlots", "TooManyUploads", "UploadTooLarge", "UploadStalled",
            "UploadInterrupted", "JobPaths", "job_paths", "safe_filename", "receive_upload",
            "submit_upload", "submit_stored", "submit_request", "job_prefix", "check_operation",
-           "check_readable", "output_name"]
+           "check_readable", "output_name", "FILENAME_PATTERN"]
 
 SUFFIX = ".dcz"
-_MAX_NAME_BYTES = 255
 
 
 class TooManyUploads(Exception):
@@ -100,19 +99,29 @@ class UploadSlots:
                 self._by_owner.pop(owner, None)
 
 
+# What a filename may hold: no control characters (C0, DEL, C1) and no line or paragraph separators,
+# and at least one character that is not a dot or a slash. The HTTP schema carries the same rule.
+FILENAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*[^\x00-\x1f\x7f-\x9f\u2028\u2029./\\][^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
+_MAX_NAME_BYTES = 200  # the job's object names (prefix + name + suffixes) stay far below GCS's 1024
+DEFAULT_FILENAME = "upload"
+
+
 def safe_filename(name: str | None) -> str:
-    """The name a file is stored under inside its job's folder: its last path component, so that
-    `../x`, `/etc/x` and `a\\b` cannot leave the folder; ValueError for names that are empty,
-    nothing but dots, too long, or hold NUL or other control characters."""
-    if name is None or not name.strip():
-        raise ValueError("a filename is required")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
-        raise ValueError("the filename holds a control character (NUL, newline, ...)")
-    base = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].strip()
-    if base in ("", ".", "..") or not base.strip("."):
+    """The name a file is stored under inside its job's folder, so that `../x`, `/etc/x` and `a\\b`
+    cannot leave it: the last path component that is a name (not empty, `.` or `..`), cut to its
+    last 200 bytes. None gives `upload`. ValueError for a name holding a control character (NUL,
+    a newline, ...) or nothing but dots and slashes."""
+    if name is None:
+        return DEFAULT_FILENAME
+    if not re.fullmatch(FILENAME_PATTERN, name):
+        raise ValueError("a filename must hold no control characters (NUL, newlines, ...) and more "
+                         "than dots and slashes")
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    if not parts:
         raise ValueError(f"{name!r} is not a file name")
-    if len(base.encode("utf-8")) > _MAX_NAME_BYTES:
-        raise ValueError(f"the filename is longer than {_MAX_NAME_BYTES} bytes")
+    base = parts[-1]
+    while len(base.encode("utf-8")) > _MAX_NAME_BYTES:
+        base = base[1:]  # keep the end: the extension says what the file is
     return base
 
 
@@ -278,7 +287,8 @@ def check_readable(adapters, bucket: str, owner: str, uri: str) -> None:
     own = f"gs://{bucket}/owners/{owner}/"
     jobs = f"gs://{bucket}/jobs/"
     if any(part in ("", ".", "..") for part in uri[len("gs://"):].split("/")[1:]):
-        raise ValueError(f"{uri!r} is not a plain object name")
+        # Literal names on GCS, but tools that normalise paths would read them as a way out.
+        raise PermissionError(f"{uri!r} is not a plain object name (no empty, '.' or '..' parts)")
     if uri.startswith(own) and len(uri) > len(own):
         return
     if uri.startswith(jobs):

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from adapters.jobs import TransitionRefused
+from adapters.jobs import JobState, TransitionRefused
 from services import access, jobs, keys, uploads
 
 __all__ = ["HttpSettings", "create_app"]
@@ -81,8 +81,9 @@ class JobPage(BaseModel):
 
 
 class StoredInput(BaseModel):
-    input: str = Field(description="gs://BUCKET/owners/OWNER/NAME, or an object of one of your jobs")
-    filename: Optional[str] = None
+    input: str = Field(min_length=1, max_length=1024,
+                       description="gs://BUCKET/owners/OWNER/NAME, or an object of one of your jobs")
+    filename: Optional[str] = Field(None, max_length=1024, pattern=uploads.FILENAME_PATTERN)
 
 
 def _errors(*codes: int) -> dict[int, dict[str, Any]]:
@@ -169,7 +170,8 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
               responses=_errors(400, 401, 403, 404, 408, 413, 422, 429), tags=["manager"])
     async def submit_job(request: Request,
                          operation: str = Query(..., pattern="^(compress|decompress)$"),
-                         filename: Optional[str] = Query(None, max_length=1024),
+                         filename: Optional[str] = Query(None, max_length=1024, pattern=uploads.FILENAME_PATTERN,
+                                                         description="the file's name (its last path component is kept)"),
                          owner: str = Depends(owner_of)):
         """Submit a job: the raw file as the body (streamed to storage), or JSON naming a stored object."""
         trace = request.headers.get("traceparent")
@@ -196,12 +198,12 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
         return accepted(request, status)
 
     @app.get("/v1/jobs", response_model=JobPage, responses=_errors(400, 401, 404, 422), tags=["status"])
-    async def list_jobs(request: Request, state: Optional[str] = Query(None, max_length=16),
+    async def list_jobs(request: Request, state: Optional[JobState] = Query(None),
                         limit: int = Query(50, ge=1, le=200), cursor: Optional[str] = Query(None, max_length=200),
                         owner: str = Depends(owner_of)):
         """The caller's jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
         jobs, next_cursor = await anyio.to_thread.run_sync(
-            access.list_owned, adapters.status, owner, state, limit, cursor)
+            access.list_owned, adapters.status, owner, state and state.value, limit, cursor or None)
         return {"jobs": [access.public_status(s, base(request)) for s in jobs], "next_cursor": next_cursor}
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, responses=_errors(401, 404), tags=["status"])
