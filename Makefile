@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-e2e pigz clean
+.PHONY: demo test test-fast bench bench-e2e pigz chromium clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,16 @@ $(NUMBA_STAMP): $(STAMP) $(wildcard codec/*.py)
 demo: $(STAMP) $(NUMBA_STAMP)
 	$(PY) -m benchmarks.demo
 
-# Every test level, emulators included: tests/conftest.py starts fake-gcs-server when a test needs it.
-test: $(STAMP) $(NUMBA_STAMP)
+# The web page's tests drive Debian's chromium through chromedriver. Installed here when missing (CI
+# starts on a fresh machine); if apt-get cannot (not root, no network) the browser tests skip and say why.
+chromium:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "make: could not install chromium and chromium-driver; the browser tests will skip" >&2; \
+	fi
+
+# Every test level, emulators included: tests/conftest.py starts the emulators a test needs.
+test: $(STAMP) $(NUMBA_STAMP) chromium
 	$(PY) -m pytest -q tests
 
 # The inner loop: pure functions and fakes of the ports, no emulator, well under a minute.
