@@ -1,4 +1,4 @@
-"""The `dcas` command line: a thin argparse front end over `services.compression`."""
+"""The `dcas` command line: a thin argparse front end over `services.compression`, `services.jobs` and `services.stack`."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from typing import Callable, NoReturn, Sequence, TextIO
@@ -122,7 +123,58 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Decode FILE in full and check every CRC32C.")
     verify.add_argument("file", metavar="FILE")
     verify.add_argument("-q", "--quiet", action="store_true", help="print nothing when FILE is OK")
+    _add_job_commands(commands)
     return parser
+
+
+_JOBS_NOTE = """\
+The job service is found through the environment that `dcas stack up` prints
+(GOOGLE_CLOUD_PROJECT, DCAS_JOBS_TOPIC, DCAS_STATUS_COLLECTION, the *_EMULATOR_HOST
+variables), or a real project's names and credentials."""
+
+
+def _add_job_commands(commands) -> None:
+    submit = commands.add_parser(
+        "submit", help="queue a job on the job service", epilog=_JOBS_NOTE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Queue a job that compresses (or decompresses) the object SRC into DST, both "
+                    "gs:// URIs. Prints the job id on the last line of stdout.")
+    submit.add_argument("src", metavar="SRC")
+    submit.add_argument("dst", metavar="DST")
+    submit.add_argument("--decompress", action="store_true", help="decompress SRC (a .dcz) instead")
+    submit.add_argument("--job-id", metavar="ID", help="the job's id (default: a new random one)")
+    submit.add_argument("--chunk-size", type=_chunk_size_argument, default=DEFAULT_CHUNK_SIZE,
+                        metavar="SIZE", help=f"bytes per chunk (default: {DEFAULT_CHUNK_SIZE // 2**20}MiB)")
+    submit.add_argument("--wait", action="store_true",
+                        help="wait until the job ends: exit 0 if it SUCCEEDED, 1 otherwise")
+    submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="with --wait, give up waiting after this long")
+    submit.add_argument("-q", "--quiet", action="store_true", help="no progress line with --wait")
+
+    status = commands.add_parser("status", help="show a job's status", epilog=_JOBS_NOTE,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 description="Show the status of job JOB.")
+    status.add_argument("job_id", metavar="JOB")
+    status.add_argument("--json", action="store_true", help="the whole status document as one JSON object")
+
+    cancel = commands.add_parser("cancel", help="cancel a queued or running job", epilog=_JOBS_NOTE,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 description="Cancel job JOB unless it has already ended.")
+    cancel.add_argument("job_id", metavar="JOB")
+
+    stack = commands.add_parser(
+        "stack", help="run the job service locally (emulators, pipeline, reconciler)",
+        description="`dcas stack up` starts the Pub/Sub, Firestore and GCS emulators, creates the "
+                    "topics, schema, subscriptions and bucket, runs the streaming pipeline and the "
+                    "reconciler, prints `export` lines and `# ready`, and runs until Ctrl-C or "
+                    "`dcas stack down`. `dcas stack env` prints the running stack's exports again.")
+    actions = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
+    up = actions.add_parser("up", help="start the local stack and keep it running")
+    up.add_argument("--no-pipeline", action="store_true", help="start everything but the pipeline")
+    up.add_argument("--pipeline-command", metavar="CMD",
+                    help="run CMD (a shell-quoted command line) instead of the streaming pipeline")
+    actions.add_parser("down", help="stop the running local stack")
+    actions.add_parser("env", help="print the running stack's export lines")
 
 
 def default_output(command: str, src: str) -> str:
@@ -208,7 +260,125 @@ def _verify(args: argparse.Namespace, console: _Console) -> None:
               file=console.stdout)
 
 
-_COMMANDS = {"compress": _transfer, "decompress": _transfer, "info": _info, "verify": _verify}
+def _settings():
+    from services.config import Settings
+    try:
+        return Settings.from_env()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _job_service(settings=None):
+    """The adapters for the environment's settings (imported late: `dcas compress` needs none)."""
+    from services.bootstrap import bootstrap
+    return bootstrap(settings or _settings())
+
+
+def _submit(args: argparse.Namespace, console: _Console) -> None:
+    from services import jobs
+    settings = _settings()
+    try:
+        request = jobs.new_request(args.src, args.dst, decompress=args.decompress, job_id=args.job_id,
+                                   chunk_size=args.chunk_size, owner=settings.owner)
+    except jobs.JobError as e:  # wrong arguments, like argparse's own complaints
+        raise UsageError(str(e)) from None
+    with _google_errors():
+        adapters = _job_service(settings)
+        try:
+            jobs.submit(adapters, request)
+            print(request.job_id, file=console.stdout, flush=True)
+            if not args.wait:
+                return
+            show = not args.quiet and console.stderr.isatty()
+            final = jobs.wait(adapters, request.job_id, args.timeout,
+                              on_update=(lambda s: _show_progress(s, console.stderr)) if show else None)
+        finally:
+            adapters.close()
+    if show:
+        print(file=console.stderr)
+    if final.state.value != "SUCCEEDED":
+        raise jobs.JobError(f"job {final.job_id} {final.state.value}: {_reason(final)}")
+
+
+def _show_progress(status, stderr: TextIO) -> None:
+    counts = f" {status.chunks_done}/{status.chunks_total} chunks" if status.chunks_total else ""
+    print(f"\r{status.job_id}: {status.state.value} (attempt {status.attempt}){counts}\033[K",
+          end="", file=stderr, flush=True)
+
+
+def _reason(status) -> str:
+    if not status.error:
+        return "no reason recorded"
+    error = status.error
+    return " ".join(f"{error.get('stage', '?')}: {error.get('type', 'Error')}: {error.get('message', '')}".split())
+
+
+def _status(args: argparse.Namespace, console: _Console) -> None:
+    from services import jobs
+    with _google_errors():
+        adapters = _job_service()
+        try:
+            status = jobs.get_status(adapters, args.job_id)
+        finally:
+            adapters.close()
+    if args.json:
+        print(json.dumps(status.to_dict(), sort_keys=True), file=console.stdout)
+        return
+    line = f"{status.job_id}: {status.state.value}, attempt {status.attempt}"
+    if status.chunks_total:
+        line += f", {status.chunks_done}/{status.chunks_total} chunks"
+    if status.output and status.state.value == "SUCCEEDED":
+        line += f", output {status.output}"
+    if status.error:
+        line += f", {_reason(status)}"
+    print(line, file=console.stdout)
+
+
+def _cancel(args: argparse.Namespace, console: _Console) -> None:
+    from services import jobs
+    with _google_errors():
+        adapters = _job_service()
+        try:
+            status = jobs.cancel(adapters, args.job_id)
+        finally:
+            adapters.close()
+    print(f"{status.job_id}: {status.state.value}", file=console.stdout)
+
+
+def _stack(args: argparse.Namespace, console: _Console) -> None:
+    from services import stack
+    if args.stack_command == "up":
+        if args.no_pipeline and args.pipeline_command:
+            raise UsageError("--no-pipeline and --pipeline-command do not go together")
+        stack.run_up(console.stdout, console.stderr, pipeline_command=args.pipeline_command,
+                     with_pipeline=not args.no_pipeline)
+    elif args.stack_command == "down":
+        stack.run_down(console.stderr)
+    else:
+        state = stack.read_state()
+        if state is None or not state.get("ready"):
+            raise stack.StackError("no local stack is ready (start one with `dcas stack up`)")
+        for name, value in state["exports"].items():
+            print(f"export {name}={shlex.quote(value)}", file=console.stdout)
+
+
+@contextlib.contextmanager
+def _google_errors():
+    """A cloud client's failure as one line: what failed and what to do about it."""
+    from google.api_core import exceptions as api
+    from google.auth import exceptions as auth
+    from services.jobs import JobError
+    try:
+        yield
+    except auth.DefaultCredentialsError:
+        raise JobError("no Google credentials: start `dcas stack up` and export what it prints, or "
+                       "run `gcloud auth application-default login` for a real project") from None
+    except (api.GoogleAPICallError, api.RetryError) as e:
+        raise JobError(f"the job service did not answer: {' '.join(str(e).split())}") from None
+
+
+_COMMANDS = {"compress": _transfer, "decompress": _transfer, "info": _info, "verify": _verify,
+             "submit": _submit, "status": _status, "cancel": _cancel, "stack": _stack}
 
 
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
@@ -241,6 +411,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         return fail(f"{e} (use --force to overwrite)", EXIT_FAILURE)
     except compression.ServiceError as e:
         return fail(str(e), EXIT_FAILURE)
+    except _service_errors() as e:
+        return fail(str(e), EXIT_FAILURE)
     except FormatError as e:
         return fail(f"{input_name}: {e}", EXIT_FAILURE)
     except BrokenPipeError:
@@ -260,6 +432,14 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
             raise
         return fail(f"internal error: {type(e).__name__}: {e} (set DCAS_DEBUG=1 for a traceback)",
                     EXIT_FAILURE)
+
+
+def _service_errors() -> tuple[type[Exception], ...]:
+    """The job service's and the stack's errors (both one line for a person), imported only when
+    a failure is being reported."""
+    from services.jobs import JobError
+    from services.stack import StackError
+    return JobError, StackError
 
 
 def split_pipeline_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-__all__ = ["EmulatorProcess", "free_port", "group_alive", "http_ready", "signal_group", "start_emulator",
-           "stop_group"]
+__all__ = ["EmulatorProcess", "die_with_parent", "free_port", "group_alive", "http_ready", "signal_group",
+           "start_emulator", "start_process", "stop_group", "stop_process"]
 
 
 def free_port() -> int:
@@ -60,16 +60,7 @@ class EmulatorProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the whole process group, then SIGKILL it if anything is still alive after timeout."""
-        group = self.process.pid  # start_new_session=True made the child its group leader
-        signal_group(group, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        # The leader may have exited while children linger: finish the group off either way.
-        stop_group(group, timeout)
-        if self.process.poll() is None:
-            self.process.wait()
+        stop_process(self.process, timeout)
         if not self.keep_log:
             try:
                 self.log_path.unlink()
@@ -99,7 +90,7 @@ def start_emulator(name: str, argv: Sequence[str], ready: Callable[[], bool], *,
         process = subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})}, start_new_session=True,
-            preexec_fn=_die_with_parent)
+            preexec_fn=die_with_parent)
     emulator = EmulatorProcess(name, process, Path(log_name), dict(client_env or {}), log_path is not None)
     deadline = time.monotonic() + timeout
     try:
@@ -117,7 +108,7 @@ def start_emulator(name: str, argv: Sequence[str], ready: Callable[[], bool], *,
     return emulator
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: ask Linux to SIGTERM it if pytest itself is killed (no finaliser runs then).
 
     Covers the direct child only; a wrapper's own children are still reached by stop()'s killpg.
@@ -130,6 +121,28 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass  # not Linux: the session fixture's stop() still runs on every normal exit
+
+
+def start_process(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+                  stdout=None, stderr=None) -> subprocess.Popen:
+    """Start argv as the leader of a new process group that dies with the calling thread's process."""
+    return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                            env=dict(os.environ if env is None else env), start_new_session=True,
+                            preexec_fn=die_with_parent)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop a process started by start_process and everything in its group; reap it."""
+    group = process.pid  # start_new_session=True made the child its group leader
+    signal_group(group, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    # The leader may have exited while children linger: finish the group off either way.
+    stop_group(group, timeout)
+    if process.poll() is None:
+        process.wait()
 
 
 def stop_group(group: int, timeout: float = 10.0) -> None:
@@ -161,3 +174,17 @@ def group_alive(group: int) -> bool:
     except PermissionError:
         return True
     return True  # note: an exited but unreaped leader (a zombie) still counts, so reap it first
+
+
+def start_time(pid: int, *, running: bool = False) -> int | None:
+    """When `pid` started (clock ticks since boot, Linux), to tell a process from a later one that
+    reused its id; None if there is no such process (or no /proc), or with `running=True` if it
+    has exited and only waits to be reaped (a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        if running and fields[0] == "Z":
+            return None
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None

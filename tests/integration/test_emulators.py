@@ -73,3 +73,21 @@ def test_the_emulator_dies_with_a_killed_test_process(tmp_path):
         launcher.kill()
         launcher.wait()
     assert wait_until_gone(server)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_an_exited_process_waiting_to_be_reaped_does_not_count_as_running():
+    # `dcas stack down` waits for the stack to stop; a stack started by a parent that has not
+    # reaped it yet (a zombie) has stopped, and waiting on it cost the whole timeout.
+    from services.processes import start_time
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    try:
+        assert start_time(child.pid) is not None
+        assert start_time(child.pid, running=True) is None
+    finally:
+        child.wait()
+    assert start_time(child.pid) is None

@@ -1,0 +1,68 @@
+"""A job from `dcas submit` to SUCCEEDED on the local stack with the real streaming pipeline."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+from samples import sample_text  # tests/ is on sys.path (conftest dir)
+from test_stack import RunningStack, dcas, error_line
+
+import codec
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    importlib.util.find_spec("pipelines.streaming") is None,
+    reason="the streaming pipeline (pipelines/streaming.py) is not on this branch yet")]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    running = RunningStack(tmp_path_factory.mktemp("flow-runtime"))
+    yield running
+    running.kill()
+
+
+@pytest.fixture(scope="module")
+def bucket(stack):
+    from google.cloud import storage
+    saved = dict(os.environ)
+    os.environ.update(stack.exports)
+    try:
+        yield storage.Client(project=stack.exports["GOOGLE_CLOUD_PROJECT"]).bucket(stack.exports["DCAS_BUCKET"])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_a_compress_and_a_decompress_job_succeed_with_exact_bytes_and_metadata(stack, bucket):
+    data = sample_text(300_000)
+    bucket.blob("flow/in.txt").upload_from_string(data)
+    name = bucket.name
+    compressed = dcas("submit", f"gs://{name}/flow/in.txt", f"gs://{name}/flow/in.txt.dcz",
+                      "--chunk-size", "64K", "--wait", "--timeout", "240", env=stack.client_env(), timeout=300)
+    assert compressed.returncode == 0, compressed.stderr + stack.stderr()[-3000:]
+    job_id = compressed.stdout.splitlines()[-1]
+    container = bucket.blob("flow/in.txt.dcz").download_as_bytes()
+    assert codec.decode(container) == data
+    meta = json.loads(bucket.blob("flow/in.txt.dcz.meta.json").download_as_bytes())
+    assert (meta["og_size"], meta["cp_size"]) == (len(data), len(container))
+    status = json.loads(dcas("status", job_id, "--json", env=stack.client_env()).stdout)
+    assert status["state"] == "SUCCEEDED" and status["chunks_done"] == status["chunks_total"] > 1
+
+    restored = dcas("submit", f"gs://{name}/flow/in.txt.dcz", f"gs://{name}/flow/copy.txt", "--decompress",
+                    "--wait", "--timeout", "240", env=stack.client_env(), timeout=300)
+    assert restored.returncode == 0, restored.stderr
+    assert bucket.blob("flow/copy.txt").download_as_bytes() == data
+
+
+def test_a_job_on_a_missing_input_fails_with_its_reason_and_the_next_job_still_runs(stack, bucket):
+    name = bucket.name
+    missing = dcas("submit", f"gs://{name}/flow/nothing-here", f"gs://{name}/flow/nothing.dcz",
+                   "--wait", "--timeout", "240", env=stack.client_env(), timeout=300)
+    assert missing.returncode == 1
+    assert "FAILED" in error_line(missing) and "nothing-here" in missing.stderr
+    bucket.blob("flow/small.txt").upload_from_string(b"hello " * 100)
+    after = dcas("submit", f"gs://{name}/flow/small.txt", f"gs://{name}/flow/small.txt.dcz",
+                 "--wait", "--timeout", "240", env=stack.client_env(), timeout=300)
+    assert after.returncode == 0, after.stderr

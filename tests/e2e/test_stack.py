@@ -1,0 +1,190 @@
+"""`dcas stack up/down` and the job commands as real processes: exports, live services, a watched pipeline, nothing left behind."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from services.processes import group_alive
+
+REPO = Path(__file__).absolute().parent.parent.parent
+REQUIRED = ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT",
+            "DCAS_BUCKET", "DCAS_JOBS_TOPIC")
+# A stand-in for the streaming pipeline: records the environment it was given, then waits.
+STAND_IN = (f"{sys.executable} -c 'import json, os, sys, time; "
+            "open(sys.argv[1], \"a\").write(json.dumps(dict(os.environ)) + \"\\n\"); time.sleep(600)'")
+
+pytestmark = pytest.mark.slow
+
+
+def clean_env(runtime: Path) -> dict[str, str]:
+    """Our environment without any emulator or DCAS settings (a session fixture may have set some)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.endswith("_EMULATOR_HOST") and not k.startswith("DCAS_") and k != "GOOGLE_CLOUD_PROJECT"}
+    return {**env, "DCAS_RUNTIME_DIR": str(runtime),
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def dcas(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("dcas: error: ")
+    return line
+
+
+class RunningStack:
+    def __init__(self, runtime: Path, *args: str) -> None:
+        self.runtime = runtime
+        self.env = clean_env(runtime)
+        self.process = subprocess.Popen([sys.executable, "-m", "services.cli", "stack", "up", *args],
+                                        stdout=subprocess.PIPE, stderr=open(runtime / "stack.err", "w"),
+                                        text=True, env=self.env)
+        self.exports: dict[str, str] = {}
+        deadline = time.monotonic() + 180
+        for line in self.process.stdout:
+            if line.strip() == "# ready":
+                break
+            assert line.startswith("export "), line
+            name, _, value = line[len("export "):].strip().partition("=")
+            self.exports[name] = value
+            assert time.monotonic() < deadline
+        else:
+            raise AssertionError(f"the stack ended before it was ready:\n{self.stderr()}")
+        self.state = json.loads((runtime / "stack.json").read_text())
+
+    def stderr(self) -> str:
+        return (self.runtime / "stack.err").read_text()
+
+    def client_env(self) -> dict[str, str]:
+        return {**self.env, **self.exports}
+
+    def groups(self) -> dict[str, int]:
+        return {name: g["pgid"] for name, g in
+                json.loads((self.runtime / "stack.json").read_text())["groups"].items()}
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            dcas("stack", "down", env=self.env)
+            self.process.wait(timeout=60)
+
+
+def processes_in_groups(groups) -> list[str]:
+    """Live (not zombie) processes whose process group is one of `groups`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[2]) in groups:
+            found.append(stat.split(" ", 2)[1])
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    runtime = tmp_path_factory.mktemp("stack-runtime")
+    running = RunningStack(runtime, "--pipeline-command", f"{STAND_IN} {runtime / 'pipeline-env.jsonl'}")
+    yield running
+    running.kill()
+
+
+def test_stack_up_prints_the_environment_that_reaches_it(stack):
+    assert set(REQUIRED) <= set(stack.exports)
+    assert stack.exports["DCAS_JOBS_TOPIC"] == f"projects/{stack.exports['GOOGLE_CLOUD_PROJECT']}/topics/dcas-jobs"
+    assert stack.state["ready"] and set(stack.state["groups"]) == {
+        "pubsub-emulator", "firestore-emulator", "fake-gcs-server", "pipeline"}
+    logs = [json.loads(line) for line in stack.stderr().splitlines() if line.startswith("{")]
+    assert any(entry.get("event") == "ready" for entry in logs)
+
+
+def test_every_service_of_the_stack_answers(stack, monkeypatch):
+    for name, value in stack.exports.items():
+        monkeypatch.setenv(name, value)
+    from google.cloud import pubsub_v1, storage
+    topic = pubsub_v1.PublisherClient().get_topic(topic=stack.exports["DCAS_JOBS_TOPIC"])
+    assert topic.schema_settings.schema.endswith("/schemas/dcas-job-v1")
+    assert storage.Client(project=stack.exports["GOOGLE_CLOUD_PROJECT"]).get_bucket(
+        stack.exports["DCAS_BUCKET"]).name == stack.exports["DCAS_BUCKET"]
+    from adapters.firestore import FirestoreStatusStore
+    assert FirestoreStatusStore(stack.exports["GOOGLE_CLOUD_PROJECT"]).get("no-such-job") is None
+
+
+def test_the_pipeline_gets_the_stacks_environment(stack):
+    seen = json.loads((stack.runtime / "pipeline-env.jsonl").read_text().splitlines()[0])
+    assert {name: seen.get(name) for name in REQUIRED} == {name: stack.exports[name] for name in REQUIRED}
+
+
+def test_submit_prints_the_job_id_and_status_shows_its_document(stack):
+    env = stack.client_env()
+    bucket = stack.exports["DCAS_BUCKET"]
+    submitted = dcas("submit", f"gs://{bucket}/in.txt", f"gs://{bucket}/in.txt.dcz", env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.splitlines()[-1]
+    shown = dcas("status", job_id, "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert {"state", "attempt", "chunks_done", "chunks_total", "error", "output"} <= set(document)
+    assert (document["state"], document["attempt"], document["output"]) == (
+        "QUEUED", 1, f"gs://{bucket}/in.txt.dcz")
+    again = dcas("submit", f"gs://{bucket}/in.txt", f"gs://{bucket}/x.dcz", "--job-id", job_id, env=env)
+    assert "exists" in error_line(again)
+
+
+def test_bad_job_requests_are_one_line_errors(stack):
+    env = stack.client_env()
+    assert "gs://BUCKET/NAME" in error_line(dcas("submit", "/etc/hostname", "gs://b/out", env=env))
+    assert "no such job: nope" in error_line(dcas("status", "nope", env=env))
+    missing = dcas("submit", "gs://b/in", "gs://b/out", env={**env, "DCAS_JOBS_TOPIC": "no-such-topic"})
+    assert "topics/no-such-topic does not exist" in error_line(missing)
+
+
+def test_the_watcher_restarts_a_pipeline_that_stopped(stack):
+    first = stack.groups()["pipeline"]
+    os.killpg(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while stack.groups()["pipeline"] == first and time.monotonic() < deadline:
+        time.sleep(0.2)
+    restarted = stack.groups()["pipeline"]
+    assert restarted != first and group_alive(restarted)
+    assert "pipeline-exited" in stack.stderr()
+
+
+def test_stack_down_stops_every_process_the_stack_started(stack):
+    # Runs last in this module: it takes down the module's stack.
+    groups = set(stack.groups().values())
+    assert processes_in_groups(groups)  # the emulators' Java servers among them
+    down = dcas("stack", "down", env=stack.env)
+    assert down.returncode == 0, down.stderr
+    assert stack.process.wait(timeout=60) == 0
+    assert processes_in_groups(groups) == []
+    assert not (stack.runtime / "stack.json").exists()
+
+
+def test_ctrl_c_stops_the_stack_and_everything_it_started(tmp_path):
+    running = RunningStack(tmp_path, "--no-pipeline")
+    try:
+        groups = set(running.groups().values())
+        running.process.send_signal(signal.SIGINT)
+        assert running.process.wait(timeout=60) == 0
+        assert processes_in_groups(groups) == []
+    finally:
+        running.kill()
+
+
+def test_stack_down_without_a_stack_says_so(tmp_path):
+    assert "no local stack is running" in error_line(dcas("stack", "down", env=clean_env(tmp_path)))
