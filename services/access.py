@@ -31,7 +31,7 @@ class RangeNotSatisfiable(Exception):
 def owned_job(status_store, owner: str, job_id: str) -> JobStatus:
     status = status_store.get(job_id) if _plausible_id(job_id) else None
     if status is None or status.owner != owner:
-        raise JobNotFound(f"no job {job_id!r}")
+        raise JobNotFound(f"no such job: {job_id}")
     return status
 
 

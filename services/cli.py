@@ -320,7 +320,7 @@ def _job_service(settings=None):
 
 
 def _submit(args: argparse.Namespace, console: _Console) -> None:
-    if not args.src.startswith("gs://"):
+    if not args.src.startswith("gs://") and args.dst is None:
         return http_client.submit_file(args, console)
     if args.dst is None:
         raise UsageError("a gs:// SRC needs a gs:// DST")

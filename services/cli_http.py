@@ -25,9 +25,6 @@ def submit_file(args, console) -> None:
     follows the job's events (a bar for the job) and fails unless it SUCCEEDED."""
     from services.cli import UsageError
     from services.client import ClientError
-    if args.dst is not None:
-        raise UsageError("a local FILE is uploaded through the Manager, which picks the output: drop DST "
-                         "(or give gs:// URIs for both)")
     if args.job_id:
         raise UsageError("--job-id is for gs:// jobs; the Manager picks an upload's job id")
     if not args.server:

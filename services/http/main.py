@@ -26,3 +26,17 @@ def serve(host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning")
     # default loop: no optional C extensions needed.
     uvicorn.run(app_from_env(), host=host, port=port, log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=5)
+
+
+def _main(argv=None) -> None:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m services.http.main",
+                                     description="Serve the Manager and Status API and the web page.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    serve(args.host, args.port)
+
+
+if __name__ == "__main__":
+    _main()
