@@ -22,6 +22,10 @@ class FirestoreStatusStore:
 
     Times are the ISO strings of adapters.jobs.utc_now, as JobStatus holds them, so they compare
     as strings in queries the same way the in-memory fake compares them.
+
+    On a real project the queries need composite indexes (the emulator needs none): owner +
+    times.QUEUED desc + job_id desc, the same with state, state + updated, state + heartbeat.
+    Firestore's error for a missing one carries the link that creates it.
     """
 
     def __init__(self, project: str, collection: str = "jobs") -> None:

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import logging
 
+from fastavro.validation import ValidationError
 from google.api_core import exceptions
 
 from adapters.jobs import Failure, JobRequest
@@ -50,7 +51,7 @@ class PubSubJobQueue:
     def publish(self, request: JobRequest) -> str:
         try:
             data, attributes = encode_job_message(request)
-        except Exception as e:  # fastavro's ValidationError is no ValueError
+        except (ValueError, ValidationError) as e:  # fastavro's ValidationError is no ValueError
             raise ValueError(f"job {request.job_id} does not fit the job message schema: {e}") from None
         try:
             return self._publish(self.topic, data, attributes)

@@ -280,7 +280,7 @@ def remove_temp_dir(temp_dir: str) -> None:
     if _is_gcs(temp_dir):
         bucket_name, prefix = _split_gcs(temp_dir)
         prefix = prefix.rstrip("/") + "/"
-        names = [blob.name for blob in _gcs_client().list_blobs(bucket_name, prefix=prefix)]
+        names = [blob.name for blob in _gcs_client().list_blobs(bucket_name, prefix=prefix, retry=_gcs_retry())]
         delete([f"{_GCS_PREFIX}{bucket_name}/{name}" for name in names])
     else:
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -550,8 +550,9 @@ def _gcs_publish(sources: list[str], destination: str, temp_dir: str | None, ove
     if not source_names:
         # compose needs at least one source; an empty upload is just as atomic.
         try:
+            # Empty either way, so a retried upload writes the same object.
             bucket.blob(destination_name).upload_from_string(
-                b"", content_type="application/octet-stream", **_no_overwrite(overwrite))
+                b"", content_type="application/octet-stream", retry=_gcs_retry(), **_no_overwrite(overwrite))
         except gcs_exceptions.PreconditionFailed:
             raise _exists(destination) from None
         return

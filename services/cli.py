@@ -408,9 +408,9 @@ def _stack(args: argparse.Namespace, console: _Console) -> None:
     elif args.stack_command == "down":
         stack.run_down(console.stderr)
     else:
-        state = stack.read_state()
-        if state is None or not state.get("ready"):
-            raise stack.StackError("no local stack is ready (start one with `dcas stack up`)")
+        state = stack.running_state()
+        if state is None:
+            raise stack.StackError("no local stack is running and ready (start one with `dcas stack up`)")
         for name, value in state["exports"].items():
             print(f"export {name}={shlex.quote(value)}", file=console.stdout)
 

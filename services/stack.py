@@ -20,7 +20,7 @@ from services.processes import (free_port, group_alive, http_ready, start_proces
                                stop_process)
 
 __all__ = ["LocalStack", "PipelineWatcher", "StackError", "STATE_FILE", "runtime_dir", "run_down", "run_up",
-           "read_state", "streaming_pipeline_command"]
+           "read_state", "running_state", "streaming_pipeline_command"]
 
 log = logging.getLogger("dcas.stack")
 
@@ -81,22 +81,30 @@ class PipelineWatcher:
         backoff = self._min_backoff
         while not self._stop.is_set():
             began = time.monotonic()
-            # Its stdout goes to our stderr: our stdout carries only the exports.
-            self.process = start_process(self._argv, env=self._env, stdout=_stderr_fd())
-            self._on_start(self.process.pid)
+            try:
+                # Its stdout goes to our stderr: our stdout carries only the exports.
+                self.process = start_process(self._argv, env=self._env, stdout=_stderr_fd())
+            except OSError as e:  # a command that cannot start: say so, and try again later
+                self.process = None
+                log.error(json.dumps({"event": "pipeline-not-started", "command": self._argv,
+                                      "error": f"{type(e).__name__}: {e}"}))
+            else:
+                self._on_start(self.process.pid)
+                log.info(json.dumps({"event": "pipeline-started", "pid": self.process.pid,
+                                     "restarts": self.restarts}))
             self._started.set()
-            log.info(json.dumps({"event": "pipeline-started", "pid": self.process.pid,
-                                 "restarts": self.restarts}))
-            while self.process.poll() is None and not self._stop.wait(0.2):
-                pass
-            if self._stop.is_set():
-                stop_process(self.process)
-                return
-            stop_process(self.process, timeout=5)  # whatever it left in its group goes too
+            if self.process is not None:
+                while self.process.poll() is None and not self._stop.wait(0.2):
+                    pass
+                if self._stop.is_set():
+                    stop_process(self.process)
+                    return
+                stop_process(self.process, timeout=5)  # whatever it left in its group goes too
             ran = time.monotonic() - began
             backoff = self._min_backoff if ran >= self._healthy_after else backoff
-            log.warning(json.dumps({"event": "pipeline-exited", "status": self.process.returncode,
-                                    "ran_seconds": round(ran, 1), "restart_in": backoff}))
+            log.warning(json.dumps({"event": "pipeline-exited", "restart_in": backoff,
+                                    "status": None if self.process is None else self.process.returncode,
+                                    "ran_seconds": round(ran, 1)}))
             if self._stop.wait(backoff):
                 return
             backoff = min(backoff * 2, self._max_backoff)
@@ -252,6 +260,14 @@ def read_state(runtime: Path | None = None) -> dict | None:
         return None
     except ValueError:
         return None
+
+
+def running_state(runtime: Path | None = None) -> dict | None:
+    """The state of a stack that is running and ready, or None."""
+    state = read_state(runtime)
+    if state is None or not state.get("ready") or not _alive(state["pid"], state.get("start_time")):
+        return None
+    return state
 
 
 def _alive(pid: int, started: int | None) -> bool:
