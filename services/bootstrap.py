@@ -37,8 +37,11 @@ def bootstrap(settings: Settings) -> Adapters:
     status_spec = FirestoreStatusSpec(settings.project, settings.status_collection)
     from adapters.apikeys import FirestoreKeyStore
     from adapters.blobs import GcsBlobStore
+    from services.uploads import UploadLimits
+    # An upload's resumable chunks are its receive buffer: one size bounds an upload's memory.
+    blobs = GcsBlobStore(settings.project, chunk_size=UploadLimits.from_env().buffer_size)
     return Adapters(queue_spec.open(), status_spec.open(), queue_spec, status_spec, settings,
-                    GcsBlobStore(settings.project), FirestoreKeyStore(settings.project))
+                    blobs, FirestoreKeyStore(settings.project))
 
 
 def ensure_resources(settings: Settings):

@@ -52,8 +52,13 @@ class UploadLimits:
     per_owner: int = 4
     total: int = 16
     stall_timeout: float = 30.0
-    buffer_size: int = 8 * 2**20  # one resumable-upload chunk (a multiple of 256 KiB), per upload
+    buffer_size: int = 2**20  # one resumable-upload chunk (a multiple of 256 KiB), per upload
     retry_after: int = 5
+
+    def __post_init__(self) -> None:
+        if self.buffer_size <= 0 or self.buffer_size % (256 * 1024):
+            raise ValueError(f"the upload buffer must be a multiple of 256 KiB (GCS's resumable chunks), "
+                             f"got {self.buffer_size}")
 
     @classmethod
     def from_env(cls, environ=os.environ) -> "UploadLimits":
@@ -166,8 +171,8 @@ async def receive_upload(blobs, uri: str, chunks: AsyncIterator[bytes], limits: 
                          count: bool) -> tuple[int, np.ndarray | None]:
     """Streams `chunks` into a new object at `uri`; returns (size, byte histogram or None).
 
-    Memory is bounded by two buffers of `limits.buffer_size`: one filling from the client while
-    the other is written (and counted) on a worker thread. On any error (too large, a stall, a
+    Memory is bounded by a few buffers of `limits.buffer_size` (one resumable-upload chunk): one
+    filling from the client while the previous one is counted and sent on a worker thread. On any error (too large, a stall, a
     client gone) the upload is aborted and nothing is left under `uri`.
     """
     upload = await anyio.to_thread.run_sync(blobs.open_upload, uri)
@@ -194,11 +199,13 @@ async def receive_upload(blobs, uri: str, chunks: AsyncIterator[bytes], limits: 
             if size > limits.max_size:
                 raise UploadTooLarge(f"the upload is larger than the limit of {limits.max_size} bytes")
             buffer += chunk
-            if len(buffer) >= limits.buffer_size:
+            while len(buffer) >= limits.buffer_size:
+                # Whole chunks only: the resumable upload sends each one at once and keeps nothing.
+                piece = bytes(buffer[:limits.buffer_size])
+                del buffer[:limits.buffer_size]
                 if pending is not None:
                     await pending
-                pending = asyncio.ensure_future(anyio.to_thread.run_sync(store, bytes(buffer)))
-                buffer = bytearray()
+                pending = asyncio.ensure_future(anyio.to_thread.run_sync(store, piece))
         if pending is not None:
             await pending
             pending = None

@@ -396,3 +396,8 @@ def test_a_client_that_disconnects_mid_upload_leaves_no_job_no_object_and_no_slo
     assert adapters.blobs.objects == {} and adapters.blobs.open_uploads == 0
     assert adapters.queue.messages == [] and app.state.slots.in_use == 0
     assert adapters.status.list_jobs("ann")[0] == []
+
+
+def test_an_upload_buffer_that_is_not_whole_resumable_chunks_is_refused():
+    with pytest.raises(ValueError, match="256 KiB"):
+        UploadLimits(buffer_size=1000)
