@@ -108,14 +108,16 @@ class Failure:
     stage: str
     error_type: str
     message: str
+    attempt: int = 1  # the attempt that failed: only that attempt may mark the job FAILED
 
     @classmethod
-    def of(cls, job_id: str, source: str, stage: str, error: BaseException | str) -> "Failure":
+    def of(cls, job_id: str, source: str, stage: str, error: BaseException | str,
+           attempt: int = 1) -> "Failure":
         if isinstance(error, BaseException):
             error_type, message = type(error).__name__, str(error)
         else:
             error_type, message = "Error", str(error)
-        return cls(job_id, source, stage, error_type, " ".join(message.split()))
+        return cls(job_id, source, stage, error_type, " ".join(message.split()), attempt)
 
     @property
     def reason(self) -> str:

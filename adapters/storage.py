@@ -38,7 +38,7 @@ __all__ = [
     "start_writeback",
     "read_range",
     "remove_temp_dir",
-    "temp_dir_for",
+    "temp_dir_for", "remove_job_temp_dir",
 ]
 
 # Limits of GCS `compose`: at most 32 sources per call, and a composite object counts every
@@ -121,16 +121,24 @@ def compose_plan(n_sources: int, fan_in: int = GCS_MAX_COMPOSE_SOURCES,
         level = next_level
 
 
-def temp_dir_for(destination: str, job_id: str) -> str:
-    """A temp folder beside destination (same bucket / filesystem), ending in '/'."""
+def temp_dir_for(destination: str, job_id: str, attempt: int = 1) -> str:
+    """A temp folder beside destination (same bucket / filesystem) for one attempt of a job, ending in '/'.
+
+    Each attempt has its own: `<job id>` for the first (the name batch runs have always used),
+    `<job id>.a<attempt>` after it (job ids hold no '.'), so an attempt the reconciler started
+    again never reads, overwrites or removes another attempt's temp objects.
+    """
     if not job_id or "/" in job_id:
         raise ValueError(f"job_id must be a non-empty name without '/', got {job_id!r}")
+    if attempt < 1:
+        raise ValueError(f"attempt must be 1 or more, got {attempt!r}")
+    folder = job_id if attempt == 1 else f"{job_id}.a{attempt}"
     if _is_gcs(destination):
         bucket, name = _split_gcs(destination)
         parent = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
-        return f"{_GCS_PREFIX}{bucket}/{parent}{TEMP_DIR_NAME}/{job_id}/"
+        return f"{_GCS_PREFIX}{bucket}/{parent}{TEMP_DIR_NAME}/{folder}/"
     parent = os.path.dirname(os.path.abspath(destination))
-    return os.path.join(parent, TEMP_DIR_NAME, job_id) + os.sep
+    return os.path.join(parent, TEMP_DIR_NAME, folder) + os.sep
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +296,16 @@ def remove_temp_dir(temp_dir: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Atomic publication
+
+
+def remove_job_temp_dir(temp_dir: str) -> None:
+    """remove_temp_dir, and locally the shared parent (.dcas-tmp) too once no other job uses it."""
+    remove_temp_dir(temp_dir)
+    if not _is_gcs(temp_dir):
+        try:
+            os.rmdir(os.path.dirname(temp_dir.rstrip(os.sep)))
+        except OSError:
+            pass  # rmdir refuses a folder another job still uses
 
 
 def publish_concatenation(sources: Sequence[str], destination: str, *, temp_dir: str | None = None,

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import logging
-import os
 import re
-import shutil
 import sys
 import time
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -21,16 +18,18 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from codec import container
 from codec.sizes import parse_size
 from adapters import storage
+from adapters.jobs import JobRequest
+from pipelines.options import has_option, new_pipeline
 from transforms.assemble import PublishContainers, PublishDecoded
 from transforms.decode import DecodeParts, ReadSeekTables, decode_part_tasks
 from transforms.encode import EncodeParts
 from transforms.failures import WriteFailures, started, temp_dir_item
 from transforms.frequencies import FrequencyTables
 from transforms.observability import METRICS_NAMESPACE, log_event, new_job_id
-from transforms.planning import COMPRESS, MODES, PlanChunks, PlanFiles, Spread, output_is_file
+from transforms.planning import COMPRESS, MODES, FileJob, PlanChunks, PlanFiles, Spread, output_is_file
 
 __all__ = ["IN_PROCESS_BELOW", "LOCAL_RUNNING_MODE", "parse_size", "parse_args", "validate_args", "default_failures_path",
-           "build_pipeline", "new_pipeline", "run", "run_job", "main"]
+           "job_request", "build_pipeline", "new_pipeline", "run", "run_job", "main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -70,10 +69,6 @@ def validate_args(known: argparse.Namespace) -> None:
         raise ValueError(f"--job_id {known.job_id!r} may hold only lowercase letters, digits and '-'")
 
 
-def _has_option(args: Sequence[str], name: str) -> bool:
-    return any(arg == name or arg.startswith(name + "=") for arg in args)
-
-
 # run_job runs smaller inputs (total bytes) in its own process; see run_job.
 IN_PROCESS_BELOW = 64 * 2**20
 # How local runs use several workers; see _with_direct_runner_defaults.
@@ -100,9 +95,9 @@ def _with_direct_runner_defaults(pipeline_args: Sequence[str]) -> list[str]:
         args.append("--runner=FnApiRunner")
     elif runner not in _LOCAL_RUNNERS:
         return args
-    if not _has_option(args, "--direct_running_mode"):
+    if not has_option(args, "--direct_running_mode"):
         args.append(f"--direct_running_mode={LOCAL_RUNNING_MODE}")
-    if not _has_option(args, "--direct_num_workers"):
+    if not has_option(args, "--direct_num_workers"):
         args.append("--direct_num_workers=0")  # 0 = one worker process per CPU core
     return args
 
@@ -124,98 +119,70 @@ def default_failures_path(output: str, output_names_file: bool, job_id: str) -> 
     return FileSystems.join(directory, f"{job_id}.failures.csv")
 
 
-def _remove_temp_dir(temp_dir: str) -> None:
-    storage.remove_temp_dir(temp_dir)
-    if "://" not in temp_dir:
-        # The shared parent (.dcas-tmp) goes too once no other job uses it; rmdir refuses otherwise.
-        try:
-            os.rmdir(os.path.dirname(temp_dir.rstrip(os.sep)))
-        except OSError:
-            pass
-
-
-def _build_compress(jobs, known, job_id):
-    chunks = jobs | "Plan chunks" >> PlanChunks(known.chunk_size)
+def _build_compress(jobs, known):
+    chunks = jobs | "Plan chunks" >> PlanChunks()
     tables, count_failures = chunks | "Frequency tables" >> FrequencyTables()
-    records, encode_failures = tables | "Encode" >> EncodeParts(known.chunk_size, job_id)
+    records, encode_failures = tables | "Encode" >> EncodeParts()
     return ((jobs, records, (count_failures, encode_failures), tables)
-            | "Publish" >> PublishContainers(known.chunk_size, job_id, overwrite=not known.keep_existing))
+            | "Publish" >> PublishContainers(overwrite=not known.keep_existing))
 
 
-def _build_decompress(jobs, known, job_id):
+def _build_decompress(jobs, known):
     containers, table_failures = jobs | "Seek tables" >> ReadSeekTables()
     tasks = (containers
              | "Plan parts" >> beam.FlatMap(decode_part_tasks)
              | "Spread parts" >> Spread(_decode_task_key))
-    records, decode_failures = tasks | "Decode" >> DecodeParts(job_id)
+    records, decode_failures = tasks | "Decode" >> DecodeParts()
     return ((containers, records, (table_failures, decode_failures))
-            | "Publish" >> PublishDecoded(job_id, overwrite=not known.keep_existing))
+            | "Publish" >> PublishDecoded(overwrite=not known.keep_existing))
 
 
-def _decode_task_key(task) -> tuple[str, int]:
-    return task.job.source, task.index
+def _decode_task_key(task) -> tuple[str, str, int, int]:
+    return task.job.job_id, task.job.source, task.job.attempt, task.index
+
+
+def job_request(known: argparse.Namespace, job_id: str) -> JobRequest:
+    """The run as the one job request the graph plans from: its input may be a pattern."""
+    return JobRequest(job_id, known.mode, known.input, known.output, chunk_size=known.chunk_size)
+
+
+def _constant(unused_impulse, value):
+    return value
+
+
+def _temp_dir_item(job: FileJob):
+    return temp_dir_item(job.temp_dir)
 
 
 def build_pipeline(pipeline: beam.Pipeline, known: argparse.Namespace, job_id: str):
-    """Adds the whole job to `pipeline`; returns `results` and a pair of `(source, reason)` failure
-    PCollections (planning, publication). Reads nothing.
+    """Adds the whole job to `pipeline`; returns `results` and a pair of Failure PCollections
+    (planning, publication). Reads nothing.
 
+    The job is an element: a JobRequest made from the arguments, planned into FileJobs that carry
+    its settings (chunk size, job id) through every later step, as the service's jobs do.
     Every GroupByKey and every Flatten of several inputs ends a stage, and the local runner runs
     stages one after the other at ~20-85 ms each before any work, so the graph has as few as the
     job allows: compress has 7 (6-byte file, 2 worker threads: 15 bundles in 1.9 s before).
     """
     names_file = output_is_file(known.input, known.output)
-    start = pipeline | "Start" >> beam.Impulse()
-    jobs, plan_failures = start | "Plan files" >> PlanFiles(known.input, known.output, known.mode, names_file)
+    # Impulse and a Map rather than beam.Create: Create adds two transforms and infers a coder from
+    # the values (~0.1 s more to build the graph).
+    requests = (pipeline
+                | "Start" >> beam.Impulse()
+                | "Request" >> beam.Map(_constant, job_request(known, job_id)))
+    jobs, plan_failures = requests | "Plan files" >> PlanFiles()
     if known.mode == COMPRESS:
-        results, publish_failures = _build_compress(jobs, known, job_id)
+        results, publish_failures = _build_compress(jobs, known)
     else:
-        results, publish_failures = _build_decompress(jobs, known, job_id)
+        results, publish_failures = _build_decompress(jobs, known)
     failures_path = known.failures or default_failures_path(known.output, names_file, job_id)
     # The last step also removes the temp folders: it runs once every file is published or failed.
-    marks = start | "Mark start" >> beam.Map(started)
-    temp_dirs = jobs | "Temp dirs" >> beam.Map(
-        lambda job: temp_dir_item(storage.temp_dir_for(job.destination, job_id)))
+    marks = requests | "Mark start" >> beam.Map(started)
+    temp_dirs = jobs | "Temp dirs" >> beam.Map(_temp_dir_item)
     _ = ((plan_failures, publish_failures, marks, temp_dirs)
          | "Report failures" >> WriteFailures(failures_path, write_when_empty=known.failures is not None,
-                                              remove_temp_dir=_remove_temp_dir))
+                                              remove_temp_dir=storage.remove_job_temp_dir))
     return results, (plan_failures, publish_failures)
-
-
-class _Options(PipelineOptions):
-    """PipelineOptions that make each view once per options class and then hand out that one.
-
-    view_as() builds an argparse parser for the class and parses every flag again (~1 ms each);
-    Beam calls it ~240 times on the pipeline's options while building and translating our graph
-    (a type-hint check per transform reads TypeOptions). All views of one options object share its
-    values, so one view per class reads and writes the same values as a fresh one would.
-    Compress graph build: 0.56 -> 0.32 s (medians of 4-5 runs in one process, shared 2 cores).
-    """
-
-    def view_as(self, cls):
-        views = self.__dict__.get("_views")
-        if views is None:
-            views = {}
-            object.__setattr__(self, "_views", views)  # PipelineOptions.__setattr__ admits option names only
-        view = views.get(cls)
-        if view is None:
-            view = views[cls] = super().view_as(cls)
-        return view
-
-
-@contextlib.contextmanager
-def new_pipeline(pipeline_args: Sequence[str]) -> Iterator[beam.Pipeline]:
-    """A Beam pipeline whose local temp folder is gone afterwards, whether or not it ran.
-
-    beam.Pipeline() makes a `beam-pipeline-temp*` folder in the system temp dir at once and
-    removes it only at the end of run(): a graph that is built and never run (a build error, a
-    graph-only check) left one behind each time.
-    """
-    pipeline = beam.Pipeline(options=_Options(pipeline_args))
-    try:
-        yield pipeline
-    finally:
-        shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
 
 
 def run(argv: Sequence[str] | None = None):
@@ -278,7 +245,7 @@ def run_job(input: str, output: str, mode: str = COMPRESS, chunk_size: int = con
         # See _with_direct_runner_defaults for why the local runner is the FnApiRunner.
         argv.append("--runner=FnApiRunner")
         if (sum(m.size_in_bytes for m in matched) < IN_PROCESS_BELOW
-                and not _has_option(extra_args, "--direct_running_mode")):
+                and not has_option(extra_args, "--direct_running_mode")):
             argv += ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
         else:
             argv += [f"--direct_num_workers={int(workers)}", f"--direct_running_mode={LOCAL_RUNNING_MODE}"]

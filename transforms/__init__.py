@@ -1,4 +1,4 @@
-"""DCaS transforms: the Beam building blocks of the batch pipeline, each a thin PTransform over pure functions."""
+"""DCaS transforms: the Beam building blocks of the batch and streaming pipelines, each a thin PTransform over pure functions."""
 from __future__ import annotations
 
 from transforms.assemble import PublishContainers as PublishContainers
@@ -13,8 +13,18 @@ from transforms.frequencies import FrequencyTables as FrequencyTables
 from transforms.planning import PlanChunks as PlanChunks
 from transforms.planning import PlanFiles as PlanFiles
 from transforms.planning import Spread as Spread
+from transforms.frequencies import CountBytes as CountBytes
+from transforms.jobs import ClaimJobs as ClaimJobs
+from transforms.jobs import ParseJobMessages as ParseJobMessages
+from transforms.jobs import ReadGivenTables as ReadGivenTables
+from transforms.jobs import ReportFailures as ReportFailures
+from transforms.perjob import AssembleJobs as AssembleJobs
+from transforms.perjob import CountTables as CountTables
+from transforms.threads import PooledFn as PooledFn
 
 __all__ = [
     "PlanFiles", "PlanChunks", "Spread", "FrequencyTableCombineFn", "FrequencyTables", "EncodeParts",
     "ReadSeekTables", "DecodeParts", "PublishContainers", "PublishDecoded", "WriteFailures", "FAILED",
+    "CountBytes", "ParseJobMessages", "ClaimJobs", "ReadGivenTables", "ReportFailures", "CountTables",
+    "AssembleJobs", "PooledFn",
 ]

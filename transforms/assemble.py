@@ -12,20 +12,20 @@ from apache_beam.io.filesystems import FileSystems
 
 from codec import container
 from adapters import storage
+from adapters.jobs import Failure
 from transforms.decode import ContainerJob, decoded_temp_path, decodes_in_place
 from transforms.encode import PartRecord
-from transforms.failures import FAILED
+from transforms.failures import FAILED, combined_failure, failure_reason
 from transforms.observability import inc_counter, log_event
 from transforms.planning import FileJob, chunk_count, part_path
 
 __all__ = ["METADATA_SUFFIX", "FileResult", "metadata_path", "ordered_parts", "failure_reason",
-           "container_metadata", "publish_container", "publish_decoded",
+           "container_metadata", "publish_container", "publish_decoded", "compress_part_count",
+           "decode_part_count", "leftover_temp_paths", "count_published", "file_key",
            "PublishContainers", "PublishDecoded"]
 
 # The metadata object sits beside its container: `name.dcz` -> `name.dcz.meta.json`.
 METADATA_SUFFIX = ".meta.json"
-# A file whose every part failed would otherwise carry a thousand reasons in one CSV cell.
-_MAX_REASONS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,15 +52,6 @@ def ordered_parts(source: str, records, part_count: int) -> list[PartRecord]:
         raise RuntimeError(f"{source}: expected {part_count} parts, missing {missing[:10]}, "
                            f"got indices {sorted(by_index)[:10]}...")
     return [by_index[index] for index in range(part_count)]
-
-
-def failure_reason(reasons) -> str:
-    """The stage failures of one file as one line: the first few distinct reasons, then a count."""
-    distinct = sorted(set(reasons))
-    line = "; ".join(distinct[:_MAX_REASONS])
-    if len(distinct) > _MAX_REASONS:
-        line += f"; and {len(distinct) - _MAX_REASONS} more"
-    return line
 
 
 def _package_version() -> str:
@@ -144,7 +135,7 @@ def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: s
     replace an existing object (FileExistsError), even one created while the job ran.
     """
     started = time.perf_counter()
-    parts = ordered_parts(job.source, records, _compress_part_count(job, chunk_size))
+    parts = ordered_parts(job.source, records, len(storage.plan_parts(chunk_count(job.size, chunk_size))))
     entries = [entry for part in parts for entry in part.entries]
     compressed_size = (container.HEADER_SIZE + sum(e.frame_size for e in entries)
                        + container.trailer_size(len(entries)))
@@ -226,90 +217,86 @@ def publish_decoded(container_job: ContainerJob, records, temp_dir: str, overwri
     return result()
 
 
-def _compress_part_count(job: FileJob, chunk_size: int) -> int:
-    return len(storage.plan_parts(chunk_count(job.size, chunk_size)))
-
-
 def _part_paths(destination: str, temp_dir: str, part_count: int) -> list[str]:
     return [part_path(temp_dir, destination, index) for index in range(part_count)]
 
 
-class _PublishFn(beam.DoFn):
-    """(source, {jobs, records, failures}) -> FileResult, or one failure per file with its parts removed."""
+def compress_part_count(job: FileJob) -> int:
+    """How many part objects the job's file is encoded into."""
+    return len(storage.plan_parts(chunk_count(job.size, job.chunk_size)))
 
-    def __init__(self, job_id: str, overwrite: bool = True):
-        self._job_id = job_id
+
+def decode_part_count(container_job: ContainerJob) -> int:
+    """How many parts the container is decoded in."""
+    return len(storage.plan_parts(len(container_job.entries)))
+
+
+def leftover_temp_paths(job) -> list[str]:
+    """The temp objects a failed FileJob (compress) or ContainerJob (decompress) leaves behind."""
+    if isinstance(job, ContainerJob):
+        destination = job.job.destination
+        if decodes_in_place(destination):
+            return [decoded_temp_path(job.job.temp_dir, destination)]
+        return _part_paths(destination, job.job.temp_dir, decode_part_count(job))
+    return _part_paths(job.destination, job.temp_dir, compress_part_count(job))
+
+
+def count_published(result: FileResult) -> None:
+    inc_counter("bytes-in", result.bytes_in)
+    inc_counter("bytes-out", result.bytes_out)
+    inc_counter("chunks", result.chunks)
+    inc_counter("files-written")
+
+
+class _PublishFn(beam.DoFn):
+    """((job id, attempt, source), {jobs, records, failures}) -> FileResult, or one Failure per file
+    with its parts removed."""
+
+    def __init__(self, overwrite: bool = True):
         self._overwrite = overwrite
 
-    def publish(self, job, records, temp_dir: str, grouped) -> FileResult:
+    def publish(self, job, records, grouped) -> FileResult:
         raise NotImplementedError
-
-    def part_count(self, job) -> int:
-        raise NotImplementedError
-
-    def temp_paths(self, job, temp_dir: str) -> list[str]:
-        """The file's temp objects that a failure leaves behind as garbage."""
-        destination = self.file_job(job).destination
-        return _part_paths(destination, temp_dir, self.part_count(job))
 
     @staticmethod
     def file_job(job) -> FileJob:
         return job
 
     def process(self, keyed):
-        source, grouped = _grouped(keyed)
-        jobs, records, reasons = list(grouped["jobs"]), list(grouped["records"]), list(grouped["failures"])
-        temp_dir = storage.temp_dir_for(self.file_job(jobs[0]).destination, self._job_id) if jobs else None
-        if not jobs and not reasons:
-            reasons = ["publish: part records arrived for a file that has no job"]
-        if not reasons:
+        (job_id, attempt, source), grouped = _grouped(keyed)
+        jobs, records, failures = list(grouped["jobs"]), list(grouped["records"]), list(grouped["failures"])
+        if not jobs and not failures:
+            failures = [Failure.of(job_id, source, "publish", "part records arrived for a file that has no job",
+                                   attempt)]
+        if not failures:
             try:
-                result = self.publish(jobs[0], records, temp_dir, grouped)
+                result = self.publish(jobs[0], records, grouped)
             except Exception as e:  # noqa: BLE001 - any error fails this file only
-                reasons = [f"publish: {type(e).__name__}: {' '.join(str(e).split())}"]
+                failures = [self.file_job(jobs[0]).failure("publish", e)]
             else:
-                inc_counter("bytes-in", result.bytes_in)
-                inc_counter("bytes-out", result.bytes_out)
-                inc_counter("chunks", result.chunks)
-                inc_counter("files-written")
-                log_event("file-published", self._job_id, source=source, destination=result.destination,
+                count_published(result)
+                log_event("file-published", job_id, source=source, destination=result.destination,
                           bytes_in=result.bytes_in, bytes_out=result.bytes_out, chunks=result.chunks)
                 yield result
                 return
         if jobs:
             # Whatever parts did get written are garbage now; the final path was never touched.
-            storage.delete(self.temp_paths(jobs[0], temp_dir))
-        reason = failure_reason(reasons)
-        log_event("file-failed", self._job_id, level=logging.ERROR, source=source, reason=reason)
-        yield beam.pvalue.TaggedOutput(FAILED, (source, reason))
+            storage.delete(leftover_temp_paths(jobs[0]))
+        failed = combined_failure(failures)
+        log_event("file-failed", job_id, level=logging.ERROR, source=source, reason=failed.reason)
+        yield beam.pvalue.TaggedOutput(FAILED, failed)
 
 
 class _PublishContainerFn(_PublishFn):
-    def __init__(self, job_id: str, chunk_size: int, overwrite: bool = True):
-        super().__init__(job_id, overwrite)
-        self._chunk_size = chunk_size
-
-    def publish(self, job, records, temp_dir, grouped):
+    def publish(self, job, records, grouped):
         tables = list(grouped["tables"])
-        return publish_container(job, records, self._chunk_size, tables[0] if tables else None, temp_dir,
+        return publish_container(job, records, job.chunk_size, tables[0] if tables else None, job.temp_dir,
                                  self._overwrite)
-
-    def part_count(self, job) -> int:
-        return _compress_part_count(job, self._chunk_size)
 
 
 class _PublishDecodedFn(_PublishFn):
-    def publish(self, container_job, records, temp_dir, grouped):
-        return publish_decoded(container_job, records, temp_dir, self._overwrite)
-
-    def part_count(self, container_job) -> int:
-        return len(storage.plan_parts(len(container_job.entries)))
-
-    def temp_paths(self, container_job, temp_dir: str) -> list[str]:
-        destination = container_job.job.destination
-        if decodes_in_place(destination):
-            return [decoded_temp_path(temp_dir, destination)]
-        return super().temp_paths(container_job, temp_dir)
+    def publish(self, container_job, records, grouped):
+        return publish_decoded(container_job, records, container_job.job.temp_dir, self._overwrite)
 
     @staticmethod
     def file_job(container_job) -> FileJob:
@@ -317,20 +304,20 @@ class _PublishDecodedFn(_PublishFn):
 
 
 def _grouped(keyed) -> tuple[str, dict[str, list]]:
-    source, tagged = keyed
+    file, tagged = keyed
     grouped: dict[str, list] = {"jobs": [], "records": [], "failures": [], "tables": []}
     for tag, value in tagged:
         grouped[tag].append(value)
-    return source, grouped
+    return file, grouped
 
 
 def _tagged(element, tag: str, key):
-    source, value = key(element)
-    return source, (tag, value)
+    file, value = key(element)
+    return file, (tag, value)
 
 
 def _group_per_file(inputs):
-    """`[(tag, pcoll, key)]` -> `(source, [(tag, value)])`, where `key(element)` is `(source, value)`.
+    """`[(tag, pcoll, key)]` -> `(file key, [(tag, value)])`, where `key(element)` is `(file key, value)`.
 
     What CoGroupByKey makes, with one Flatten for every input: CoGroupByKey's own Flatten would
     come after the Flatten of the stages' failure outputs, and on the local runner each Flatten of
@@ -343,48 +330,51 @@ def _group_per_file(inputs):
             | "Group per file" >> beam.GroupByKey())
 
 
-def _job_by_source(job):
-    return job.source, job
+def file_key(job: FileJob) -> tuple[str, int, str]:
+    """What publication groups by: one file of one attempt of one job."""
+    return job.job_id, job.attempt, job.source
 
 
-def _container_by_source(container_job):
-    return container_job.job.source, container_job
+def _job_by_file(job):
+    return file_key(job), job
 
 
-def _record_by_source(record):
-    return record.source, record
+def _container_by_file(container_job):
+    return file_key(container_job.job), container_job
 
 
-def _table_by_source(keyed_table):
+def _record_by_file(record):
+    return (record.job_id, record.attempt, record.source), record
+
+
+def _table_by_file(keyed_table):
     key, table = keyed_table
-    return key[0], table  # job_key: the FileJob's fields, source first
+    return file_key(FileJob(*key)), table
 
 
-def _keyed(pair):
-    return pair
+def _failure_by_file(failed: Failure):
+    return (failed.job_id, failed.attempt, failed.source), failed
 
 
 @dataclasses.dataclass
 class PublishContainers(beam.PTransform):
     """`(jobs, records, failures, tables)` -> `(results, failures)`: a `.dcz` per fully encoded file.
 
-    `failures` is a sequence of the stages' `(source, reason)` PCollections; `tables` are the
+    `failures` is a sequence of the stages' Failure PCollections; `tables` are the
     `(job_key, uint64[256])` frequency tables, written into each file's metadata. `overwrite=False`
     fails a file whose output (or its metadata) exists instead of replacing it.
     """
 
-    chunk_size: int
-    job_id: str
     overwrite: bool = True
 
     def expand(self, inputs):
         jobs, records, failures, tables = inputs
         published = (
-            _group_per_file([("jobs", jobs, _job_by_source), ("records", records, _record_by_source),
-                             ("tables", tables, _table_by_source),
-                             *(("failures", failed, _keyed) for failed in failures)])
+            _group_per_file([("jobs", jobs, _job_by_file), ("records", records, _record_by_file),
+                             ("tables", tables, _table_by_file),
+                             *(("failures", failed, _failure_by_file) for failed in failures)])
             | "Publish container" >> beam.ParDo(
-                _PublishContainerFn(self.job_id, self.chunk_size, self.overwrite)).with_outputs(
+                _PublishContainerFn(self.overwrite)).with_outputs(
                     FAILED, main="results"))
         return published.results, published[FAILED]
 
@@ -393,18 +383,17 @@ class PublishContainers(beam.PTransform):
 class PublishDecoded(beam.PTransform):
     """`(containers, records, failures)` -> `(results, failures)`: one published output per good container.
 
-    `failures` is a sequence of the stages' `(source, reason)` PCollections; `overwrite` as in
+    `failures` is a sequence of the stages' Failure PCollections; `overwrite` as in
     PublishContainers.
     """
 
-    job_id: str
     overwrite: bool = True
 
     def expand(self, inputs):
         containers, records, failures = inputs
         published = (
-            _group_per_file([("jobs", containers, _container_by_source), ("records", records, _record_by_source),
-                             *(("failures", failed, _keyed) for failed in failures)])
-            | "Publish output" >> beam.ParDo(_PublishDecodedFn(self.job_id, self.overwrite)).with_outputs(
+            _group_per_file([("jobs", containers, _container_by_file), ("records", records, _record_by_file),
+                             *(("failures", failed, _failure_by_file) for failed in failures)])
+            | "Publish output" >> beam.ParDo(_PublishDecodedFn(self.overwrite)).with_outputs(
                 FAILED, main="results"))
         return published.results, published[FAILED]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 
 import apache_beam as beam
@@ -11,12 +12,14 @@ from codec import container
 from codec.errors import FormatError
 from adapters import storage
 from transforms.encode import PartRecord
-from transforms.failures import FAILED, failure
+from transforms.failures import FAILED
 from transforms.observability import log_event, record_distribution
+from transforms.threads import PooledFn
 from transforms.planning import FileJob, part_path
 
 __all__ = ["ContainerJob", "DecodePartTask", "read_container_table", "decode_part_tasks",
            "decode_part", "decodes_in_place", "decoded_temp_path", "largest_chunk", "decode_part_in_place",
+           "read_table_or_failure", "decode_task", "decoded_outputs",
            "ReadSeekTables", "DecodeParts"]
 
 
@@ -168,7 +171,7 @@ def decode_part_in_place(task: DecodePartTask, path: str, buffer=None) -> tuple[
         os.close(fd)
     frames_size = sum(entry.frame_size for entry in task.entries)
     record = PartRecord(task.job.source, task.index, path, len(task.entries), frames_size, bytes_out,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, job_id=task.job.job_id, attempt=task.job.attempt)
     return record, decode_ms
 
 
@@ -187,57 +190,76 @@ def decode_part(task: DecodePartTask, path: str) -> tuple[PartRecord, list[float
             bytes_out += len(data)
     frames_size = sum(entry.frame_size for entry in task.entries)
     record = PartRecord(task.job.source, task.index, path, len(task.entries), frames_size, bytes_out,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, job_id=task.job.job_id, attempt=task.job.attempt)
     return record, decode_ms
+
+
+def read_table_or_failure(job: FileJob):
+    """read_container_table(job), or the job's Failure; never raises."""
+    try:
+        return read_container_table(job)
+    except Exception as e:  # noqa: BLE001 - any error fails this file only
+        return job.failure("read seek table", e)
 
 
 class _ReadSeekTableFn(beam.DoFn):
     """FileJob -> ContainerJob; a file that is not a valid container goes to FAILED."""
 
     def process(self, job: FileJob):
-        try:
-            yield read_container_table(job)
-        except Exception as e:  # noqa: BLE001 - any error fails this file only
-            yield beam.pvalue.TaggedOutput(FAILED, failure(job.source, "read seek table", e))
+        outcome = read_table_or_failure(job)
+        yield outcome if isinstance(outcome, ContainerJob) else beam.pvalue.TaggedOutput(FAILED, outcome)
 
 
-class _DecodePartFn(beam.DoFn):
+def decode_task(task: DecodePartTask, buffer=None):
+    """DecodePartTask -> `(PartRecord, decode ms per chunk)`, or `(Failure, [])` with the part object
+    removed; never raises. Local outputs are decoded in place (into `buffer` when it is large
+    enough), gs:// outputs into a part object each."""
+    job = task.job
+    in_place = decodes_in_place(job.destination)
+    path = (decoded_temp_path(job.temp_dir, job.destination) if in_place
+            else part_path(job.temp_dir, job.destination, task.index))
+    try:
+        if in_place:
+            return decode_part_in_place(task, path, buffer)
+        return decode_part(task, path)
+    except Exception as e:  # noqa: BLE001 - any error fails this file only
+        # The shared file of an in-place output goes when publication fails the file.
+        if not in_place:
+            storage.delete([path])
+        return job.failure(f"decode part {task.index}", e), []
+
+
+def decoded_outputs(outcome):
+    """What the decode step emits for decode_task's outcome: the record, or the Failure tagged FAILED."""
+    record, decode_ms = outcome
+    if not isinstance(record, PartRecord):
+        return [beam.pvalue.TaggedOutput(FAILED, record)]
+    for ms in decode_ms:
+        record_distribution("decode-time-ms", ms)
+    log_event("part-decoded", record.job_id, source=record.source, part=record.index, chunks=record.chunks,
+              seconds=round(record.seconds, 3), worker_pid=os.getpid())
+    return [record]
+
+
+class _DecodePartFn(PooledFn):
     """DecodePartTask -> PartRecord; a failure removes the part object and goes to FAILED."""
 
-    def __init__(self, job_id: str):
-        self._job_id = job_id
-        self._buffer = None
-
     def setup(self):
-        self._buffer = None  # made on first use, at the size of the largest chunk seen
+        super().setup()
+        self._local = threading.local()  # a buffer per thread, made on first use at the largest chunk's size
 
     def _buffer_for(self, task: DecodePartTask):
-        if self._buffer is None or self._buffer.shape[0] < largest_chunk(task):
-            self._buffer = storage.aligned_buffer(largest_chunk(task))
-        return self._buffer
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None or buffer.shape[0] < largest_chunk(task):
+            buffer = self._local.buffer = storage.aligned_buffer(largest_chunk(task))
+        return buffer
 
-    def process(self, task: DecodePartTask):
-        temp_dir = storage.temp_dir_for(task.job.destination, self._job_id)
-        in_place = decodes_in_place(task.job.destination)
-        path = (decoded_temp_path(temp_dir, task.job.destination) if in_place
-                else part_path(temp_dir, task.job.destination, task.index))
-        try:
-            if in_place:
-                record, decode_ms = decode_part_in_place(task, path, self._buffer_for(task))
-            else:
-                record, decode_ms = decode_part(task, path)
-        except Exception as e:  # noqa: BLE001 - any error fails this file only
-            # The shared file of an in-place output goes when publication fails the file.
-            if not in_place:
-                storage.delete([path])
-            yield beam.pvalue.TaggedOutput(FAILED, failure(task.job.source, f"decode part {task.index}", e))
-            return
-        for ms in decode_ms:
-            record_distribution("decode-time-ms", ms)
-        log_event("part-decoded", self._job_id, source=task.job.source,
-                  part=task.index, chunks=record.chunks, seconds=round(record.seconds, 3),
-                  worker_pid=os.getpid())
-        yield record
+    def work(self, task: DecodePartTask):
+        buffer = self._buffer_for(task) if decodes_in_place(task.job.destination) else None
+        return decode_task(task, buffer)
+
+    def outputs(self, task, outcome):
+        return decoded_outputs(outcome)
 
 
 class ReadSeekTables(beam.PTransform):
@@ -251,11 +273,14 @@ class ReadSeekTables(beam.PTransform):
 
 @dataclasses.dataclass
 class DecodeParts(beam.PTransform):
-    """DecodePartTasks -> `(records, failures)`; decoded bytes go straight to part objects."""
+    """DecodePartTasks -> `(records, failures)`; decoded bytes go straight to part objects.
 
-    job_id: str
+    `threads` decodes a bundle's tasks on a thread pool (0 = one per core; PooledFn).
+    """
+
+    threads: int = 1
 
     def expand(self, tasks):
-        decoded = tasks | "Decode part" >> beam.ParDo(_DecodePartFn(self.job_id)).with_outputs(
+        decoded = tasks | "Decode part" >> beam.ParDo(_DecodePartFn(self.threads)).with_outputs(
             FAILED, main="records")
         return decoded.records, decoded[FAILED]

@@ -9,11 +9,13 @@ import apache_beam as beam
 
 from codec import container
 from adapters import storage
-from transforms.failures import FAILED, failure
+from transforms.failures import FAILED
 from transforms.observability import log_event, record_distribution
+from transforms.threads import PooledFn
 from transforms.planning import FileJob, Spread, chunk_count, chunk_descriptors, part_path
 
-__all__ = ["PartTask", "PartRecord", "part_tasks", "encode_part", "tasks_with_table", "EncodeParts"]
+__all__ = ["PartTask", "PartRecord", "part_tasks", "encode_part", "tasks_with_table", "encode_task",
+           "encoded_outputs", "EncodeParts"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +32,8 @@ class PartTask:
 class PartRecord:
     """What a worker reports about one part object it wrote: small, so it can go through the runner.
 
-    `entries` are the part's seek-table entries in order (compress mode; empty on decompress).
+    `entries` are the part's seek-table entries in order (compress mode; empty on decompress);
+    `job_id` and `attempt` say which attempt of which job wrote it.
     """
 
     source: str
@@ -41,6 +44,8 @@ class PartRecord:
     bytes_out: int
     seconds: float
     entries: tuple[container.ChunkEntry, ...] = ()
+    job_id: str = ""
+    attempt: int = 1
 
 
 def part_tasks(job: FileJob, chunk_size: int) -> list[PartTask]:
@@ -72,43 +77,55 @@ def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) ->
             bytes_in += entry.original_size
             bytes_out += entry.frame_size
     record = PartRecord(task.job.source, task.index, path, len(entries), bytes_in, bytes_out,
-                        time.perf_counter() - started, tuple(entries))
+                        time.perf_counter() - started, tuple(entries), task.job.job_id, task.job.attempt)
     return record, encode_ms
 
 
-def tasks_with_table(keyed_table, chunk_size: int) -> list[tuple[PartTask, object]]:
+def tasks_with_table(keyed_table) -> list[tuple[PartTask, object]]:
     """(job_key, table) -> each of the file's part tasks paired with the file's frequency table."""
     key, table = keyed_table
-    return [(task, table) for task in part_tasks(FileJob(*key), chunk_size)]
+    job = FileJob(*key)
+    return [(task, table) for task in part_tasks(job, job.chunk_size)]
 
 
-def _part_key(task_and_table) -> tuple[str, int]:
-    return task_and_table[0].job.source, task_and_table[0].index
+def encode_task(task_and_table):
+    """(PartTask, table) -> `(PartRecord, encode ms per chunk)` written to the part's temp object, or
+    `(Failure, [])` with that object removed. Never raises."""
+    task, table = task_and_table
+    job = task.job
+    path = part_path(job.temp_dir, job.destination, task.index)
+    try:
+        return encode_part(task, job.chunk_size, table, path)
+    except Exception as e:  # noqa: BLE001 - any error fails this file only
+        storage.delete([path])
+        return job.failure(f"encode part {task.index}", e), []
 
 
-class _EncodePartFn(beam.DoFn):
+def _part_key(task_and_table) -> tuple[str, str, int, int]:
+    job = task_and_table[0].job
+    return job.job_id, job.source, job.attempt, task_and_table[0].index
+
+
+def encoded_outputs(outcome):
+    """What the encode step emits for encode_task's outcome: the record, or the Failure tagged FAILED."""
+    record, encode_ms = outcome
+    if not isinstance(record, PartRecord):
+        return [beam.pvalue.TaggedOutput(FAILED, record)]
+    for ms in encode_ms:
+        record_distribution("encode-time-ms", ms)
+    log_event("part-encoded", record.job_id, source=record.source, part=record.index, chunks=record.chunks,
+              seconds=round(record.seconds, 3), worker_pid=os.getpid())
+    return [record]
+
+
+class _EncodePartFn(PooledFn):
     """(PartTask, table) -> PartRecord; a failure removes the part object and goes to FAILED."""
 
-    def __init__(self, chunk_size: int, job_id: str):
-        self._chunk_size = chunk_size
-        self._job_id = job_id
+    def work(self, task_and_table):
+        return encode_task(task_and_table)
 
-    def process(self, task_and_table):
-        task, table = task_and_table
-        path = part_path(storage.temp_dir_for(task.job.destination, self._job_id),
-                         task.job.destination, task.index)
-        try:
-            record, encode_ms = encode_part(task, self._chunk_size, table, path)
-        except Exception as e:  # noqa: BLE001 - any error fails this file only
-            storage.delete([path])
-            yield beam.pvalue.TaggedOutput(FAILED, failure(task.job.source, f"encode part {task.index}", e))
-            return
-        for ms in encode_ms:
-            record_distribution("encode-time-ms", ms)
-        log_event("part-encoded", self._job_id, source=task.job.source,
-                  part=task.index, chunks=record.chunks, seconds=round(record.seconds, 3),
-                  worker_pid=os.getpid())
-        yield record
+    def outputs(self, task_and_table, outcome):
+        return encoded_outputs(outcome)
 
 
 @dataclasses.dataclass
@@ -119,16 +136,20 @@ class EncodeParts(beam.PTransform):
     input, so no worker has to hold the tables of every file in the job: 2 KiB per part instead
     of 2 KiB per file on every worker. A file without a table (empty, or none of its chunks could
     be read) has nothing to encode; publication handles it.
+
+    `spread` deals the parts out across the runner's workers (a grouping: batch only); `threads`
+    encodes a bundle's parts on a thread pool instead (0 = one thread per core; PooledFn).
     """
 
-    chunk_size: int
-    job_id: str
+    spread: bool = True
+    threads: int = 1
 
     def expand(self, tables):
+        tasks = tables | "Plan parts" >> beam.FlatMap(tasks_with_table)
+        if self.spread:
+            tasks = tasks | "Spread parts" >> Spread(_part_key)
         encoded = (
-            tables
-            | "Plan parts" >> beam.FlatMap(tasks_with_table, self.chunk_size)
-            | "Spread parts" >> Spread(_part_key)
-            | "Encode part" >> beam.ParDo(_EncodePartFn(self.chunk_size, self.job_id)).with_outputs(
+            tasks
+            | "Encode part" >> beam.ParDo(_EncodePartFn(self.threads)).with_outputs(
                 FAILED, main="records"))
         return encoded.records, encoded[FAILED]

@@ -1,4 +1,4 @@
-"""The dead-letter side of the pipeline: failed files as `(file, error)` and the `file,error` CSV."""
+"""The dead-letter side of the batch pipeline: Failure records, one per failed file, and the `file,error` CSV."""
 from __future__ import annotations
 
 import csv
@@ -9,45 +9,60 @@ from typing import Callable
 import apache_beam as beam
 
 from adapters import storage
+from adapters.jobs import Failure
 from transforms.observability import inc_counter
 
-__all__ = ["FAILED", "failure", "failures_csv", "started", "temp_dir_item", "finish_job", "WriteFailures"]
+__all__ = ["FAILED", "failure_reason", "combined_failure", "failures_csv", "started", "temp_dir_item", "finish_job",
+           "WriteFailures"]
 
-# The tag of every DoFn's dead-letter output; elements are `(source path, reason)` pairs.
+# The tag of every DoFn's dead-letter output; elements are adapters.jobs.Failure records.
 FAILED = "failed"
+# A file whose every part failed would otherwise carry a thousand reasons in one CSV cell.
+_MAX_REASONS = 3
 
 
-def failure(source: str, stage: str, error: BaseException | str) -> tuple[str, str]:
-    """A dead-letter element: the input file and a one-line reason naming the stage that failed."""
-    if isinstance(error, BaseException):
-        reason = f"{type(error).__name__}: {error}"
-    else:
-        reason = str(error)
-    return source, f"{stage}: {' '.join(reason.split())}"
+def failure_reason(reasons) -> str:
+    """The stage failures of one file as one line: the first few distinct reasons, then a count."""
+    distinct = sorted(set(reasons))
+    line = "; ".join(distinct[:_MAX_REASONS])
+    if len(distinct) > _MAX_REASONS:
+        line += f"; and {len(distinct) - _MAX_REASONS} more"
+    return line
 
 
-def failures_csv(failures) -> str:
-    """`file,error` CSV text (header row first, rows sorted by file), quoted as the csv module does."""
+def combined_failure(failures) -> Failure:
+    """The failures of one file as one Failure whose `reason` is failure_reason of theirs: the
+    first one's (by reason) stage and type, the other reasons appended to its message."""
+    by_reason = {}
+    for failed in failures:
+        by_reason.setdefault(failed.reason, failed)
+    first = by_reason[min(by_reason)]
+    return dataclasses.replace(first, message=first.message + failure_reason(by_reason)[len(first.reason):])
+
+
+def failures_csv(rows) -> str:
+    """`file,error` CSV text of `(file, error)` rows (header row first, rows sorted by file), quoted
+    as the csv module does."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["file", "error"])
-    writer.writerows(sorted(failures))
+    writer.writerows(sorted(rows))
     return out.getvalue()
 
 
 def _write_failures_csv(failures, path: str, write_when_empty: bool) -> int:
-    """Writes `file,error` rows to `path` (atomically); with no failures only if `write_when_empty`."""
+    """Writes a `file,error` row per Failure to `path` (atomically); with none only if `write_when_empty`."""
     failures = list(failures)
     if failures or write_when_empty:
         temp_path = path + ".tmp"
         with storage.open_write(temp_path) as f:
-            f.write(failures_csv(failures).encode("utf-8"))
+            f.write(failures_csv([(failed.source, failed.reason) for failed in failures]).encode("utf-8"))
         storage.publish_concatenation([temp_path], path)
     return len(failures)
 
 
-# What else the last step receives beside failures: a mark that makes the step run when nothing
-# failed, and the temp folders to remove. Failures are `(source, reason)` pairs, never these.
+# What else the last step receives beside Failures: a mark that makes the step run when nothing
+# failed, and the temp folders to remove.
 _STARTED = ("started",)
 _TEMP_DIR = "temp-dir"
 
@@ -61,12 +76,10 @@ def finish_job(items, path: str, write_when_empty: bool, remove_temp_dir) -> int
     """Counts the failures among `items`, writes them as CSV, then removes the temp folders; returns the count."""
     failures, temp_dirs = [], set()
     for item in items:
-        if item == _STARTED:
-            continue
-        if item[0] == _TEMP_DIR and len(item) == 3:
-            temp_dirs.add(item[2])
-        else:
+        if isinstance(item, Failure):
             failures.append(item)
+        elif item != _STARTED:
+            temp_dirs.add(item[2])
     for _ in failures:
         inc_counter("files-failed")
     count = _write_failures_csv(failures, path, write_when_empty)
@@ -80,7 +93,7 @@ def _finish_group(keyed, path: str, write_when_empty: bool, remove_temp_dir) -> 
 
 
 def temp_dir_item(temp_dir: str) -> tuple:
-    """How a temp folder to remove travels to the last step (a triple, so never a failure pair)."""
+    """How a temp folder to remove travels to the last step."""
     return (_TEMP_DIR, None, temp_dir)
 
 

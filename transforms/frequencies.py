@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import apache_beam as beam
 import numpy as np
 
 import codec
 from adapters import storage
-from transforms.failures import FAILED, failure
+from adapters.jobs import Failure
+from transforms.failures import FAILED
 from transforms.planning import FileJob
+from transforms.threads import PooledFn
 
-__all__ = ["FrequencyTableCombineFn", "chunk_histogram", "job_key", "FrequencyTables"]
+__all__ = ["FrequencyTableCombineFn", "chunk_histogram", "histogram_or_failure", "job_key", "CountBytes",
+           "FrequencyTables"]
 
 _SYMBOLS = 256
 
@@ -57,15 +61,48 @@ def job_key(job: FileJob) -> tuple:
     return dataclasses.astuple(job)
 
 
-class _ChunkHistogramFn(beam.DoFn):
-    """(job, ChunkDescriptor) -> (job_key, histogram); a read error goes to FAILED and the others go on."""
+def histogram_or_failure(job_and_chunk):
+    """(job, ChunkDescriptor) -> the chunk's histogram, or the job's Failure; never raises."""
+    job, chunk = job_and_chunk
+    try:
+        return chunk_histogram(chunk)
+    except Exception as e:  # noqa: BLE001 - any error fails this file only
+        return job.failure(f"count bytes of chunk {chunk.index}", e)
 
-    def process(self, job_and_chunk):
+
+@beam.typehints.with_output_types(typing.Tuple[typing.Any, typing.Any])
+class _ChunkHistogramFn(PooledFn):
+    """(job, ChunkDescriptor) -> (job_key, histogram), or (job_key, (chunk index, histogram)) when
+    `indexed`; a read error goes to FAILED and the others go on."""
+
+    def __init__(self, threads: int = 1, indexed: bool = False):
+        super().__init__(threads)
+        self._indexed = indexed
+
+    def work(self, job_and_chunk):
+        return histogram_or_failure(job_and_chunk)
+
+    def outputs(self, job_and_chunk, outcome):
+        if isinstance(outcome, Failure):
+            return [beam.pvalue.TaggedOutput(FAILED, outcome)]
         job, chunk = job_and_chunk
-        try:
-            yield job_key(job), chunk_histogram(chunk)
-        except Exception as e:  # noqa: BLE001 - any error fails this file only
-            yield beam.pvalue.TaggedOutput(FAILED, failure(chunk.source, f"count bytes of chunk {chunk.index}", e))
+        return [(job_key(job), (chunk.index, outcome) if self._indexed else outcome)]
+
+
+@dataclasses.dataclass
+class CountBytes(beam.PTransform):
+    """`(job, chunk)` pairs -> `(histograms, failures)`: `(job_key, (chunk index, uint64[256]))` per
+    chunk read, for per-job state that must count each chunk once.
+
+    `threads` counts a bundle's chunks on a thread pool (0 = one per core; PooledFn).
+    """
+
+    threads: int = 1
+
+    def expand(self, chunks):
+        counted = chunks | "Count bytes" >> beam.ParDo(_ChunkHistogramFn(self.threads, indexed=True)).with_outputs(
+            FAILED, main="histograms")
+        return counted.histograms, counted[FAILED]
 
 
 @dataclasses.dataclass

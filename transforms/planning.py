@@ -8,16 +8,17 @@ from typing import Callable, Iterator
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from codec.container import DEFAULT_CHUNK_SIZE
 from adapters import storage
-from adapters.jobs import COMPRESS, DECOMPRESS, OPERATIONS
-from transforms.failures import FAILED, failure
+from adapters.jobs import COMPRESS, DECOMPRESS, OPERATIONS, Failure, JobRequest
+from transforms.failures import FAILED
 
 __all__ = [
     "COMPRESS", "DECOMPRESS", "MODES", "CONTAINER_SUFFIX",
     "FileJob", "ChunkDescriptor",
-    "has_glob", "output_is_file", "destination_for", "plan_jobs", "pin_versions", "chunk_count",
+    "has_glob", "output_is_file", "destination_for", "plan_jobs", "pin_versions", "for_request", "chunk_count",
     "chunk_descriptors",
-    "part_path", "PlanFiles", "Spread", "PlanChunks",
+    "part_path", "plan_request", "job_chunks", "PlanFiles", "Spread", "PlanChunks",
 ]
 
 MODES = OPERATIONS
@@ -26,16 +27,33 @@ CONTAINER_SUFFIX = ".dcz"
 
 @dataclasses.dataclass(frozen=True)
 class FileJob:
-    """One input file and the final path its output is published to.
+    """One input file, the final path its output is published to, and the settings of the job it
+    belongs to: every later element carries it, so nothing about a job is fixed in the graph.
 
     `version` (storage.input_version, taken when the job is planned) pins the input: every read of
     the job asks for that version, so an input replaced mid-job fails its file instead of mixing.
+    `job_id` and `attempt` name the job's temp objects (storage.temp_dir_for) and its status;
+    `table_uri` names a stored frequency table to encode with instead of counting one.
     """
 
     source: str
     size: int
     destination: str
     version: str | None = None
+    job_id: str = ""
+    attempt: int = 1
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    operation: str = COMPRESS
+    table_uri: str | None = None
+
+    @property
+    def temp_dir(self) -> str:
+        """This attempt's temp folder beside the destination."""
+        return storage.temp_dir_for(self.destination, self.job_id, self.attempt)
+
+    def failure(self, stage: str, error: BaseException | str) -> Failure:
+        """The dead-letter record of this file failing at `stage`."""
+        return Failure.of(self.job_id, self.source, stage, error, self.attempt)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +123,8 @@ def part_path(temp_dir: str, destination: str, part_index: int) -> str:
     return FileSystems.join(temp_dir, f"{name}.part-{part_index:05d}")
 
 
-def plan_jobs(metadata_list, output: str, mode: str,
-              output_names_file: bool) -> tuple[list[FileJob], list[tuple[str, str]]]:
+def plan_jobs(metadata_list, output: str, mode: str, output_names_file: bool,
+              job_id: str = "") -> tuple[list[FileJob], list[Failure]]:
     """`(jobs, failures)` for matched files: one FileJob per file whose output can be named.
 
     A file fails when no output name can be derived from it, and so do all inputs that would be
@@ -122,7 +140,7 @@ def plan_jobs(metadata_list, output: str, mode: str,
         try:
             destination = destination_for(metadata.path, output, mode, output_names_file)
         except ValueError as e:
-            failures.append(failure(metadata.path, "plan", e))
+            failures.append(Failure.of(job_id, metadata.path, "plan", e))
             continue
         by_destination.setdefault(destination, []).append(
             FileJob(metadata.path, metadata.size_in_bytes, destination))
@@ -133,7 +151,7 @@ def plan_jobs(metadata_list, output: str, mode: str,
             continue
         sharing.sort(key=lambda job: job.source)
         sources = ", ".join(job.source for job in sharing)
-        failures.extend(failure(job.source, "plan", ValueError(
+        failures.extend(Failure.of(job_id, job.source, "plan", ValueError(
             f"inputs {sources} would all be written to {destination}")) for job in sharing)
     return jobs, failures
 
@@ -142,61 +160,83 @@ def _in_temp_dir(path: str) -> bool:
     return storage.TEMP_DIR_NAME in path.replace(os.sep, "/").split("/")[:-1]
 
 
-def pin_versions(jobs: list[FileJob]) -> tuple[list[FileJob], list[tuple[str, str]]]:
+def pin_versions(jobs: list[FileJob]) -> tuple[list[FileJob], list[Failure]]:
     """`(jobs, failures)`: each job with its input's current version; a file that vanished since it
     was matched fails."""
     pinned, failures = [], []
     for job, version in zip(jobs, storage.input_versions([job.source for job in jobs])):
         if isinstance(version, Exception):
-            failures.append(failure(job.source, "plan", version))
+            failures.append(job.failure("plan", version))
         else:
             pinned.append(dataclasses.replace(job, version=version))
     return pinned, failures
 
 
+def for_request(job: FileJob, request: JobRequest) -> FileJob:
+    """`job` carrying the settings of the request it was planned from."""
+    return dataclasses.replace(job, job_id=request.job_id, attempt=request.attempt, chunk_size=request.chunk_size,
+                               operation=request.operation, table_uri=request.table_uri)
+
+
+def plan_request(request: JobRequest, single_input: bool) -> tuple[list[FileJob], list[Failure]]:
+    """`(jobs, failures)`: a FileJob per file the request's input matches, each pinned to its version.
+
+    `single_input` (a job of the service): the input must be one existing object, else the request
+    fails. Otherwise (a batch run) the input may be a pattern; like fileio.MatchFiles, one without
+    '*' must match something or FileNotFoundError is raised.
+    """
+    pattern = request.input_uri
+    if single_input and has_glob(pattern):
+        return [], [Failure.of(request.job_id, pattern, "plan", ValueError(
+            "a job names one input object, not a pattern"), request.attempt)]
+    try:
+        matched = FileSystems.match([pattern])[0].metadata_list
+        if not matched and (single_input or "*" not in pattern):
+            raise FileNotFoundError(f"no file matches {pattern!r}")
+    except Exception as e:  # noqa: BLE001 - a job's input that cannot be listed fails the job
+        if not single_input:
+            raise
+        return [], [Failure.of(request.job_id, pattern, "plan", e, request.attempt)]
+    names_file = output_is_file(pattern, request.output_uri)
+    jobs, failures = plan_jobs(matched, request.output_uri, request.operation, names_file, request.job_id)
+    jobs, vanished = pin_versions([for_request(job, request) for job in jobs])
+    failures = [dataclasses.replace(f, attempt=request.attempt) for f in failures]
+    return jobs, failures + vanished
+
+
 class _PlanFilesFn(beam.DoFn):
-    """Impulse -> a FileJob per file the pattern matches, and failures for files that cannot run.
+    """JobRequest -> a FileJob per file its input matches, and failures for files that cannot run.
 
     Matching and naming happen in one call, so outputs that two inputs would share are found
     without grouping by destination (a group is a stage of its own on the local runner, ~0.1-0.2 s).
-    Like fileio.MatchFiles, a pattern without '*' must match something.
     """
 
-    def __init__(self, pattern: str, output: str, mode: str, output_names_file: bool):
-        self._pattern = pattern
-        self._output = output
-        self._mode = mode
-        self._output_names_file = output_names_file
+    def __init__(self, single_input: bool):
+        self._single_input = single_input
 
-    def process(self, unused_impulse):
-        matched = FileSystems.match([self._pattern])[0].metadata_list
-        if not matched and "*" not in self._pattern:
-            raise FileNotFoundError(f"no file matches {self._pattern!r}")
-        jobs, failures = plan_jobs(matched, self._output, self._mode, self._output_names_file)
-        jobs, vanished = pin_versions(jobs)
+    def process(self, request: JobRequest):
+        jobs, failures = plan_request(request, self._single_input)
         yield from jobs
-        for failed in failures + vanished:
+        for failed in failures:
             yield beam.pvalue.TaggedOutput(FAILED, failed)
 
 
 @dataclasses.dataclass
 class PlanFiles(beam.PTransform):
-    """Matches --input; returns `(jobs, failures)`: one FileJob per file, and files that cannot run."""
+    """JobRequests -> `(jobs, failures)`: one FileJob per file each request's input matches, and
+    Failures for files that cannot run; like fileio.MatchAll, the requests are elements.
 
-    input_pattern: str
-    output: str
-    mode: str
-    output_names_file: bool
+    `single_input=True` for the job service: a request names one object, and a missing one fails
+    its job rather than the pipeline.
+    """
 
-    def expand(self, start):
-        # `start` is the pipeline's Impulse (or the pipeline itself), which other steps may share.
-        if isinstance(start, beam.pvalue.PBegin):
-            start = start | "Start" >> beam.Impulse()
+    single_input: bool = False
+
+    def expand(self, requests):
         planned = (
-            start
-            | "Match and name outputs" >> beam.ParDo(_PlanFilesFn(
-                self.input_pattern, self.output, self.mode, self.output_names_file)).with_outputs(
-                    FAILED, main="jobs"))
+            requests
+            | "Match and name outputs" >> beam.ParDo(_PlanFilesFn(self.single_input)).with_outputs(
+                FAILED, main="jobs"))
         return planned.jobs, planned[FAILED]
 
 
@@ -223,19 +263,17 @@ def _chunk_key(job_and_chunk) -> tuple[str, int]:
     return job_and_chunk[1].source, job_and_chunk[1].index
 
 
-def _job_chunks(job: FileJob, chunk_size: int):
-    return ((job, chunk) for chunk in chunk_descriptors(job.source, job.size, chunk_size,
+def job_chunks(job: FileJob):
+    """`(job, chunk)` for each chunk of the job's file, cut at the job's chunk size; lazily."""
+    return ((job, chunk) for chunk in chunk_descriptors(job.source, job.size, job.chunk_size,
                                                         version=job.version))
 
 
-@dataclasses.dataclass
 class PlanChunks(beam.PTransform):
     """FileJob -> `(job, chunk)` for each of its ChunkDescriptors, spread across workers."""
-
-    chunk_size: int
 
     def expand(self, jobs):
         return (
             jobs
-            | "Cut into chunks" >> beam.FlatMap(_job_chunks, self.chunk_size)
+            | "Cut into chunks" >> beam.FlatMap(job_chunks)
             | "Spread chunks" >> Spread(_chunk_key))

@@ -434,3 +434,9 @@ def test_a_direct_write_of_an_aligned_buffer_lands_where_asked(tmp_path):
 
 def test_opening_a_missing_file_for_direct_io_gives_none(tmp_path):
     assert storage.open_direct(str(tmp_path / "missing")) is None
+
+
+def test_two_attempts_of_one_job_never_share_a_temp_dir():
+    folders = {storage.temp_dir_for("gs://b/out/big.dcz", "job-1", attempt) for attempt in (1, 2, 3)}
+    assert len(folders) == 3
+    assert storage.temp_dir_for("gs://b/out/big.dcz", "job-1", 2) == "gs://b/out/.dcas-tmp/job-1.a2/"

@@ -17,6 +17,7 @@ from apache_beam.testing.util import assert_that, equal_to
 import codec
 from codec import container
 from adapters import storage
+from adapters.jobs import Failure, JobRequest
 from transforms.assemble import (
     METADATA_SUFFIX, container_metadata, failure_reason, ordered_parts, publish_container, publish_decoded,
 )
@@ -25,7 +26,7 @@ from transforms.decode import (
     read_container_table,
 )
 from transforms.encode import PartRecord, PartTask, encode_part, part_tasks, tasks_with_table
-from transforms.failures import failure, failures_csv, finish_job, started, temp_dir_item
+from transforms.failures import combined_failure, failures_csv, finish_job, started, temp_dir_item
 from transforms.frequencies import FrequencyTableCombineFn, FrequencyTables, job_key
 from transforms.planning import (
     ChunkDescriptor, FileJob, PlanChunks, PlanFiles, Spread, chunk_count, chunk_descriptors, destination_for,
@@ -91,20 +92,23 @@ def test_plan_files_names_outputs_and_fails_inputs_that_would_share_one(tmp_path
         os.mkdir(tmp_path / sub)
         write(tmp_path / sub / "same.txt", b"abc")
     write(tmp_path / "x" / "own.txt", b"")
+    request = JobRequest("job-1", "compress", str(tmp_path / "*" / "*.txt"), str(tmp_path / "out"), chunk_size=7)
     with local_pipeline() as p:
-        jobs, failures = p | PlanFiles(str(tmp_path / "*" / "*.txt"), str(tmp_path / "out"), "compress", False)
+        jobs, failures = p | beam.Create([request]) | PlanFiles()
         own = str(tmp_path / "x" / "own.txt")
         assert_that(jobs, equal_to([FileJob(own, 0, str(tmp_path / "out" / "own.txt.dcz"),
-                                            storage.input_version(own))]), label="check:jobs")
-        assert_that(failures | "Failed files" >> beam.Keys(),
+                                            storage.input_version(own), "job-1", chunk_size=7)]),
+                    label="check:jobs")
+        assert_that(failures | "Failed files" >> beam.Map(lambda f: f.source),
                     equal_to([str(tmp_path / sub / "same.txt") for sub in "xy"]),
                     label="check:failures")
 
 
-def test_plan_chunks_emits_every_chunk_of_every_file():
-    jobs = [FileJob("a", 25, "a.dcz"), FileJob("b", 0, "b.dcz"), FileJob("c", 10, "c.dcz")]
+def test_plan_chunks_emits_every_chunk_of_every_file_at_its_jobs_chunk_size():
+    jobs = [FileJob("a", 25, "a.dcz", chunk_size=10), FileJob("b", 0, "b.dcz", chunk_size=10),
+            FileJob("c", 10, "c.dcz", chunk_size=10)]
     with local_pipeline() as p:
-        chunks = p | beam.Create(jobs) | PlanChunks(chunk_size=10)
+        chunks = p | beam.Create(jobs) | PlanChunks()
         assert_that(chunks, equal_to([(jobs[0], ChunkDescriptor("a", 0, 0, 10)), (jobs[0], ChunkDescriptor("a", 1, 10, 10)),
                                       (jobs[0], ChunkDescriptor("a", 2, 20, 5)), (jobs[2], ChunkDescriptor("c", 0, 0, 10))]))
 
@@ -113,13 +117,14 @@ def test_plan_jobs_fails_an_input_whose_output_cannot_be_named_and_keeps_the_oth
     matched = [FileMetadata("/in/a.dcz", 5), FileMetadata("/in/b.zip", 7)]
     jobs, failures = plan_jobs(matched, "/out", "decompress", False)
     assert jobs == [FileJob("/in/a.dcz", 5, "/out/a")]
-    assert [source for source, _ in failures] == ["/in/b.zip"]
+    assert [failed.source for failed in failures] == ["/in/b.zip"]
 
 
 def test_plan_files_fails_the_pipeline_when_a_literal_input_matches_nothing(tmp_path):
     with pytest.raises(Exception, match="no file matches"):
         with local_pipeline() as p:
-            p | PlanFiles(str(tmp_path / "gone.txt"), str(tmp_path / "out"), "compress", False)
+            p | beam.Create([JobRequest("job-1", "compress", str(tmp_path / "gone.txt"), str(tmp_path / "out"))]
+                            ) | PlanFiles()
 
 
 def test_spread_keeps_every_element_once():
@@ -185,7 +190,7 @@ def test_a_chunk_that_cannot_be_read_fails_its_file_and_not_the_others(tmp_path)
         tables, failures = p | beam.Create(chunks) | FrequencyTables()
         assert_that(tables | "Table files" >> beam.MapTuple(lambda key, _: key[0]), equal_to([path]),
                     label="check:tables")
-        assert_that(failures | "Failed files" >> beam.Keys(), equal_to([path + ".gone"]),
+        assert_that(failures | "Failed files" >> beam.Map(lambda f: f.source), equal_to([path + ".gone"]),
                     label="check:failures")
 
 
@@ -215,9 +220,9 @@ def test_part_tasks_respect_the_part_plan_of_storage():
 
 
 def test_each_task_of_a_file_gets_the_files_table():
-    job = FileJob("f", 30, "f.dcz")
+    job = FileJob("f", 30, "f.dcz", chunk_size=10)
     table = codec.histogram(b"abc")
-    assert tasks_with_table((job_key(job), table), 10) == [(t, table) for t in part_tasks(job, 10)]
+    assert tasks_with_table((job_key(job), table)) == [(t, table) for t in part_tasks(job, 10)]
 
 
 def test_a_terabyte_file_has_few_enough_parts_for_one_gcs_composite_object():
@@ -458,7 +463,7 @@ def test_pinning_fails_a_file_that_vanished_since_it_was_matched(tmp_path):
     gone = FileJob(str(tmp_path / "gone"), 1, str(tmp_path / "gone.dcz"))
     jobs, failures = pin_versions([kept, gone])
     assert [job.source for job in jobs] == [kept.source] and jobs[0].version is not None
-    assert [source for source, _ in failures] == [gone.source]
+    assert [failed.source for failed in failures] == [gone.source]
 
 
 def test_plan_jobs_skips_files_in_job_temp_folders():
@@ -501,7 +506,14 @@ def test_failure_reason_keeps_a_few_distinct_reasons_and_counts_the_rest():
 
 
 def test_failure_is_one_line_naming_stage_and_error_type():
-    assert failure("f", "encode part 2", OSError("disk\nfull")) == ("f", "encode part 2: OSError: disk full")
+    assert Failure.of("j", "f", "encode part 2", OSError("disk\nfull")).reason == "encode part 2: OSError: disk full"
+
+
+def test_the_failures_of_one_file_combine_into_one_failure_with_their_reasons_in_one_line():
+    failures = [Failure.of("j", "f", f"decode part {i}", ValueError("bad")) for i in (4, 1, 3, 2, 1)]
+    combined = combined_failure(failures)
+    assert combined.reason == failure_reason([f.reason for f in failures])
+    assert (combined.stage, combined.error_type, combined.job_id) == ("decode part 1", "ValueError", "j")
 
 
 def test_failures_csv_quotes_commas_and_sorts_by_file():
@@ -526,11 +538,11 @@ def test_metadata_has_the_seed_fields_and_the_per_chunk_checksums():
 
 def test_finishing_a_job_writes_only_the_failures_and_then_removes_each_temp_folder_once(tmp_path):
     removed = []
-    items = [started(None), ("b", "encode: boom"), temp_dir_item("/t/1"), temp_dir_item("/t/1"),
-             ("a", "plan: bad"), temp_dir_item("/t/2")]
+    items = [started(None), Failure.of("j", "b", "encode", OSError("boom")), temp_dir_item("/t/1"),
+             temp_dir_item("/t/1"), Failure.of("j", "a", "plan", ValueError("bad")), temp_dir_item("/t/2")]
     count = finish_job(items, str(tmp_path / "f.csv"), False, removed.append)
     assert count == 2
-    assert (tmp_path / "f.csv").read_text() == "file,error\na,plan: bad\nb,encode: boom\n"
+    assert (tmp_path / "f.csv").read_text() == "file,error\na,plan: ValueError: bad\nb,encode: OSError: boom\n"
     assert removed == ["/t/1", "/t/2"]
 
 
