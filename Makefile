@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-e2e pigz chromium clean
+.PHONY: demo test test-fast bench bench-e2e bench-http pigz chromium screenshots clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ chromium:
 test: $(STAMP) $(NUMBA_STAMP) chromium
 	$(PY) -m pytest -q tests
 
+# The web page's screenshots in docs/screenshots, taken by its browser tests (on the fakes and on the stack).
+screenshots: $(STAMP) $(NUMBA_STAMP) chromium
+	DCAS_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/e2e/test_web_page.py tests/e2e/test_http_flow.py
+
 # The inner loop: pure functions and fakes of the ports, no emulator, well under a minute.
 test-fast: $(STAMP) $(NUMBA_STAMP)
 	$(PY) -m pytest -q tests/unit
@@ -51,6 +55,11 @@ bench: $(STAMP) pigz
 # e.g. E2E_ARGS="--sizes 1,4" for the 4 GB memory check.
 bench-e2e: $(STAMP) pigz
 	$(PY) -m benchmarks.e2e $(E2E_ARGS)
+
+# The HTTP services on the local stack: 8 concurrent 100 MB uploads (Manager RSS, throughput vs a plain
+# resumable upload), GET /v1/jobs/{id} latency at 200 requests/s, last byte -> SUCCEEDED (several minutes).
+bench-http: $(STAMP) $(NUMBA_STAMP)
+	$(PY) -m benchmarks.http $(HTTP_ARGS)
 
 clean:
 	rm -rf $(VENV) demo benchmarks/out benchmarks/corpora

@@ -59,7 +59,7 @@ class InProcessJobRunner:
             return
         result = out.getvalue()
         self.adapters.blobs.write_bytes(request.output_uri, result)
-        ratio = len(result) / len(data) if request.operation == "compress" and data else None
+        ratio = len(data) / len(result) if request.operation == "compress" and result else None  # as the pipeline: original / compressed
         if request.operation == "compress":
             meta = {"filename": request.input_uri.rsplit("/", 1)[-1], "og_size": len(data), "cp_size": len(result)}
             self.adapters.blobs.write_bytes(request.output_uri + ".meta.json", json.dumps(meta).encode())
