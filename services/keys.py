@@ -4,10 +4,12 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
+import time
 
 from adapters.ports import KeyStore
 
-__all__ = ["KEY_PREFIX", "OWNER_PATTERN", "Unauthenticated", "authenticate", "create_key", "hash_key"]
+__all__ = ["KEY_PREFIX", "OWNER_PATTERN", "CachedKeys", "Unauthenticated", "authenticate", "create_key", "hash_key"]
 
 KEY_PREFIX = "dcas_"
 # Owners name folders and appear in logs: a short, plain alphabet.
@@ -46,3 +48,32 @@ def authenticate(keys: KeyStore, authorization: str | None) -> str:
     if owner is None:
         raise Unauthenticated("unknown API key")
     return owner
+
+
+class CachedKeys:
+    """A KeyStore that remembers found owners for `ttl` seconds, so a request costs one status read
+    instead of two. Unknown keys are not remembered (a new key works at once); a removed key would
+    keep working for up to `ttl` (there is no revocation yet)."""
+
+    def __init__(self, store: KeyStore, ttl: float = 60.0, max_entries: int = 10_000,
+                 clock=time.monotonic) -> None:
+        self._store, self._ttl, self._max, self._clock = store, ttl, max_entries, clock
+        self._owners: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key_hash: str, owner: str) -> None:
+        self._store.add(key_hash, owner)
+
+    def owner_of(self, key_hash: str) -> str | None:
+        now = self._clock()
+        with self._lock:
+            found = self._owners.get(key_hash)
+        if found is not None and found[1] > now:
+            return found[0]
+        owner = self._store.owner_of(key_hash)
+        if owner is not None:
+            with self._lock:
+                if len(self._owners) >= self._max:
+                    self._owners.clear()
+                self._owners[key_hash] = (owner, now + self._ttl)
+        return owner

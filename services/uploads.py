@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import logging
 import os
 import threading
+import time
 import re
 from typing import AsyncIterator
 
@@ -23,6 +26,7 @@ __all__ = ["UploadLimits", "UploadSlots", "TooManyUploads", "UploadTooLarge", "U
            "submit_upload", "submit_stored", "submit_request", "job_prefix", "check_operation",
            "check_readable", "output_name", "FILENAME_PATTERN"]
 
+log = logging.getLogger("dcas.uploads")
 SUFFIX = ".dcz"
 
 
@@ -52,7 +56,9 @@ class UploadLimits:
     per_owner: int = 4
     total: int = 16
     stall_timeout: float = 30.0
-    buffer_size: int = 2**20  # one resumable-upload chunk (a multiple of 256 KiB), per upload
+    # One resumable-upload chunk (a multiple of 256 KiB). GCS advises 8 MiB or more; fake-gcs-server
+    # copies what it holds on every chunk, so small chunks cost it dearly (docs/benchmarks.md).
+    buffer_size: int = 8 * 2**20
     retry_after: int = 5
 
     def __post_init__(self) -> None:
@@ -250,8 +256,10 @@ async def submit_upload(adapters, bucket: str, limits: UploadLimits, slots: Uplo
     try:
         job_id = new_job_id()
         paths = job_paths(bucket, job_id, name, operation)
+        began = time.perf_counter()
         size, histogram = await receive_upload(adapters.blobs, paths.input, chunks, limits,
                                                count=operation == COMPRESS)
+        received = time.perf_counter()
         try:
             table_uri = None
             if histogram is not None:
@@ -260,7 +268,12 @@ async def submit_upload(adapters, bucket: str, limits: UploadLimits, slots: Uplo
                 table_uri = paths.table
             request = JobRequest(job_id, operation, paths.input, paths.output, owner=owner,
                                  table_uri=table_uri, requested_at=utc_now(), trace_context=trace_context)
-            return await anyio.to_thread.run_sync(submit_request, adapters, request)
+            status = await anyio.to_thread.run_sync(submit_request, adapters, request)
+            log.info(json.dumps({"event": "upload-accepted", "job_id": job_id, "owner": owner, "bytes": size,
+                                 "receive_s": round(received - began, 3),
+                                 "submit_s": round(time.perf_counter() - received, 3)}),
+                     extra={"job_id": job_id})
+            return status
         except BaseException:
             await asyncio.shield(anyio.to_thread.run_sync(adapters.blobs.delete_prefix, paths.prefix))
             raise

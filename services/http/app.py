@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
+import secrets
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,6 +32,7 @@ class HttpSettings:
     bucket: str
     limits: uploads.UploadLimits = uploads.UploadLimits()
     keepalive: float = 15.0  # seconds between SSE comments on a quiet event stream
+    key_cache_seconds: float = 60.0  # how long a found API key's owner is remembered
 
 
 class ApiError(Exception):
@@ -113,6 +116,7 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
                   description="Upload files to compress or decompress as jobs, follow them, fetch results.")
     slots = uploads.UploadSlots(settings.limits.per_owner, settings.limits.total, settings.limits.retry_after)
     app.state.adapters, app.state.settings, app.state.slots = adapters, settings, slots
+    api_keys = keys.CachedKeys(adapters.keys, settings.key_cache_seconds)
 
     def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
@@ -152,7 +156,7 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
         return error_response(500, "internal error")
 
     def owner_of(authorization: Optional[str] = Header(None, description="Bearer KEY")) -> str:
-        return keys.authenticate(adapters.keys, authorization)
+        return keys.authenticate(api_keys, authorization)
 
     def base(request: Request) -> str:
         return str(request.base_url).rstrip("/")
@@ -174,7 +178,7 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
                                                          description="the file's name (its last path component is kept)"),
                          owner: str = Depends(owner_of)):
         """Submit a job: the raw file as the body (streamed to storage), or JSON naming a stored object."""
-        trace = request.headers.get("traceparent")
+        trace = _traceparent(request.headers.get("traceparent"))
         if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
             try:
                 spec = StoredInput.model_validate_json(await request.body())
@@ -276,6 +280,17 @@ async def _in_thread(pieces):
         if piece is done:
             return
         yield piece
+
+
+_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def _traceparent(header: str | None) -> str:
+    """The caller's W3C trace context, or a new one: it travels in the job message, so one job can
+    be followed through Manager, queue, pipeline and status by its trace id."""
+    if header and _TRACEPARENT.fullmatch(header.strip()):
+        return header.strip()
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
 def _attachment(filename: str) -> str:

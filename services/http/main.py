@@ -21,7 +21,12 @@ def app_from_env() -> FastAPI:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
+    import sys
+
     import uvicorn
+
+    from services.stack import configure_json_logging
+    configure_json_logging(sys.stderr)  # JSON lines with the job id, like the stack's and the pipeline's
     # One worker process: the upload limits and the event listeners live in it. h11 and the
     # default loop: no optional C extensions needed.
     uvicorn.run(app_from_env(), host=host, port=port, log_level=log_level, access_log=False,

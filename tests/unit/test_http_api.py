@@ -401,3 +401,30 @@ def test_a_client_that_disconnects_mid_upload_leaves_no_job_no_object_and_no_slo
 def test_an_upload_buffer_that_is_not_whole_resumable_chunks_is_refused():
     with pytest.raises(ValueError, match="256 KiB"):
         UploadLimits(buffer_size=1000)
+
+
+def test_a_found_key_is_remembered_for_its_ttl_and_an_unknown_one_not_at_all():
+    store = InMemoryKeyStore()
+    now = [0.0]
+    cached = keys.CachedKeys(store, ttl=60, clock=lambda: now[0])
+    key = keys.create_key(store, "ann")
+    lookups = []
+    lookup = store.owner_of
+    store.owner_of = lambda h: (lookups.append(h), lookup(h))[1]
+    assert cached.owner_of(keys.hash_key("dcas_nope")) is None
+    assert cached.owner_of(keys.hash_key("dcas_nope")) is None
+    assert [cached.owner_of(keys.hash_key(key)) for _ in range(3)] == ["ann"] * 3
+    assert len(lookups) == 3  # two misses, then one lookup for three hits
+    now[0] = 61
+    assert cached.owner_of(keys.hash_key(key)) == "ann" and len(lookups) == 4
+
+
+def test_a_job_carries_the_callers_trace_context_or_a_new_one(adapters, client):
+    headers = auth(adapters)
+    parent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    client.post("/v1/jobs", params={"operation": "compress", "filename": "t"}, content=b"x",
+                headers={**headers, "traceparent": parent})
+    upload(client, headers)
+    given, made = adapters.queue.messages
+    assert given.trace_context == parent
+    assert made.trace_context.startswith("00-") and made.trace_context != parent
