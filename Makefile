@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-e2e bench-http pigz chromium screenshots clean
+.PHONY: demo up test test-fast bench bench-e2e bench-http pigz chromium screenshots clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 	  || echo "make: could not install chromium and chromium-driver; the browser tests will skip" >&2; \
 	fi
+
+# The local stack (emulators, streaming pipeline, reconciler, Manager) until Ctrl-C; prints the web
+# page's URL and a demo key, and the export lines for `dcas` in another shell.
+up: $(STAMP) $(NUMBA_STAMP)
+	$(VENV)/bin/dcas stack up
 
 # Every test level, emulators included: tests/conftest.py starts the emulators a test needs.
 test: $(STAMP) $(NUMBA_STAMP) chromium

@@ -428,3 +428,22 @@ def test_a_job_carries_the_callers_trace_context_or_a_new_one(adapters, client):
     given, made = adapters.queue.messages
     assert given.trace_context == parent
     assert made.trace_context.startswith("00-") and made.trace_context != parent
+
+
+def test_an_upload_reaches_storage_in_whole_buffers_never_the_whole_file(adapters):
+    client = make_client(adapters, buffer_size=256 * 1024)
+    writes = []
+    open_upload = adapters.blobs.open_upload
+
+    def recording(uri, content_type="application/octet-stream"):
+        upload = open_upload(uri, content_type)
+        write = upload.write
+        upload.write = lambda data: (writes.append(len(data)), write(data))[1]
+        return upload
+    adapters.blobs.open_upload = recording
+    data = bytes(range(256)) * 4000 + b"!"  # 1 MB: 3 whole buffers and a tail
+    chunks = (data[i:i + 70_000] for i in range(0, len(data), 70_000))
+    response = client.post("/v1/jobs", params={"operation": "compress", "filename": "f"}, content=chunks,
+                           headers=auth(adapters))
+    assert response.status_code == 202
+    assert writes[:-1] == [256 * 1024] * 3 and 0 < writes[-1] < 256 * 1024 and sum(writes) == len(data)
