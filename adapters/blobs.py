@@ -64,6 +64,12 @@ class GcsBlobStore:
                 pass  # deleted meanwhile (a retried delete, a racing cancel): the goal is met
         return count
 
+    def start_session(self, uri: str, content_type: str = "application/octet-stream",
+                      size: int | None = None) -> str:
+        # if_generation_match=0: the session can only create the object, never replace one.
+        return self._blob(uri).create_resumable_upload_session(content_type=content_type, size=size,
+                                                               if_generation_match=0)
+
     def _blob(self, uri: str):
         bucket, name = _split(uri)
         return self._client.bucket(bucket).blob(name)

@@ -187,6 +187,14 @@ class InMemoryBlobStore:
                 del self.objects[uri]
         return len(names)
 
+    def start_session(self, uri: str, content_type: str = "application/octet-stream",
+                      size: int | None = None) -> str:
+        return f"memory-session:{uri}"
+
+    def finish_session(self, url: str, data: bytes) -> None:
+        """What a client's upload to a session URL does (tests stand in for the client)."""
+        self.write_bytes(url.removeprefix("memory-session:"), data)
+
 
 class _MemoryUpload:
     def __init__(self, store: InMemoryBlobStore, uri: str) -> None:

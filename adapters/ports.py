@@ -96,6 +96,11 @@ class BlobStore(Protocol):
     def delete_prefix(self, prefix: str) -> int:
         """Deletes every object whose URI starts with `prefix`; returns how many."""
 
+    def start_session(self, uri: str, content_type: str = "application/octet-stream",
+                      size: int | None = None) -> str:
+        """A resumable-upload session for a new object at `uri`, as a URL a client sends the bytes
+        to itself (they never pass through us); the object exists once the client has finished."""
+
 
 class KeyStore(Protocol):
     """API keys by their SHA-256 (the keys themselves are never stored), one owner each."""

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import AsyncIterator
 
-from adapters.jobs import COMPRESS, JobState, JobStatus, TransitionRefused
+from adapters.jobs import COMPRESS, JOB_ID_PATTERN, JobState, JobStatus, TransitionRefused
 from services.uploads import job_prefix
 
 __all__ = ["JobNotFound", "NotReady", "RangeNotSatisfiable", "Result", "owned_job", "list_owned",
@@ -36,7 +36,6 @@ def owned_job(status_store, owner: str, job_id: str) -> JobStatus:
 
 
 def _plausible_id(job_id: str) -> bool:
-    from adapters.jobs import JOB_ID_PATTERN
     return bool(JOB_ID_PATTERN.fullmatch(job_id or ""))
 
 

@@ -24,7 +24,8 @@ from services import jobs
 __all__ = ["UploadLimits", "UploadSlots", "TooManyUploads", "UploadTooLarge", "UploadStalled",
            "UploadInterrupted", "JobPaths", "job_paths", "safe_filename", "receive_upload",
            "submit_upload", "submit_stored", "submit_request", "job_prefix", "check_operation",
-           "check_readable", "output_name", "FILENAME_PATTERN"]
+           "check_readable", "output_name", "FILENAME_PATTERN", "UploadIncomplete", "open_direct_upload",
+           "complete_direct_upload"]
 
 log = logging.getLogger("dcas.uploads")
 SUFFIX = ".dcz"
@@ -46,6 +47,10 @@ class UploadStalled(Exception):
 
 class UploadInterrupted(Exception):
     """The client went away before the end of the body."""
+
+
+class UploadIncomplete(Exception):
+    """A direct upload is confirmed before its object is complete."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +120,7 @@ class UploadSlots:
 FILENAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*[^\x00-\x1f\x7f-\x9f\u2028\u2029./\\][^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 _MAX_NAME_BYTES = 200  # the job's object names (prefix + name + suffixes) stay far below GCS's 1024
 DEFAULT_FILENAME = "upload"
+PENDING_NAME = "upload.json"
 
 
 def safe_filename(name: str | None) -> str:
@@ -155,6 +161,11 @@ class JobPaths:
     @property
     def metadata(self) -> str:
         return self.output + ".meta.json"
+
+    @property
+    def pending(self) -> str:
+        """A direct upload's record (owner, operation, name) until its job is submitted."""
+        return self.prefix + PENDING_NAME
 
 
 def job_prefix(bucket: str, job_id: str) -> str:
@@ -270,6 +281,7 @@ async def submit_upload(adapters, bucket: str, limits: UploadLimits, slots: Uplo
                                  table_uri=table_uri, requested_at=utc_now(), trace_context=trace_context)
             status = await anyio.to_thread.run_sync(submit_request, adapters, request)
             log.info(json.dumps({"event": "upload-accepted", "job_id": job_id, "owner": owner, "bytes": size,
+                                 "trace": trace_context,
                                  "receive_s": round(received - began, 3),
                                  "submit_s": round(time.perf_counter() - received, 3)}),
                      extra={"job_id": job_id})
@@ -279,6 +291,47 @@ async def submit_upload(adapters, bucket: str, limits: UploadLimits, slots: Uplo
             raise
     finally:
         slots.release(owner)
+
+
+def open_direct_upload(adapters, bucket: str, limits: UploadLimits, owner: str, operation: str,
+                       filename: str | None, size: int | None = None) -> dict:
+    """For files too large to pass through us: a resumable-upload session the client sends the
+    bytes to itself, and a record of what it is for. No job exists until complete_direct_upload()."""
+    check_operation(operation)
+    name = safe_filename(filename)
+    if size is not None and size > limits.max_size:
+        raise UploadTooLarge(f"the upload ({size} bytes) is larger than the limit of {limits.max_size} bytes")
+    job_id = new_job_id()
+    paths = job_paths(bucket, job_id, name, operation)
+    record = {"owner": owner, "operation": operation, "filename": name, "size": size, "opened": utc_now()}
+    adapters.blobs.write_bytes(paths.pending, json.dumps(record).encode(), "application/json")
+    url = adapters.blobs.start_session(paths.input, size=size)
+    return {"job_id": job_id, "upload_url": url}
+
+
+def complete_direct_upload(adapters, bucket: str, limits: UploadLimits, owner: str, job_id: str,
+                           trace_context: str | None = None) -> JobStatus:
+    """The client says its direct upload is done: check the object, then submit its job. The
+    pipeline counts the frequency table itself (the bytes never passed through here)."""
+    prefix = job_prefix(bucket, job_id)
+    try:
+        record = json.loads(b"".join(adapters.blobs.read_chunks(prefix + PENDING_NAME)))
+    except FileNotFoundError:
+        record = None
+    if record is None or record.get("owner") != owner:
+        raise LookupError(f"no such upload: {job_id}")  # another owner's looks like none at all
+    paths = job_paths(bucket, job_id, record["filename"], record["operation"])
+    size = adapters.blobs.size(paths.input)
+    if size is None:
+        raise UploadIncomplete(f"the upload of {job_id} has not finished: send the rest to its upload_url")
+    if size > limits.max_size:
+        adapters.blobs.delete_prefix(prefix)
+        raise UploadTooLarge(f"the upload ({size} bytes) is larger than the limit of {limits.max_size} bytes")
+    request = JobRequest(job_id, record["operation"], paths.input, paths.output, owner=owner,
+                         requested_at=utc_now(), trace_context=trace_context)
+    status = submit_request(adapters, request)
+    adapters.blobs.delete_prefix(paths.pending)
+    return status
 
 
 def submit_stored(adapters, bucket: str, owner: str, operation: str, input_uri: str,

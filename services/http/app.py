@@ -83,6 +83,12 @@ class JobPage(BaseModel):
     next_cursor: Optional[str] = None
 
 
+class DirectUpload(BaseModel):
+    job_id: str
+    upload_url: str = Field(description="a GCS resumable-upload session: PUT the file's bytes here")
+    complete_url: str = Field(description="POST here once the upload is complete to queue the job")
+
+
 class StoredInput(BaseModel):
     input: str = Field(min_length=1, max_length=1024,
                        description="gs://BUCKET/owners/OWNER/NAME, or an object of one of your jobs")
@@ -103,6 +109,7 @@ _STATUS_OF: list[tuple[type[BaseException], int]] = [
     (uploads.TooManyUploads, 429),
     (uploads.UploadStalled, 408),
     (access.NotReady, 409),
+    (uploads.UploadIncomplete, 409),
     (TransitionRefused, 409),
     (access.RangeNotSatisfiable, 416),
     (ValueError, 400),
@@ -199,6 +206,28 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
         except ClientDisconnect:
             log.info("client of %s went away mid-upload; nothing kept", owner)
             raise ApiError(400, "the client disconnected before the end of the body")
+        return accepted(request, status)
+
+    @app.post("/v1/uploads", status_code=201, response_model=DirectUpload, responses=_errors(400, 401, 413, 422),
+              tags=["manager"])
+    async def open_direct_upload(request: Request,
+                                 operation: str = Query(..., pattern="^(compress|decompress)$"),
+                                 filename: Optional[str] = Query(None, max_length=1024, pattern=uploads.FILENAME_PATTERN),
+                                 size: Optional[int] = Query(None, ge=0, description="the file's size, if known"),
+                                 owner: str = Depends(owner_of)):
+        """For very large files: a resumable-upload session the client sends the bytes to
+        directly (they never pass through the Manager), then POSTs `complete_url`."""
+        opened = await anyio.to_thread.run_sync(
+            uploads.open_direct_upload, adapters, settings.bucket, settings.limits, owner, operation, filename, size)
+        return {**opened, "complete_url": f"{base(request)}/v1/uploads/{opened['job_id']}/complete"}
+
+    @app.post("/v1/uploads/{job_id}/complete", status_code=202, response_model=JobAccepted,
+              responses=_errors(401, 404, 409, 413), tags=["manager"])
+    async def complete_direct_upload(request: Request, job_id: str, owner: str = Depends(owner_of)):
+        """The direct upload is finished: its job is queued (202, as for POST /v1/jobs)."""
+        trace = _traceparent(request.headers.get("traceparent"))
+        status = await anyio.to_thread.run_sync(
+            uploads.complete_direct_upload, adapters, settings.bucket, settings.limits, owner, job_id, trace)
         return accepted(request, status)
 
     @app.get("/v1/jobs", response_model=JobPage, responses=_errors(400, 401, 404, 422), tags=["status"])

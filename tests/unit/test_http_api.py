@@ -447,3 +447,31 @@ def test_an_upload_reaches_storage_in_whole_buffers_never_the_whole_file(adapter
                            headers=auth(adapters))
     assert response.status_code == 202
     assert writes[:-1] == [256 * 1024] * 3 and 0 < writes[-1] < 256 * 1024 and sum(writes) == len(data)
+
+
+def test_a_direct_upload_goes_to_storage_without_us_and_is_queued_when_confirmed(adapters, client):
+    headers = auth(adapters)
+    opened = client.post("/v1/uploads", params={"operation": "compress", "filename": "huge.log", "size": 5},
+                         headers=headers)
+    assert opened.status_code == 201, opened.text
+    body = opened.json()
+    confirm = body["complete_url"].removeprefix("http://testserver")
+    assert client.post(confirm, headers=headers).status_code == 409  # nothing uploaded yet
+    assert client.post(confirm, headers=auth(adapters, "bob")).status_code == 404
+    adapters.blobs.finish_session(body["upload_url"], b"hello")  # the client's PUT, straight to storage
+    accepted = client.post(confirm, headers=headers)
+    assert accepted.status_code == 202 and accepted.json()["job_id"] == body["job_id"]
+    [message] = adapters.queue.messages
+    assert message.input_uri.endswith(f"/jobs/{body['job_id']}/in/huge.log") and message.table_uri is None
+    assert not any(uri.endswith("/upload.json") for uri in adapters.blobs.objects)
+    assert client.post(confirm, headers=headers).status_code == 404  # confirmed once
+
+
+def test_a_direct_upload_over_the_limit_is_refused_when_declared_or_found(adapters):
+    client = make_client(adapters, max_size=10)
+    headers = auth(adapters)
+    assert client.post("/v1/uploads", params={"operation": "compress", "size": 11}, headers=headers).status_code == 413
+    body = client.post("/v1/uploads", params={"operation": "compress"}, headers=headers).json()
+    adapters.blobs.finish_session(body["upload_url"], b"x" * 11)
+    assert client.post(body["complete_url"].removeprefix("http://testserver"), headers=headers).status_code == 413
+    assert adapters.blobs.objects == {} and adapters.queue.messages == []
