@@ -213,7 +213,8 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
     async def open_direct_upload(request: Request,
                                  operation: str = Query(..., pattern="^(compress|decompress)$"),
                                  filename: Optional[str] = Query(None, max_length=1024, pattern=uploads.FILENAME_PATTERN),
-                                 size: Optional[int] = Query(None, ge=0, description="the file's size, if known"),
+                                 size: Optional[int] = Query(None, ge=0, le=settings.limits.max_size,
+                                                             description="the file's size, if known"),
                                  owner: str = Depends(owner_of)):
         """For very large files: a resumable-upload session the client sends the bytes to
         directly (they never pass through the Manager), then POSTs `complete_url`."""
