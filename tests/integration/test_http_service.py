@@ -85,6 +85,25 @@ def test_events_follow_the_firestore_document_to_success_and_the_result_download
     assert part.status_code == 206 and part.content == whole.content[5:1005]
 
 
+def test_a_direct_upload_goes_straight_to_fake_gcs_and_its_job_is_queued_when_confirmed(adapters, server):
+    url, _ = server
+    headers = {"Authorization": f"Bearer {keys.create_key(adapters.keys, 'ann')}"}
+    data = b"straight to storage " * 50_000
+    opened = httpx.post(f"{url}/v1/uploads", params={"operation": "compress", "filename": "big.txt",
+                                                      "size": len(data)}, headers=headers)
+    assert opened.status_code == 201, opened.text
+    body = opened.json()
+    assert body["upload_url"].startswith(os.environ["STORAGE_EMULATOR_HOST"])  # not the Manager
+    assert httpx.post(body["complete_url"], headers=headers).status_code == 409
+    put = httpx.put(body["upload_url"], content=data, timeout=60)
+    assert put.status_code in (200, 201), put.text
+    accepted = httpx.post(body["complete_url"], headers=headers)
+    assert accepted.status_code == 202, accepted.text
+    [message] = pull(adapters.settings.jobs_subscription, 1)
+    assert message.job_id == body["job_id"]
+    assert b"".join(adapters.blobs.read_chunks(message.input_uri)) == data
+
+
 def finish_job(adapters, job_id: str, data: bytes) -> None:
     """The pipeline's writes to storage and status for one compress job."""
     status = adapters.status.get(job_id)
