@@ -238,12 +238,14 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
         """The caller's jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
         jobs, next_cursor = await anyio.to_thread.run_sync(
             access.list_owned, adapters.status, owner, state and state.value, limit, cursor or None)
-        return {"jobs": [access.public_status(s, base(request)) for s in jobs], "next_cursor": next_cursor}
+        # A JSONResponse: the documents are already plain JSON, FastAPI need not validate them again.
+        return JSONResponse({"jobs": [access.public_status(s, base(request)) for s in jobs],
+                             "next_cursor": next_cursor})
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, responses=_errors(401, 404), tags=["status"])
     async def get_job(request: Request, job_id: str, owner: str = Depends(owner_of)):
         status = await anyio.to_thread.run_sync(access.owned_job, adapters.status, owner, job_id)
-        return access.public_status(status, base(request))
+        return JSONResponse(access.public_status(status, base(request)))
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobView, responses=_errors(401, 404), tags=["manager"])
     async def delete_job(request: Request, job_id: str, owner: str = Depends(owner_of)):
