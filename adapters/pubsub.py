@@ -63,9 +63,9 @@ class PubSubJobQueue:
             data, attributes = encode_job_message(request)
         else:
             data, attributes = bytes(request), {}
-        attributes = {**attributes, "job_id": failure.job_id, "source": failure.source,
-                      "stage": failure.stage, "error_type": failure.error_type,
-                      "message": failure.message}
+        attributes = {**attributes, "job_id": failure.job_id, "attempt": str(failure.attempt),
+                      "source": failure.source, "stage": failure.stage,
+                      "error_type": failure.error_type, "message": failure.message}
         return self._publish(self.dead_letter_topic, data,
                              {k: _fit_attribute(v) for k, v in attributes.items()})
 

@@ -65,7 +65,8 @@ def reconcile_once(adapters: Adapters, now: datetime.datetime, queued_for: float
 def _reconcile(adapters: Adapters, status: JobStatus, now: datetime.datetime, queued_for: float,
                heartbeat_stale: float, max_attempts: int, memo: dict) -> Action | None:
     if status.request is None:
-        return _fail(adapters, status, "Unrecoverable", "the status document holds no request to publish again")
+        return _fail(adapters, status, "Unrecoverable",
+                     "the status document holds no request to publish again")
     request = JobRequest.from_dict(status.request)
     if status.state is JobState.QUEUED:
         last = memo.get(status.job_id)
@@ -77,8 +78,9 @@ def _reconcile(adapters: Adapters, status: JobStatus, now: datetime.datetime, qu
         memo[status.job_id] = now
         return Action(status.job_id, "republished", status.attempt)
     if status.attempt >= max_attempts:
-        return _fail(adapters, status, "AttemptsExhausted", f"attempt {status.attempt} of {max_attempts} stopped sending "
-                     f"heartbeats for over {heartbeat_stale:g} s; no attempts left")
+        return _fail(adapters, status, "AttemptsExhausted",
+                     f"attempt {status.attempt} of {max_attempts} stopped sending heartbeats for over "
+                     f"{heartbeat_stale:g} s; no attempts left")
     retry = dataclasses.replace(request, attempt=status.attempt).next_attempt()
     adapters.status.transition(status.job_id, JobState.QUEUED, retry.attempt, request=retry.to_dict())
     # Published after the transition: if this publish is lost, the job is QUEUED and a later
@@ -89,7 +91,7 @@ def _reconcile(adapters: Adapters, status: JobStatus, now: datetime.datetime, qu
 
 
 def _fail(adapters: Adapters, status: JobStatus, error_type: str, why: str) -> Action:
-    failure = Failure(status.job_id, status.input, "reconcile", error_type, why)
+    failure = Failure(status.job_id, status.input, "reconcile", error_type, why, status.attempt)
     adapters.status.transition(status.job_id, JobState.FAILED, status.attempt, error=failure.to_dict())
     return Action(status.job_id, "failed", status.attempt)
 

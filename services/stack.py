@@ -319,13 +319,14 @@ def run_up(stdout: TextIO, stderr: TextIO, *, pipeline_command: str | None = Non
     previous = {sig: signal.signal(sig, _stop_on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         exports = stack.up()
+        # Logged before `# ready` is printed, so a reader of both never sees `# ready` first.
+        log.info(json.dumps({"event": "ready", "runtime": str(runtime)}))
         for name, value in exports.items():
             print(f"export {name}={shlex.quote(value)}", file=stdout)
         print("# ready", file=stdout, flush=True)
         if "DCAS_SERVER" in exports:
             print(f"dcas: web page at {exports['DCAS_SERVER']}/ - sign in with the demo key "
                   f"{exports['DCAS_API_KEY']}", file=stderr, flush=True)
-        log.info(json.dumps({"event": "ready", "runtime": str(runtime)}))
         while True:
             time.sleep(3600)
     except _Stop:

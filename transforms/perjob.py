@@ -98,7 +98,8 @@ def _publish_metadata(description: dict, destination: str, temp_dir: str) -> Non
 
 
 def publish_job(planned, table, records) -> FileResult:
-    """Publishes one job's output and its `DST.meta.json` from its parts, then removes its temp folder.
+    """Publishes one job's output and its `DST.meta.json` from its parts, then removes its temp
+    folder and those of the job's earlier attempts (a crashed attempt leaves its own behind).
 
     Idempotent, as publish_container and publish_decoded are: the same parts publish the same bytes.
     """
@@ -112,7 +113,8 @@ def publish_job(planned, table, records) -> FileResult:
         _publish_metadata(decoded_metadata(planned, timings), job.destination, job.temp_dir)
     else:
         result = publish_container(job, records, job.chunk_size, table, job.temp_dir)
-    storage.remove_job_temp_dir(job.temp_dir)
+    for attempt in range(job.attempt, 0, -1):
+        _remove_quietly(storage.temp_dir_for(job.destination, job.job_id, attempt))
     return result
 
 
@@ -247,8 +249,8 @@ class _AssembleJobFn(beam.DoFn):
             return
         planned, table = plans[0]
         if len(parts) < expected_parts(planned):
-            if tag == PART:
-                self._report_progress(key, planned, parts.values())
+            # On the plan too: the job's size is known, and the write is a heartbeat after counting.
+            self._report_progress(key, planned, parts.values())
             timeout.set(time.time() + self._timeout)
             return
         self._end(key, [], {}, plan_state, parts_state, ended, timeout)
@@ -256,6 +258,9 @@ class _AssembleJobFn(beam.DoFn):
 
     def _finish(self, planned, table, records):
         job = job_of(planned)
+        if not self._still_running(job):
+            _remove_quietly(job.temp_dir)
+            return
         try:
             result = publish_job(planned, table, records)
         except Exception as e:  # noqa: BLE001 - any error fails this job only
@@ -281,6 +286,22 @@ class _AssembleJobFn(beam.DoFn):
         log_event("job-succeeded", job.job_id, attempt=job.attempt, output=job.destination,
                   bytes_in=result.bytes_in, bytes_out=result.bytes_out, chunks=result.chunks)
         yield result
+
+    def _still_running(self, job: FileJob) -> bool:
+        """False when the job was cancelled (or finished by another attempt) while it ran: then
+        nothing is published. A store that cannot answer counts as running (the transition to
+        SUCCEEDED checks again)."""
+        try:
+            status = self._store.get(job.job_id)
+        except Exception as e:  # noqa: BLE001 - see above
+            log_event("status-not-read", job.job_id, level=logging.WARNING, error=repr(e))
+            return True
+        if status is not None and status.state is JobState.RUNNING and status.attempt == job.attempt:
+            return True
+        log_event("job-not-published", job.job_id, attempt=job.attempt,
+                  state=status.state.value if status else None, current_attempt=status.attempt if status else None)
+        inc_counter("jobs-not-published")
+        return False
 
     @on_timer(TIMEOUT)
     def expire(self, key=beam.DoFn.KeyParam, plan_state=beam.DoFn.StateParam(PLAN),

@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
+import time
 
 import pytest
 from samples import sample_text  # tests/ is on sys.path (conftest dir)
@@ -66,3 +68,47 @@ def test_a_job_on_a_missing_input_fails_with_its_reason_and_the_next_job_still_r
     after = dcas("submit", f"gs://{name}/flow/small.txt", f"gs://{name}/flow/small.txt.dcz",
                  "--wait", "--timeout", "240", env=stack.client_env(), timeout=300)
     assert after.returncode == 0, after.stderr
+
+
+def test_a_job_whose_pipeline_was_killed_is_finished_by_attempt_two(tmp_path):
+    # Short limits so the reconciler acts within the test: a heartbeat older than 30 s is stale.
+    # (Not much shorter: the pipeline's first heartbeat after its claim comes with the first
+    # assembled part, several seconds later on a busy machine.)
+    running = RunningStack(tmp_path, env={"DCAS_STALE_AFTER": "30", "DCAS_QUEUED_TIMEOUT": "60",
+                                          "DCAS_RECONCILE_INTERVAL": "1"})
+    try:
+        from google.cloud import storage
+        saved = dict(os.environ)
+        os.environ.update(running.exports)
+        try:
+            bucket = storage.Client(project=running.exports["GOOGLE_CLOUD_PROJECT"]).bucket(
+                running.exports["DCAS_BUCKET"])
+            data = sample_text(4 * 2**20, seed=3)
+            bucket.blob("killed/in.txt").upload_from_string(data)
+            env = running.client_env()
+            submitted = dcas("submit", f"gs://{bucket.name}/killed/in.txt", f"gs://{bucket.name}/killed/in.dcz",
+                             "--chunk-size", "64K", env=env)
+            job_id = submitted.stdout.splitlines()[-1]
+            from adapters.firestore import FirestoreStatusStore
+            from adapters.jobs import JobState
+            store = FirestoreStatusStore(running.exports["GOOGLE_CLOUD_PROJECT"])
+            deadline = time.monotonic() + 120
+            while store.get(job_id).state is JobState.QUEUED:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            os.killpg(running.groups()["pipeline"], signal.SIGKILL)
+            assert store.get(job_id).state is JobState.RUNNING  # killed mid-job, not after it
+            deadline = time.monotonic() + 300
+            while not store.get(job_id).terminal:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+            final = store.get(job_id).to_dict()
+            assert final["state"] == "SUCCEEDED" and final["attempt"] == 2, final
+            assert codec.decode(bucket.blob("killed/in.dcz").download_as_bytes()) == data
+            leftovers = [b.name for b in bucket.list_blobs(prefix="killed/") if ".dcas-tmp" in b.name]
+            assert leftovers == []
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    finally:
+        running.kill()

@@ -44,9 +44,9 @@ def error_line(result: subprocess.CompletedProcess) -> str:
 
 
 class RunningStack:
-    def __init__(self, runtime: Path, *args: str) -> None:
+    def __init__(self, runtime: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.runtime = runtime
-        self.env = clean_env(runtime)
+        self.env = {**clean_env(runtime), **(env or {})}
         self.process = subprocess.Popen([sys.executable, "-m", "services.cli", "stack", "up", *args],
                                         stdout=subprocess.PIPE, stderr=open(runtime / "stack.err", "w"),
                                         text=True, env=self.env)
@@ -174,6 +174,14 @@ def test_the_watcher_restarts_a_pipeline_that_stopped(stack):
     restarted = stack.groups()["pipeline"]
     assert restarted != first and group_alive(restarted)
     assert "pipeline-exited" in stack.stderr()
+
+
+def test_a_second_stack_is_refused_while_one_runs_and_stack_env_repeats_the_exports(stack):
+    assert "already running" in error_line(dcas("stack", "up", "--no-pipeline", env=stack.env))
+    repeated = dcas("stack", "env", env=stack.env)
+    assert repeated.returncode == 0
+    assert repeated.stdout.splitlines() == [
+        f"export {name}={value}" for name, value in stack.exports.items()]
 
 
 def test_stack_down_stops_every_process_the_stack_started(stack):

@@ -105,7 +105,7 @@ def test_dead_letters_carry_the_failure_and_wait_on_their_own_subscription(queue
     job = request()
     failure = Failure.of(job.job_id, job.input_uri, "decode part 3", ValueError("bad\nchunk " + "x" * 2000))
     queue.publish_dead_letter(job, failure)
-    queue.publish_dead_letter(b"\xffnot a job", Failure.of("", "pubsub", "parse", "not JSON"))
+    queue.publish_dead_letter(b"\xffnot a job", Failure.of("", "pubsub", "parse", "not JSON", attempt=2))
     first, second = sorted(pull(resources.dead_letter_subscription, 2),
                            key=lambda m: m.attributes["stage"])
     assert first.attributes["stage"] == "decode part 3"
@@ -115,6 +115,7 @@ def test_dead_letters_carry_the_failure_and_wait_on_their_own_subscription(queue
     assert len(first.attributes["message"].encode()) <= 1024
     assert decode_job_message(first.data) == job  # the request itself, ready to be replayed
     assert second.data == b"\xffnot a job" and second.attributes["stage"] == "parse"
+    assert (first.attributes["attempt"], second.attributes["attempt"]) == ("1", "2")
 
 
 def test_setting_up_the_resources_twice_changes_nothing(resources):

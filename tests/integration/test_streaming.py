@@ -23,7 +23,7 @@ from transforms.assemble import METADATA_SUFFIX
 from transforms.encode import encode_part, part_tasks
 from transforms.frequencies import job_key
 from transforms.jobs import read_table
-from transforms.perjob import FAILURE, JOB, PART, AssembleJobs
+from transforms.perjob import FAILURE, JOB, PART, AssembleJobs, CountTables
 from transforms.planning import FileJob, part_path
 
 # Timers are set from the wall clock; under TestStream the runner's clock starts at 0, so this
@@ -311,7 +311,7 @@ def test_duplicated_parts_count_once_in_the_output_and_the_progress(tmp_path, se
                             [(PART, r) for r in records[1:]])
     assert published == [job.destination]
     assert codec.decode(read(job.destination)) == data
-    assert progress == list(range(1, len(records)))  # every part but the last, which is SUCCEEDED's
+    assert progress == list(range(len(records)))  # the plan's 0, then every part but the last (SUCCEEDED's)
     assert service.store.get("job-1").chunks_done == len(records)
 
 
@@ -392,3 +392,39 @@ def test_a_job_whose_named_table_cannot_be_read_fails_at_that_stage(tmp_path, se
     request = compress_request(tmp_path, b"abc", table_uri=str(tmp_path / "no-table.json"))
     assert serve(service, [submit(service, request)]) == []
     assert service.store.get("job-1").error["stage"] == "read table"
+
+
+def test_the_last_attempt_to_succeed_removes_the_temp_objects_a_crashed_attempt_left(tmp_path, service):
+    request = compress_request(tmp_path, sample(6_000, seed=40))
+    crashed = storage.temp_dir_for(request.output_uri, request.job_id, 1)
+    os.makedirs(crashed)
+    write(os.path.join(crashed, "job-1.dcz.part-00000"), b"half of attempt 1")
+    service.store.create(JobStatus.queued(request.next_attempt()))
+    assert serve(service, [message(request.next_attempt())]) == [request.output_uri]
+    assert sorted(os.listdir(tmp_path / "out")) == ["job-1.dcz", "job-1.dcz" + METADATA_SUFFIX]
+
+
+def test_a_jobs_table_counts_each_chunk_once_in_any_order(tmp_path):
+    data = sample(5_500, seed=41)
+    job = FileJob(write(tmp_path / "in.bin", data), len(data), str(tmp_path / "out" / "in.dcz"), job_id="job-1",
+                  chunk_size=1_000)
+    histograms = [(job_key(job), (i, codec.histogram(data[i * 1000:(i + 1) * 1000]))) for i in range(6)]
+    stream = (test_stream.TestStream()
+              .add_elements([histograms[4], histograms[0], histograms[4]])
+              .add_elements(histograms[1:4] + [histograms[0], histograms[5]])
+              .advance_watermark_to_infinity())
+    spec, tables = collector()
+    with streaming_pipeline() as p:
+        _ = (p | stream | CountTables(timeout=30)
+             | beam.MapTuple(lambda key, table: (key, table.tolist())) | beam.Map(_append, spec))
+    assert tables == [(job_key(job), codec.histogram(data).tolist())]
+
+
+def test_a_job_cancelled_while_it_runs_publishes_nothing(tmp_path, service):
+    job, table, records = encoded_parts(tmp_path, sample(4_000, seed=42), "job-1")
+    running(service, job)
+    service.store.transition("job-1", JobState.CANCELLED, 1)
+    published, failed = assemble(service, [(JOB, (job_key(job), table))], [(PART, r) for r in records])
+    assert (published, failed) == ([], [])
+    assert not os.path.exists(job.destination) and not os.path.exists(job.temp_dir)
+    assert service.store.get("job-1").state is JobState.CANCELLED
