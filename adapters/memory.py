@@ -5,10 +5,11 @@ import copy
 import dataclasses
 import threading
 import uuid
+from typing import Callable, Iterator
 
 from adapters.jobs import Failure, JobRequest, JobState, JobStatus, check_transition, utc_now
 
-__all__ = ["InMemoryJobQueue", "InMemoryStatusStore"]
+__all__ = ["InMemoryBlobStore", "InMemoryJobQueue", "InMemoryKeyStore", "InMemoryStatusStore", "MemorySpec"]
 
 
 class InMemoryJobQueue:
@@ -37,6 +38,7 @@ class InMemoryStatusStore:
         self._docs: dict[str, JobStatus] = {}
         self._lock = threading.Lock()
         self.writes = 0  # how many documents were written, for the coalescing tests
+        self._watchers: dict[str, list[Callable[[JobStatus | None], None]]] = {}
 
     def create(self, status: JobStatus) -> bool:
         with self._lock:
@@ -44,7 +46,8 @@ class InMemoryStatusStore:
                 return False
             self._docs[status.job_id] = copy.deepcopy(status)
             self.writes += 1
-            return True
+        self._changed(status.job_id)
+        return True
 
     def get(self, job_id: str) -> JobStatus | None:
         with self._lock:
@@ -62,7 +65,8 @@ class InMemoryStatusStore:
                 updated.heartbeat = now
             self._docs[job_id] = updated
             self.writes += 1
-            return copy.deepcopy(updated)
+        self._changed(job_id)
+        return copy.deepcopy(updated)
 
     def record_progress(self, job_id: str, attempt: int, *, chunks_done: int, chunks_total: int,
                         bytes_in: int, bytes_out: int) -> bool:
@@ -77,7 +81,8 @@ class InMemoryStatusStore:
             current.bytes_out = max(current.bytes_out, bytes_out)
             current.heartbeat = current.updated = now
             self.writes += 1
-            return True
+        self._changed(job_id)
+        return True
 
     def list_jobs(self, owner: str, state: JobState | None = None, limit: int = 50,
                   cursor: str | None = None) -> tuple[list[JobStatus], str | None]:
@@ -98,6 +103,124 @@ class InMemoryStatusStore:
             return [copy.deepcopy(s) for s in self._docs.values()
                     if (s.state is JobState.QUEUED and s.updated and s.updated < queued_before)
                     or (s.state is JobState.RUNNING and (s.heartbeat or "") < heartbeat_before)]
+
+    def watch(self, job_id: str, callback: Callable[[JobStatus | None], None]) -> "_MemoryWatch":
+        """Calls back with the document now and after each write to it (on the writer's thread,
+        as Firestore calls back on a thread of its own)."""
+        with self._lock:
+            self._watchers.setdefault(job_id, []).append(callback)
+        callback(self.get(job_id))
+        return _MemoryWatch(self, job_id, callback)
+
+    def _changed(self, job_id: str) -> None:
+        # Outside the lock: a callback may read the store.
+        with self._lock:
+            callbacks = list(self._watchers.get(job_id, ()))
+        if callbacks:
+            snapshot = self.get(job_id)
+            for callback in callbacks:
+                callback(copy.deepcopy(snapshot))
+
+
+@dataclasses.dataclass
+class _MemoryWatch:
+    store: InMemoryStatusStore
+    job_id: str
+    callback: Callable[[JobStatus | None], None]
+
+    def close(self) -> None:
+        with self.store._lock:
+            callbacks = self.store._watchers.get(self.job_id, [])
+            if self.callback in callbacks:
+                callbacks.remove(self.callback)
+
+
+class InMemoryKeyStore:
+    """API key hashes -> owners in a dict."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, str] = {}
+
+    def add(self, key_hash: str, owner: str) -> None:
+        self._owners[key_hash] = owner
+
+    def owner_of(self, key_hash: str) -> str | None:
+        return self._owners.get(key_hash)
+
+
+class InMemoryBlobStore:
+    """gs:// objects as bytes in a dict; an upload is visible only once committed, like GCS's."""
+
+    def __init__(self, read_piece: int = 64 * 2**10) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.open_uploads = 0  # uploads neither committed nor aborted, for the leak tests
+        self._read_piece = read_piece
+        self._lock = threading.Lock()
+
+    def open_upload(self, uri: str, content_type: str = "application/octet-stream") -> "_MemoryUpload":
+        with self._lock:
+            self.open_uploads += 1
+        return _MemoryUpload(self, uri)
+
+    def write_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        with self._lock:
+            self.objects[uri] = bytes(data)
+
+    def size(self, uri: str) -> int | None:
+        with self._lock:
+            data = self.objects.get(uri)
+        return None if data is None else len(data)
+
+    def read_chunks(self, uri: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        with self._lock:
+            data = self.objects.get(uri)
+        if data is None:
+            raise FileNotFoundError(f"no such object: {uri}")
+        end = len(data) if end is None else min(end, len(data))
+        for offset in range(start, end, self._read_piece):
+            yield data[offset:min(end, offset + self._read_piece)]
+
+    def delete_prefix(self, prefix: str) -> int:
+        with self._lock:
+            names = [uri for uri in self.objects if uri.startswith(prefix)]
+            for uri in names:
+                del self.objects[uri]
+        return len(names)
+
+    def start_session(self, uri: str, content_type: str = "application/octet-stream",
+                      size: int | None = None) -> str:
+        return f"memory-session:{uri}"
+
+    def finish_session(self, url: str, data: bytes) -> None:
+        """What a client's upload to a session URL does (tests stand in for the client)."""
+        self.write_bytes(url.removeprefix("memory-session:"), data)
+
+
+class _MemoryUpload:
+    def __init__(self, store: InMemoryBlobStore, uri: str) -> None:
+        self._store, self._uri = store, uri
+        self._pieces: list[bytes] | None = []
+
+    def write(self, data: bytes) -> None:
+        if self._pieces is None:
+            raise ValueError(f"upload of {self._uri} is finished")
+        self._pieces.append(bytes(data))
+
+    def commit(self) -> int:
+        if self._pieces is None:
+            raise ValueError(f"upload of {self._uri} is finished")
+        data = b"".join(self._pieces)
+        self._pieces = None
+        with self._store._lock:
+            self._store.objects[self._uri] = data
+            self._store.open_uploads -= 1
+        return len(data)
+
+    def abort(self) -> None:
+        if self._pieces is not None:
+            self._pieces = None
+            with self._store._lock:
+                self._store.open_uploads -= 1
 
 
 # Named fakes that a pickled spec finds again in the same process (TestPipeline and the local

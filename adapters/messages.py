@@ -1,4 +1,4 @@
-"""Job messages on the wire: the versioned Avro schema (JSON encoding) and JobRequest <-> bytes."""
+"""Job messages on the wire: the versioned Avro schema (JSON encoding) and JobRequest <-> bytes; the stored frequency table."""
 from __future__ import annotations
 
 import json
@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Mapping
 
 import fastavro
+import numpy as np
 
 from adapters.jobs import JobRequest
 
-__all__ = ["SCHEMA_VERSION", "SCHEMA_ID", "schema_text", "encode_job_message", "decode_job_message"]
+__all__ = ["SCHEMA_VERSION", "SCHEMA_ID", "schema_text", "encode_job_message", "decode_job_message",
+           "encode_frequency_table", "decode_frequency_table"]
 
 SCHEMA_VERSION = 1
 # The schema's name in Pub/Sub; a new version is a new schema (and revision), never an edit.
@@ -54,3 +56,27 @@ def decode_job_message(data: bytes, attributes: Mapping[str, str] | None = None)
     for name in _OPTIONAL:
         record[name] = record.get(name) or None
     return JobRequest.from_dict(record)
+
+
+def encode_frequency_table(counts, size: int) -> bytes:
+    """The object a job's `table_uri` names: JSON `{"size": N, "frequencies": [256 counts]}`, the
+    same `frequencies` list a container's metadata holds."""
+    counts = np.asarray(counts, dtype=np.uint64)
+    if counts.shape != (256,):
+        raise ValueError(f"a frequency table has 256 counts, got shape {counts.shape}")
+    if int(counts.sum()) != size:
+        raise ValueError(f"the table counts {int(counts.sum())} bytes, not {size}")
+    return json.dumps({"size": size, "frequencies": [int(c) for c in counts]}).encode("utf-8")
+
+
+def decode_frequency_table(data: bytes) -> np.ndarray:
+    """uint64[256] from encode_frequency_table's bytes; ValueError for anything else."""
+    try:
+        record = json.loads(data.decode("utf-8"))
+        counts = np.asarray(record["frequencies"], dtype=np.uint64)
+        size = int(record["size"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"not a frequency table: {e}") from None
+    if counts.shape != (256,) or int(counts.sum()) != size:
+        raise ValueError("not a frequency table: it needs 256 counts that add up to its size")
+    return counts

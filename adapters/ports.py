@@ -1,11 +1,11 @@
-"""The ports: what service functions and DoFns ask of the queue and the status store, as small Protocols."""
+"""The ports: what service functions and DoFns ask of the queue, the status store, blobs and API keys, as small Protocols."""
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Iterator, Protocol
 
 from adapters.jobs import Failure, JobRequest, JobState, JobStatus
 
-__all__ = ["AdapterSpec", "JobQueue", "StatusStore"]
+__all__ = ["AdapterSpec", "BlobStore", "BlobUpload", "JobQueue", "KeyStore", "StatusStore", "StatusWatcher", "Watch"]
 
 
 class JobQueue(Protocol):
@@ -52,3 +52,59 @@ class AdapterSpec(Protocol):
     the DoFn's setup()) builds the adapter, e.g. adapters.memory.MemorySpec in unit tests."""
 
     def open(self): ...
+
+
+class Watch(Protocol):
+    """A running listener; close() stops it (no callback runs after close() returns)."""
+
+    def close(self) -> None: ...
+
+
+class StatusWatcher(Protocol):
+    """Real-time readers of one job's status document (Firestore's on_snapshot)."""
+
+    def watch(self, job_id: str, callback: Callable[[JobStatus | None], None]) -> Watch:
+        """Calls `callback` with the document now and after every change, on another thread
+        (None while the document does not exist) until the returned Watch is closed."""
+
+
+class BlobUpload(Protocol):
+    """One object being written in pieces: nothing is visible under its name before commit()."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> int:
+        """Finishes the upload; returns the object's size. The object exists only after this."""
+
+    def abort(self) -> None:
+        """Gives the upload up; no object is left. Safe to call after a failed write or twice."""
+
+
+class BlobStore(Protocol):
+    """Objects the services read and write directly (uploads, tables, results), by gs:// URI."""
+
+    def open_upload(self, uri: str, content_type: str = "application/octet-stream") -> BlobUpload: ...
+
+    def write_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    def size(self, uri: str) -> int | None:
+        """The object's size, None when it does not exist."""
+
+    def read_chunks(self, uri: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The bytes [start, end) (to the end when None) in pieces of bounded size."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Deletes every object whose URI starts with `prefix`; returns how many."""
+
+    def start_session(self, uri: str, content_type: str = "application/octet-stream",
+                      size: int | None = None) -> str:
+        """A resumable-upload session for a new object at `uri`, as a URL a client sends the bytes
+        to itself (they never pass through us); the object exists once the client has finished."""
+
+
+class KeyStore(Protocol):
+    """API keys by their SHA-256 (the keys themselves are never stored), one owner each."""
+
+    def add(self, key_hash: str, owner: str) -> None: ...
+
+    def owner_of(self, key_hash: str) -> str | None: ...

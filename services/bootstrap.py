@@ -1,9 +1,9 @@
-"""The one composition root: Settings -> the queue and status adapters (and the specs pipelines get)."""
+"""The one composition root: Settings -> the queue, status, blob and key adapters (and the specs pipelines get)."""
 from __future__ import annotations
 
 import dataclasses
 
-from adapters.ports import AdapterSpec, JobQueue, StatusStore
+from adapters.ports import AdapterSpec, BlobStore, JobQueue, KeyStore, StatusStore
 from services.config import Settings
 
 __all__ = ["Adapters", "bootstrap", "ensure_resources"]
@@ -18,9 +18,11 @@ class Adapters:
     queue_spec: AdapterSpec | None = None
     status_spec: AdapterSpec | None = None
     settings: Settings = dataclasses.field(default_factory=Settings)
+    blobs: BlobStore | None = None  # uploads and results, for the HTTP services
+    keys: KeyStore | None = None    # API keys, for the HTTP services
 
     def close(self) -> None:
-        for adapter in (self.queue, self.status):
+        for adapter in (self.queue, self.status, self.keys):
             close = getattr(adapter, "close", None)
             if close is not None:
                 close()
@@ -33,7 +35,13 @@ def bootstrap(settings: Settings) -> Adapters:
     from adapters.pubsub import PubSubQueueSpec
     queue_spec = PubSubQueueSpec(settings.project, settings.jobs_topic, settings.dead_letter_topic)
     status_spec = FirestoreStatusSpec(settings.project, settings.status_collection)
-    return Adapters(queue_spec.open(), status_spec.open(), queue_spec, status_spec, settings)
+    from adapters.apikeys import FirestoreKeyStore
+    from adapters.blobs import GcsBlobStore
+    from services.uploads import UploadLimits
+    # An upload's resumable chunks are its receive buffer: one size bounds an upload's memory.
+    blobs = GcsBlobStore(settings.project, chunk_size=UploadLimits.from_env().buffer_size)
+    return Adapters(queue_spec.open(), status_spec.open(), queue_spec, status_spec, settings,
+                    blobs, FirestoreKeyStore(settings.project))
 
 
 def ensure_resources(settings: Settings):

@@ -25,6 +25,7 @@ from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE  # noqa: E402
 from codec.errors import FormatError  # noqa: E402
 from codec.sizes import parse_size  # noqa: E402
 from services import compression  # noqa: E402
+from services import cli_http as http_client  # noqa: E402
 from services.progress import ProgressBar, format_bytes  # noqa: E402
 
 EXIT_OK = 0
@@ -168,7 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
 _JOBS_NOTE = """\
 The job service is found through the environment that `dcas stack up` prints
 (GOOGLE_CLOUD_PROJECT, DCAS_JOBS_TOPIC, DCAS_STATUS_COLLECTION, the *_EMULATOR_HOST
-variables), or a real project's names and credentials."""
+variables), or a real project's names and credentials. With a server (--server or
+DCAS_SERVER) and an API key (--key or DCAS_API_KEY), local files are uploaded through
+the Manager and status, cancel, jobs and fetch go through its HTTP API."""
+
+
+def _add_server_arguments(parser) -> None:
+    parser.add_argument("--server", metavar="URL", default=os.environ.get("DCAS_SERVER"),
+                        help="the Manager's base URL (default: $DCAS_SERVER)")
+    parser.add_argument("--key", metavar="KEY", default=os.environ.get("DCAS_API_KEY"),
+                        help="an API key (default: $DCAS_API_KEY)")
 
 
 def _add_job_commands(commands) -> None:
@@ -176,9 +186,10 @@ def _add_job_commands(commands) -> None:
         "submit", help="queue a job on the job service", epilog=_JOBS_NOTE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Queue a job that compresses (or decompresses) the object SRC into DST, both "
-                    "gs:// URIs. Prints the job id on the last line of stdout.")
+                    "gs:// URIs; or upload the local FILE SRC through the Manager (--server), "
+                    "which picks DST. Prints the job id on the last line of stdout.")
     submit.add_argument("src", metavar="SRC")
-    submit.add_argument("dst", metavar="DST")
+    submit.add_argument("dst", metavar="DST", nargs="?", help="a gs:// URI (not with a local FILE)")
     submit.add_argument("--decompress", action="store_true", help="decompress SRC (a .dcz) instead")
     submit.add_argument("--job-id", metavar="ID", help="the job's id (default: a new random one)")
     submit.add_argument("--chunk-size", type=_chunk_size_argument, default=DEFAULT_CHUNK_SIZE,
@@ -187,18 +198,52 @@ def _add_job_commands(commands) -> None:
                         help="wait until the job ends: exit 0 if it SUCCEEDED, 1 otherwise")
     submit.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="with --wait, give up waiting after this long")
-    submit.add_argument("-q", "--quiet", action="store_true", help="no progress line with --wait")
+    submit.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_server_arguments(submit)
 
     status = commands.add_parser("status", help="show a job's status", epilog=_JOBS_NOTE,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description="Show the status of job JOB.")
     status.add_argument("job_id", metavar="JOB")
     status.add_argument("--json", action="store_true", help="the whole status document as one JSON object")
+    status.add_argument("--follow", action="store_true",
+                        help="print each change until the job ends (one JSON object per line with --json)")
+    _add_server_arguments(status)
 
     cancel = commands.add_parser("cancel", help="cancel a queued or running job", epilog=_JOBS_NOTE,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description="Cancel job JOB unless it has already ended.")
     cancel.add_argument("job_id", metavar="JOB")
+    _add_server_arguments(cancel)
+
+    jobs = commands.add_parser("jobs", help="list your jobs (through the Manager)",
+                               description="List the key owner's jobs, newest first.")
+    jobs.add_argument("--state", choices=["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"],
+                      type=str.upper, help="only jobs in this state")
+    jobs.add_argument("--limit", type=int, default=50, metavar="N", help="at most N jobs (default: 50)")
+    jobs.add_argument("--json", action="store_true", help="one JSON object per job and line")
+    _add_server_arguments(jobs)
+
+    fetch = commands.add_parser("fetch", help="download a job's result (through the Manager)",
+                                description="Download the output of job JOB into OUT, atomically.")
+    fetch.add_argument("job_id", metavar="JOB")
+    fetch.add_argument("-o", "--output", metavar="OUT", required=True, help="where to write the result")
+    fetch.add_argument("-f", "--force", action="store_true", help="overwrite an existing OUT")
+    fetch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_server_arguments(fetch)
+
+    keys = commands.add_parser("keys", help="manage API keys of the Manager",
+                               description="`dcas keys create OWNER` prints a new API key for OWNER "
+                                           "(stored hashed in the job service's Firestore).")
+    key_actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = key_actions.add_parser("create", help="print a new key for OWNER")
+    create.add_argument("owner", metavar="OWNER")
+
+    serve = commands.add_parser("serve", help="run the Manager and Status HTTP services",
+                                description="Serve the HTTP API and the web page on the job service "
+                                            "the environment names, until Ctrl-C.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
 
     stack = commands.add_parser(
         "stack", help="run the job service locally (emulators, pipeline, reconciler)",
@@ -318,6 +363,10 @@ def _job_service(settings=None):
 
 
 def _submit(args: argparse.Namespace, console: _Console) -> None:
+    if not args.src.startswith("gs://") and args.dst is None:
+        return http_client.submit_file(args, console)
+    if args.dst is None:
+        raise UsageError("a gs:// SRC needs a gs:// DST")
     from services import jobs
     settings = _settings()
     try:
@@ -357,6 +406,8 @@ def _reason(status) -> str:
 
 
 def _status(args: argparse.Namespace, console: _Console) -> None:
+    if (args.server and args.key) or args.follow:
+        return http_client.status(args, console)
     from services import jobs
     with _google_errors():
         adapters = _job_service()
@@ -378,6 +429,8 @@ def _status(args: argparse.Namespace, console: _Console) -> None:
 
 
 def _cancel(args: argparse.Namespace, console: _Console) -> None:
+    if args.server and args.key:
+        return http_client.cancel(args, console)
     from services import jobs
     with _google_errors():
         adapters = _job_service()
@@ -429,8 +482,31 @@ def _clean(args: argparse.Namespace, console: _Console) -> None:
               + "".join(f"\n  {name}" for name in removed), file=console.stdout)
 
 
+def _keys(args: argparse.Namespace, console: _Console) -> None:
+    from services import keys
+    with _google_errors():
+        adapters = _job_service()
+        try:
+            try:
+                key = keys.create_key(adapters.keys, args.owner)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+        finally:
+            adapters.close()
+    print(key, file=console.stdout)
+
+
+def _serve(args: argparse.Namespace, console: _Console) -> None:
+    from services.http.main import serve
+    with _google_errors():
+        serve(args.host, args.port)
+
+
 _COMMANDS = {"compress": _transfer, "decompress": _transfer, "info": _info, "verify": _verify,
-             "clean": _clean, "submit": _submit, "status": _status, "cancel": _cancel, "stack": _stack}
+             "clean": _clean, "submit": _submit, "status": _status, "cancel": _cancel, "stack": _stack,
+             "jobs": lambda args, console: http_client.list_jobs(args, console),
+             "fetch": lambda args, console: http_client.fetch(args, console),
+             "keys": _keys, "serve": _serve}
 
 
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,

@@ -1,4 +1,4 @@
-"""The local stack (`dcas stack up/down`): emulators, resources, the streaming pipeline under a watcher, and the reconciler."""
+"""The local stack (`dcas stack up/down`): emulators, resources, the streaming pipeline under a watcher, the reconciler, and the Manager."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 from services.config import Settings
-from services.processes import group_alive, start_process, start_time, stop_group, stop_process
+from services.processes import (free_port, group_alive, http_ready, start_process, start_time, stop_group,
+                               stop_process)
 
 __all__ = ["LocalStack", "PipelineWatcher", "StackError", "STATE_FILE", "runtime_dir", "run_down", "run_up",
            "read_state", "running_state", "streaming_pipeline_command"]
@@ -25,6 +26,8 @@ log = logging.getLogger("dcas.stack")
 
 STATE_FILE = "stack.json"
 PIPELINE_MODULE = "pipelines.streaming"
+DEMO_OWNER = "demo"  # the owner of the key the stack exports, and of the jobs `dcas submit` queues
+_MANAGER_PORT = 8080  # when free; DCAS_HTTP_PORT chooses another
 
 
 class StackError(Exception):
@@ -136,6 +139,7 @@ class LocalStack:
         self._watcher: PipelineWatcher | None = None
         self._reconciler = None
         self._adapters = None
+        self._manager = None
         self._lock = threading.Lock()
         self._exports: dict[str, str] = {}
 
@@ -168,11 +172,32 @@ class LocalStack:
         self._reconciler = ReconcilerLoop(self._adapters, self.settings.reconcile_interval,
                                           self.settings.queued_timeout, self.settings.stale_after,
                                           self.settings.max_attempts).start()
+        self._exports.update(self._start_manager(child_env))
         self._save(ready=True)
         return dict(self._exports)
 
+    def _start_manager(self, env: dict[str, str]) -> dict[str, str]:
+        """The Manager and Status services (one uvicorn process), and a demo owner's key for them."""
+        from services import keys
+        port = int(os.environ.get("DCAS_HTTP_PORT") or 0) or _port_or_free(_MANAGER_PORT)
+        url = f"http://127.0.0.1:{port}"
+        self._manager = start_process([sys.executable, "-m", "services.http.main", "--port", str(port)],
+                                      env=env, stdout=_stderr_fd(), stderr=_stderr_fd())
+        self._record("manager", self._manager.pid)
+        ready = http_ready(f"{url}/healthz")
+        deadline = time.monotonic() + 60
+        while not ready():
+            if self._manager.poll() is not None or time.monotonic() > deadline:
+                raise StackError(f"the Manager did not start on {url} (see its log above)")
+            time.sleep(0.1)
+        key = keys.create_key(self._adapters.keys, DEMO_OWNER)
+        log.info(json.dumps({"event": "manager-ready", "url": url}))
+        return {"DCAS_SERVER": url, "DCAS_API_KEY": key, "DCAS_OWNER": DEMO_OWNER}
+
     def down(self) -> None:
         """Stops what up() started, the last started first; safe after a partial up()."""
+        if self._manager is not None:
+            stop_process(self._manager)
         if self._reconciler is not None:
             self._reconciler.stop()
         if self._watcher is not None:
@@ -204,6 +229,16 @@ class LocalStack:
             temp = self.runtime / f".{STATE_FILE}.{os.getpid()}"
             temp.write_text(json.dumps(state, indent=2))
             temp.replace(self.runtime / STATE_FILE)
+
+
+def _port_or_free(port: int) -> int:
+    import socket
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            return free_port()
 
 
 def _ensure_bucket(settings: Settings) -> None:
@@ -291,6 +326,9 @@ def run_up(stdout: TextIO, stderr: TextIO, *, pipeline_command: str | None = Non
         for name, value in exports.items():
             print(f"export {name}={shlex.quote(value)}", file=stdout)
         print("# ready", file=stdout, flush=True)
+        if "DCAS_SERVER" in exports:
+            print(f"dcas: web page at {exports['DCAS_SERVER']}/ - sign in with the demo key "
+                  f"{exports['DCAS_API_KEY']}", file=stderr, flush=True)
         while True:
             time.sleep(3600)
     except _Stop:

@@ -107,7 +107,7 @@ def test_stack_up_prints_the_environment_that_reaches_it(stack):
     assert set(REQUIRED) <= set(stack.exports)
     assert stack.exports["DCAS_JOBS_TOPIC"] == f"projects/{stack.exports['GOOGLE_CLOUD_PROJECT']}/topics/dcas-jobs"
     assert stack.state["ready"] and set(stack.state["groups"]) == {
-        "pubsub-emulator", "firestore-emulator", "fake-gcs-server", "pipeline"}
+        "pubsub-emulator", "firestore-emulator", "fake-gcs-server", "pipeline", "manager"}
     logs = [json.loads(line) for line in stack.stderr().splitlines() if line.startswith("{")]
     assert any(entry.get("event") == "ready" for entry in logs)
 
@@ -122,6 +122,18 @@ def test_every_service_of_the_stack_answers(stack, monkeypatch):
         stack.exports["DCAS_BUCKET"]).name == stack.exports["DCAS_BUCKET"]
     from adapters.firestore import FirestoreStatusStore
     assert FirestoreStatusStore(stack.exports["GOOGLE_CLOUD_PROJECT"]).get("no-such-job") is None
+
+
+def test_the_manager_answers_with_the_demo_key_the_stack_exports(stack):
+    import httpx
+    server, key = stack.exports["DCAS_SERVER"], stack.exports["DCAS_API_KEY"]
+    assert httpx.get(f"{server}/v1/jobs", headers={"Authorization": f"Bearer {key}"}).json()["jobs"] == []
+    assert httpx.get(f"{server}/v1/jobs").status_code == 401
+    made = dcas("keys", "create", "eve", env=stack.client_env())
+    assert made.returncode == 0, made.stderr
+    other = made.stdout.strip()
+    assert other.startswith("dcas_") and other != key
+    assert httpx.get(f"{server}/v1/jobs", headers={"Authorization": f"Bearer {other}"}).status_code == 200
 
 
 def test_the_pipeline_gets_the_stacks_environment(stack):

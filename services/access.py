@@ -1,0 +1,167 @@
+"""An owner's view of jobs: read, list, cancel and delete, results by byte range, status events."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from typing import AsyncIterator
+
+from adapters.jobs import COMPRESS, JOB_ID_PATTERN, JobState, JobStatus, TransitionRefused
+from services.uploads import job_prefix
+
+__all__ = ["JobNotFound", "NotReady", "RangeNotSatisfiable", "Result", "owned_job", "list_owned",
+           "cancel_and_delete", "parse_range", "open_result", "result_metadata", "status_events",
+           "public_status"]
+
+
+class JobNotFound(LookupError):
+    """No such job for this owner: another owner's job looks exactly like a missing one."""
+
+
+class NotReady(Exception):
+    """The job has no result (yet, or any more)."""
+
+
+class RangeNotSatisfiable(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the range is outside the result's {size} bytes")
+        self.size = size
+
+
+def owned_job(status_store, owner: str, job_id: str) -> JobStatus:
+    status = status_store.get(job_id) if _plausible_id(job_id) else None
+    if status is None or status.owner != owner:
+        raise JobNotFound(f"no such job: {job_id}")
+    return status
+
+
+def _plausible_id(job_id: str) -> bool:
+    return bool(JOB_ID_PATTERN.fullmatch(job_id or ""))
+
+
+def list_owned(status_store, owner: str, state: str | None, limit: int, cursor: str | None):
+    if state is not None:
+        try:
+            state = JobState(state.upper())
+        except ValueError:
+            raise ValueError(f"state must be one of {', '.join(s.value for s in JobState)}") from None
+    if not 1 <= limit <= 200:
+        raise ValueError("limit must be between 1 and 200")
+    if cursor is not None:
+        # A cursor is a job id of this owner's; anything else would let a caller page through ids.
+        owned_job(status_store, owner, cursor)
+    return status_store.list_jobs(owner, state, limit, cursor)
+
+
+def cancel_and_delete(adapters, bucket: str, owner: str, job_id: str) -> JobStatus:
+    """Cancels a queued or running job (a finished one stays as it ended) and deletes its objects."""
+    status = owned_job(adapters.status, owner, job_id)
+    if not status.terminal:
+        try:
+            status = adapters.status.transition(job_id, JobState.CANCELLED, status.attempt)
+        except TransitionRefused:
+            status = adapters.status.get(job_id) or status  # it finished meanwhile: delete anyway
+    adapters.blobs.delete_prefix(job_prefix(bucket, job_id))
+    return status
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """[start, end) of a single `bytes=` range, None for the whole; RangeNotSatisfiable when
+    it lies outside `size`. Multiple ranges are answered with the whole (as RFC 9110 allows)."""
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if first == "":
+            suffix = int(last)
+            if suffix <= 0:
+                raise RangeNotSatisfiable(size)
+            return max(0, size - suffix), size
+        start = int(first)
+        end = int(last) + 1 if last else size
+    except ValueError:
+        return None  # malformed: ignored, as a server may
+    if start < 0 or start >= size or end <= start:
+        raise RangeNotSatisfiable(size)
+    return start, min(end, size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    uri: str
+    size: int
+    filename: str
+
+
+def open_result(adapters, owner: str, job_id: str) -> Result:
+    status = owned_job(adapters.status, owner, job_id)
+    if status.state is not JobState.SUCCEEDED:
+        raise NotReady(f"job {job_id} is {status.state.value}, it has no result")
+    size = adapters.blobs.size(status.output)
+    if size is None:
+        raise NotReady(f"the result of job {job_id} was deleted")
+    return Result(status.output, size, status.output.rsplit("/", 1)[-1])
+
+
+def result_metadata(adapters, owner: str, job_id: str) -> dict:
+    """The metadata object a compress job writes beside its output (filename, sizes, ratio, CRCs)."""
+    status = owned_job(adapters.status, owner, job_id)
+    if status.operation != COMPRESS:
+        raise NotReady(f"job {job_id} is a {status.operation} job; only compress jobs have metadata")
+    if status.state is not JobState.SUCCEEDED:
+        raise NotReady(f"job {job_id} is {status.state.value}, it has no metadata")
+    uri = status.metadata or status.output + ".meta.json"
+    try:
+        data = b"".join(adapters.blobs.read_chunks(uri))
+    except FileNotFoundError:
+        raise NotReady(f"the metadata of job {job_id} was deleted") from None
+    return json.loads(data)
+
+
+def public_status(status: JobStatus, base_url: str = "") -> dict:
+    """The status document as the API shows it: without the internal request copy."""
+    data = status.to_dict()
+    data.pop("request", None)
+    data["filename"] = status.input.rsplit("/", 1)[-1]
+    data["status_url"] = f"{base_url}/v1/jobs/{status.job_id}"
+    data["result_url"] = f"{base_url}/v1/jobs/{status.job_id}/result"
+    data["events_url"] = f"{base_url}/v1/jobs/{status.job_id}/events"
+    return data
+
+
+async def status_events(watcher, job_id: str, last_event_id: str | None = None,
+                        keepalive: float = 15.0) -> AsyncIterator[JobStatus | None]:
+    """The job's status after each change, from a listener, until a terminal state has been sent.
+
+    An event's id is the document's `updated` time, so a client that reconnects with
+    Last-Event-ID gets only newer states, and nothing at all if the one it saw was terminal.
+    Yields None every `keepalive` seconds without a change (the route sends an SSE comment).
+    """
+    loop = asyncio.get_running_loop()
+    changes: asyncio.Queue[JobStatus | None] = asyncio.Queue()
+    watch = watcher.watch(job_id, lambda status: loop.call_soon_threadsafe(changes.put_nowait, status))
+    try:
+        seen = last_event_id or ""
+        while True:
+            try:
+                status = await asyncio.wait_for(changes.get(), keepalive)
+            except asyncio.TimeoutError:
+                yield None
+                continue
+            if status is None:
+                continue
+            if (status.updated or "") <= seen:
+                if status.terminal:
+                    return
+                continue
+            seen = status.updated or ""
+            yield status
+            if status.terminal:
+                return
+    finally:
+        watch.close()

@@ -1,0 +1,60 @@
+"""The Manager and Status app as a process: settings from the environment, adapters from bootstrap()."""
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.bootstrap import bootstrap
+from services.config import Settings
+from services.http.app import HttpSettings, create_app
+from services.uploads import UploadLimits
+
+__all__ = ["app_from_env", "serve"]
+
+
+def app_from_env() -> FastAPI:
+    """`uvicorn --factory services.http.main:app_from_env`: the app on the adapters Settings.from_env() names."""
+    settings = Settings.from_env()
+    adapters = bootstrap(settings)
+    app = create_app(adapters, HttpSettings(settings.bucket, UploadLimits.from_env()))
+    app.router.on_shutdown.append(adapters.close)
+    return app
+
+
+def _return_large_buffers_to_the_system(threshold: int = 256 * 1024) -> None:
+    """glibc raises its mmap threshold each time a large block is freed, after which upload
+    buffers come from the heap and stay in RSS when freed; a fixed threshold keeps every
+    buffer of 256 KiB and more in its own mapping, given back on free. No-op off glibc."""
+    try:
+        import ctypes
+        M_MMAP_THRESHOLD = -3
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold)
+    except (OSError, AttributeError):
+        pass
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
+    import sys
+
+    import uvicorn
+
+    from services.stack import configure_json_logging
+    configure_json_logging(sys.stderr)  # JSON lines with the job id, like the stack's and the pipeline's
+    _return_large_buffers_to_the_system()
+    # One worker process: the upload limits and the event listeners live in it. h11 and the
+    # default loop: no optional C extensions needed.
+    uvicorn.run(app_from_env(), host=host, port=port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=5)
+
+
+def _main(argv=None) -> None:
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m services.http.main",
+                                     description="Serve the Manager and Status API and the web page.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    serve(args.host, args.port)
+
+
+if __name__ == "__main__":
+    _main()
