@@ -577,7 +577,8 @@ def _main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
             print(f"dcas: interrupted after {console.output} was published; the output is complete",
                   file=console.stderr)
             return EXIT_OK
-        return fail("interrupted", 128 + getattr(e, "signum", signal.SIGINT))
+        signum = getattr(e, "signum", signal.SIGINT)
+        return fail("terminated" if signum == signal.SIGTERM else "interrupted", 128 + signum)
     except Exception as e:  # a bug: still one line, but keep the traceback one variable away
         if os.environ.get("DCAS_DEBUG"):
             raise

@@ -529,6 +529,8 @@ def choose_engine(src: Source, dst: Destination, *, workers: int | None = None,
     # A device or FIFO as DST (`-o /dev/null`) is written into as a stream, never replaced: only
     # the in-process engine does that.
     special_output = paths and not remote and local_files.is_special(dst)
+    if special_output and engine != "beam" and runner == LOCAL_RUNNER and not pipeline_args:
+        return LocalEngine(threads)  # even with --workers: the pipeline only publishes files
     if engine == "local":
         if remote or pipeline_asked:
             raise ServiceError("--engine local codes local files and pipes in this process: gs:// "

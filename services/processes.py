@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-__all__ = ["EmulatorProcess", "die_with_parent", "free_port", "group_alive", "http_ready", "signal_group",
+__all__ = ["EmulatorProcess", "dying_with_parent", "free_port", "group_alive", "http_ready", "signal_group",
            "start_emulator", "start_process", "stop_group", "stop_process"]
 
 
@@ -88,9 +89,8 @@ def start_emulator(name: str, argv: Sequence[str], ready: Callable[[], bool], *,
     # A file, not a pipe: nobody reads a pipe while tests run, and a full pipe blocks the server.
     with os.fdopen(log_fd, "wb") as log:
         process = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})}, start_new_session=True,
-            preexec_fn=die_with_parent)
+            dying_with_parent(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})}, start_new_session=True)
     emulator = EmulatorProcess(name, process, Path(log_name), dict(client_env or {}), log_path is not None)
     deadline = time.monotonic() + timeout
     try:
@@ -108,27 +108,31 @@ def start_emulator(name: str, argv: Sequence[str], ready: Callable[[], bool], *,
     return emulator
 
 
-def die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM it if pytest itself is killed (no finaliser runs then).
+_SETPRIV = shutil.which("setpriv")  # util-linux, on every Debian system
 
-    Covers the direct child only; a wrapper's own children are still reached by stop()'s killpg.
-    Linux sends it when the *thread* that forked the child ends, so start long-lived children from
-    a thread that lives as long as they should (the main thread, or a watcher thread).
+
+def dying_with_parent(argv: Sequence[str]) -> list[str]:
+    """argv run so that Linux SIGTERMs it if we die without stopping it (no finaliser runs then).
+
+    `setpriv --pdeathsig` sets that and then execs argv, rather than a preexec_fn: a preexec_fn
+    makes subprocess use plain fork() and run Python in the child, where gRPC's fork handlers
+    (our Pub/Sub and Firestore clients hold gRPC threads) sometimes aborted the child with SIGABRT
+    before it started; without one, subprocess uses vfork, which runs no fork handlers. Covers the
+    direct child only; a wrapper's own children are still reached by stop()'s killpg. Linux sends
+    it when the *thread* that started the child ends, so start long-lived children from a thread
+    that lives as long as they should (the main thread, or a watcher thread).
     """
-    try:
-        import ctypes
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: the session fixture's stop() still runs on every normal exit
+    if _SETPRIV is None:
+        return list(argv)  # not Linux: the owners' stop() still runs on every normal exit
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
 
 
 def start_process(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
                   stdout=None, stderr=None) -> subprocess.Popen:
     """Start argv as the leader of a new process group that dies with the calling thread's process."""
-    return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                            env=dict(os.environ if env is None else env), start_new_session=True,
-                            preexec_fn=die_with_parent)
+    return subprocess.Popen(dying_with_parent(argv), stdin=subprocess.DEVNULL, stdout=stdout,
+                            stderr=stderr, env=dict(os.environ if env is None else env),
+                            start_new_session=True)
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:

@@ -211,7 +211,8 @@ def test_a_fault_at_any_point_leaves_the_old_pair_the_new_pair_or_nothing(fault:
         expected_status = 0 if published else EXIT_BY_SIGNAL[fault.signal]
         check(result.returncode == expected_status, f"exit {result.returncode}, not {expected_status}: {stderr}")
         check("Traceback" not in stderr and len(stderr.splitlines()) == 1, f"not one line: {stderr}")
-        check(stderr.startswith("dcas: interrupted after" if published else "dcas: error: interrupted"), stderr)
+        said = "terminated" if fault.signal == "TERM" else "interrupted"
+        check(stderr.startswith("dcas: interrupted after" if published else f"dcas: error: {said}"), stderr)
         check(temp_leftovers(place) == [], f"temp files left: {temp_leftovers(place)}")
         check(set(place.names()) - before <= {dst, dst + ".meta.json"}, f"new names: {set(place.names()) - before}")
 
