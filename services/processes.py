@@ -1,6 +1,7 @@
 """Child processes that stop with everything they started: each runs as the leader of its own process group."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -89,8 +90,8 @@ def start_emulator(name: str, argv: Sequence[str], ready: Callable[[], bool], *,
     # A file, not a pipe: nobody reads a pipe while tests run, and a full pipe blocks the server.
     with os.fdopen(log_fd, "wb") as log:
         process = subprocess.Popen(
-            dying_with_parent(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})}, start_new_session=True)
+            dying_with_parent(argv, {**os.environ, **(env or {})}), stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
     emulator = EmulatorProcess(name, process, Path(log_name), dict(client_env or {}), log_path is not None)
     deadline = time.monotonic() + timeout
     try:
@@ -111,7 +112,7 @@ def start_emulator(name: str, argv: Sequence[str], ready: Callable[[], bool], *,
 _SETPRIV = shutil.which("setpriv")  # util-linux, on every Debian system
 
 
-def dying_with_parent(argv: Sequence[str]) -> list[str]:
+def dying_with_parent(argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
     """argv run so that Linux SIGTERMs it if we die without stopping it (no finaliser runs then).
 
     `setpriv --pdeathsig` sets that and then execs argv, rather than a preexec_fn: a preexec_fn
@@ -124,15 +125,19 @@ def dying_with_parent(argv: Sequence[str]) -> list[str]:
     """
     if _SETPRIV is None:
         return list(argv)  # not Linux: the owners' stop() still runs on every normal exit
+    # A program that cannot start fails here, as Popen itself would fail, not as setpriv's exit.
+    path = (env if env is not None else os.environ).get("PATH")
+    if shutil.which(argv[0], path=path) is None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory (or not executable)", argv[0])
     return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
 
 
 def start_process(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
                   stdout=None, stderr=None) -> subprocess.Popen:
     """Start argv as the leader of a new process group that dies with the calling thread's process."""
-    return subprocess.Popen(dying_with_parent(argv), stdin=subprocess.DEVNULL, stdout=stdout,
-                            stderr=stderr, env=dict(os.environ if env is None else env),
-                            start_new_session=True)
+    env = dict(os.environ if env is None else env)
+    return subprocess.Popen(dying_with_parent(argv, env), stdin=subprocess.DEVNULL, stdout=stdout,
+                            stderr=stderr, env=env, start_new_session=True)
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
