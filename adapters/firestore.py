@@ -6,7 +6,7 @@ from typing import Any
 
 from google.api_core import exceptions
 
-from adapters.jobs import JobState, JobStatus, check_transition, utc_now
+from adapters.jobs import JobState, JobStatus, transitioned, utc_now
 from adapters.retries import CALL_TIMEOUT, firestore_retry
 
 __all__ = ["FirestoreStatusSpec", "FirestoreStatusStore"]
@@ -50,15 +50,7 @@ class FirestoreStatusStore:
         return JobStatus.from_dict(snapshot.to_dict()) if snapshot.exists else None
 
     def transition(self, job_id: str, state: JobState, attempt: int, **fields) -> JobStatus:
-        def change(current: JobStatus | None) -> JobStatus:
-            check_transition(current, state, attempt)
-            now = utc_now()
-            updated = dataclasses.replace(current, **fields, state=state, attempt=attempt,
-                                          times={**current.times, state.value: now}, updated=now)
-            if state is JobState.RUNNING:
-                updated.heartbeat = now
-            return updated
-        return self._in_transaction(job_id, change)
+        return self._in_transaction(job_id, lambda current: transitioned(current, state, attempt, **fields))
 
     def record_progress(self, job_id: str, attempt: int, *, chunks_done: int, chunks_total: int,
                         bytes_in: int, bytes_out: int) -> bool:

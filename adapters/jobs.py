@@ -12,7 +12,7 @@ from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 
 __all__ = [
     "COMPRESS", "DECOMPRESS", "OPERATIONS", "JOB_ID_PATTERN", "JobState", "TERMINAL_STATES",
-    "JobRequest", "Failure", "JobStatus", "TransitionRefused", "check_transition", "new_job_id",
+    "JobRequest", "Failure", "JobStatus", "TransitionRefused", "check_transition", "transitioned", "new_job_id",
     "utc_now",
 ]
 
@@ -202,3 +202,16 @@ def check_transition(current: JobStatus | None, state: JobState, attempt: int) -
         raise TransitionRefused(f"attempt {attempt} was already claimed")
     if state is JobState.SUCCEEDED and current.state is not JobState.RUNNING:
         raise TransitionRefused("only a running job can succeed")
+
+
+def transitioned(current: JobStatus | None, state: JobState, attempt: int, **fields) -> JobStatus:
+    """The status after moving `current` to `state` for `attempt` (check_transition decides, and
+    raises TransitionRefused): `fields` set, the state's time recorded, a heartbeat on a claim.
+    What every status store writes in its transaction, so the fakes and the real one agree."""
+    check_transition(current, state, attempt)
+    now = utc_now()
+    updated = dataclasses.replace(current, **fields, state=state, attempt=attempt,
+                                  times={**current.times, state.value: now}, updated=now)
+    if state is JobState.RUNNING:
+        updated.heartbeat = now
+    return updated

@@ -7,7 +7,7 @@ import threading
 import uuid
 from typing import Callable, Iterator
 
-from adapters.jobs import Failure, JobRequest, JobState, JobStatus, check_transition, utc_now
+from adapters.jobs import Failure, JobRequest, JobState, JobStatus, transitioned, utc_now
 
 __all__ = ["InMemoryBlobStore", "InMemoryJobQueue", "InMemoryKeyStore", "InMemoryStatusStore", "MemorySpec"]
 
@@ -56,13 +56,7 @@ class InMemoryStatusStore:
 
     def transition(self, job_id: str, state: JobState, attempt: int, **fields) -> JobStatus:
         with self._lock:
-            current = self._docs.get(job_id)
-            check_transition(current, state, attempt)
-            now = utc_now()
-            updated = dataclasses.replace(current, **fields, state=state, attempt=attempt,
-                                          times={**current.times, state.value: now}, updated=now)
-            if state is JobState.RUNNING:
-                updated.heartbeat = now
+            updated = transitioned(self._docs.get(job_id), state, attempt, **fields)
             self._docs[job_id] = updated
             self.writes += 1
         self._changed(job_id)

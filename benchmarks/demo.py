@@ -93,6 +93,14 @@ def console_script() -> list[str]:
 JOB_SECONDS = 600
 
 
+def verify(container: Path) -> subprocess.CompletedProcess:
+    """`dcas verify` by the installed command itself, as a user would type it; says why it failed."""
+    result = subprocess.run([*console_script(), "verify", str(container)], capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"demo: dcas verify {container} failed: {result.stderr.strip()}", file=sys.stderr)
+    return result
+
+
 def run_service_job(client, path: Path, operation: str, result: Path) -> tuple[dict, float]:
     """Uploads `path` through the Manager, follows the job's events to the end, downloads the
     result; returns the final status and the seconds from the first uploaded byte to SUCCEEDED."""
@@ -133,9 +141,7 @@ def service_round_trip(sample: Path) -> int:
     if not filecmp.cmp(sample, back, shallow=False):
         print("demo: SERVICE ROUND TRIP FAILED: the decompressed result differs from the sample", file=sys.stderr)
         return 1
-    verify = subprocess.run([*console_script(), "verify", str(packed)], capture_output=True, text=True)
-    if verify.returncode != 0:
-        print(f"demo: the service's container fails dcas verify: {verify.stderr.strip()}", file=sys.stderr)
+    if verify(packed).returncode != 0:
         return 1
     size = sample.stat().st_size
     print(f"service:    byte-exact round trip; {size / 1e6:.2f} MB -> {packed.stat().st_size / 1e6:.2f} MB "
@@ -191,17 +197,15 @@ def main() -> int:
         print("demo: ROUND TRIP FAILED: decompressed bytes differ from the sample", file=sys.stderr)
         return 1
 
-    # The installed command itself, as a user would type it.
-    verify = subprocess.run([*console_script(), "verify", str(packed)], capture_output=True, text=True)
-    if verify.returncode != 0:
-        print(f"demo: dcas verify failed: {verify.stderr.strip()}", file=sys.stderr)
+    verified = verify(packed)
+    if verified.returncode != 0:
         return 1
     info = json.loads(subprocess.run([*console_script(), "info", str(packed)], capture_output=True,
                                      text=True, check=True).stdout)
 
     compressed = packed.stat().st_size
     compress_s, decompress_s = statistics.median(compress_times), statistics.median(decompress_times)
-    print(f"\nround trip: byte-exact ({size} bytes); dcas verify: {verify.stdout.strip()}")
+    print(f"\nround trip: byte-exact ({size} bytes); dcas verify: {verified.stdout.strip()}")
     print(f"chunks:     {info['chunks']} x {info['chunk_size'] // 2**20} MiB, codecs {info['codecs']}")
     print(f"size:       {size / 1e6:.2f} MB -> {compressed / 1e6:.2f} MB, ratio {size / compressed:.3f} "
           f"({compressed / size * 100:.1f}% of the original)")
