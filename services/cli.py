@@ -82,7 +82,7 @@ options after '--' run the Beam batch pipeline instead; --engine local|beam forc
 Beam and Dataflow options go after '--', for example:
   dcas compress gs://b/in -o gs://b/in.dcz --runner DataflowRunner -- \\
       --project=p --region=r --temp_location=gs://b/tmp
-The pipeline also writes DST.meta.json (sizes, ratio, checksums, timings)."""
+Compressing a file (not a pipe) also writes DST.meta.json (sizes, ratio, checksums, timings)."""
 
 
 class UsageError(Exception):

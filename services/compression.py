@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Protocol, Sequence, Union
 
 import codec
-from adapters import cancellation, local_files
+from adapters import cancellation, local_files, metadata
 from codec.container import DEFAULT_CHUNK_SIZE, FRAME_HEADER_SIZE, parse_frame_header, read_seek_table
 
 __all__ = [
@@ -111,10 +111,24 @@ class LocalEngine:
 
     def compress_file(self, src: Source, dst: Destination, *, chunk_size: int,
                       progress: Progress | None, overwrite: bool) -> dict:
-        with _open_input(src) as src_file, _open_output(dst, src, overwrite) as dst_file:
+        described: dict = {}  # what the metadata needs, once the container is written
+
+        def describe(container_path: str, written: os.stat_result) -> bytes | None:
+            # A regular input file given by path gets the pipeline's DST.meta.json; a pipe none
+            # (an older one beside DST is removed with the container it described).
+            if not described or not isinstance(src, (str, os.PathLike)):
+                return None
+            return _container_metadata(os.fspath(src), os.fspath(dst), container_path, written, chunk_size,
+                                       **described)
+
+        with _open_input(src) as src_file, _open_output(dst, src, overwrite, describe) as dst_file:
             version = _file_version(src_file)
+            started = time.perf_counter()
             stats = self.compress(src_file, dst_file, chunk_size=chunk_size, progress=progress)
+            table = stats.pop("frequencies", None)
             _check_unchanged(src, src_file, version)
+            if version is not None and table is not None:
+                described.update(table=table, seconds=time.perf_counter() - started)
             return stats
 
     def decompress_file(self, src: Source, dst: Destination, *, max_size: int | None,
@@ -130,8 +144,10 @@ class LocalEngine:
         table = None
         if _file_version(src) is not None:  # a regular file: the pipeline's whole-file table
             table = codec.file_histogram(src, self.threads, chunk_size)
-        return codec.compress_stream(src, dst, chunk_size=chunk_size, progress=progress,
-                                     shared_histogram=table, threads=self.threads)
+        stats = codec.compress_stream(src, dst, chunk_size=chunk_size, progress=progress,
+                                      shared_histogram=table, threads=self.threads)
+        # The table goes into DST.meta.json (compress_file takes it out of the stats).
+        return stats if table is None else {**stats, "frequencies": table}
 
     def decompress(self, src: BinaryIO, dst: BinaryIO, *, max_size: int | None,
                    progress: Progress | None) -> dict:
@@ -141,6 +157,22 @@ class LocalEngine:
 
 # The in-process engine's name before it ran threads; kept for callers that subclass it.
 StreamEngine = LocalEngine
+
+
+def _container_metadata(source: str, destination: str, container_path: str, written: os.stat_result,
+                        chunk_size: int, table, seconds: float) -> bytes:
+    """The pipeline's DST.meta.json for the container just written to `container_path`, read back
+    from its seek table (through a descriptor checked to be the file written)."""
+    fd = os.open(container_path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not os.path.samestat(os.fstat(fd), written):
+            raise OutputError(f"{destination}: the file written was replaced while the job ran")
+        entries = read_seek_table(f, written.st_size)
+    # The whole file is one part coded by this process: its wall time is the worker time.
+    timings = {"worker_seconds": round(seconds, 6), "slowest_part_seconds": round(seconds, 6)}
+    return metadata.metadata_bytes(metadata.container_metadata(
+        source, destination, sum(e.original_size for e in entries), entries, chunk_size,
+        table, written.st_size, timings))
 
 
 def _file_version(f: BinaryIO) -> str | None:
@@ -369,10 +401,8 @@ def clean_leftovers(directory: str | os.PathLike) -> list[str]:
 
 
 def _recover_job(job_dir: str) -> None:
-    # Only a job killed while it published a container has a journal: Beam is imported for it alone.
-    if any(name.endswith(local_files.JOURNAL_SUFFIX) for name in os.listdir(job_dir)):
-        from transforms.assemble import recover_publications
-        recover_publications(job_dir)
+    # A job killed while it published a container and its metadata (either engine) left a journal.
+    metadata.recover_local_publications(job_dir, local_files.JOURNAL_SUFFIX)
 
 
 def was_published(dst: Destination) -> bool:
@@ -706,7 +736,8 @@ def _open_input(src: Source) -> Iterator[BinaryIO]:
 
 
 @contextlib.contextmanager
-def _open_output(dst: Destination, src: Source, overwrite: bool) -> Iterator[BinaryIO]:
+def _open_output(dst: Destination, src: Source, overwrite: bool,
+                 describe: Describe | None = None) -> Iterator[BinaryIO]:
     if not isinstance(dst, (str, os.PathLike)):
         yield dst
         return
@@ -715,12 +746,16 @@ def _open_output(dst: Destination, src: Source, overwrite: bool) -> Iterator[Bin
         with contextlib.suppress(OSError):
             if os.path.samefile(src, path):
                 raise OutputError(f"input and output are the same file: {path}")
-    with atomic_output(path, overwrite=overwrite) as f:
+    with atomic_output(path, overwrite=overwrite, describe=describe) as f:
         yield f
 
 
+# (temp path, fstat of the file written) -> the container's DST.meta.json, or None for none.
+Describe = Callable[[str, os.stat_result], Union[bytes, None]]
+
+
 @contextlib.contextmanager
-def atomic_output(path: Path, *, overwrite: bool = False) -> Iterator[BinaryIO]:
+def atomic_output(path: Path, *, overwrite: bool = False, describe: Describe | None = None) -> Iterator[BinaryIO]:
     """Yields a temp file beside `path`; on success fsyncs it and renames it to `path`.
 
     On any exception, Ctrl-C included, the temp file is removed and an existing `path` is untouched,
@@ -729,6 +764,10 @@ def atomic_output(path: Path, *, overwrite: bool = False) -> Iterator[BinaryIO]:
     The temp file is created anew (never through a symlink) and the file renamed into place must
     be the one written. An existing device or FIFO (`-o /dev/null`) is written into, as a shell
     redirection would, and never replaced; a block device (a disk) only with `overwrite`.
+
+    With `describe` the output is a container: its `DST.meta.json` (what `describe` returns) is
+    published with it as one unit (adapters.metadata.publish_local_pair), and when `describe`
+    returns None an older metadata object beside `path` goes with the container it described.
     """
     path = Path(path)
     if path.is_dir():
@@ -757,12 +796,17 @@ def atomic_output(path: Path, *, overwrite: bool = False) -> Iterator[BinaryIO]:
             os.fsync(f.fileno())
             written = os.fstat(f.fileno())
         cancellation.fault_point("output-written")
+        meta = describe(tmp, written) if describe is not None else None
         try:
-            local_files.publish_file(tmp, os.fspath(path), overwrite=overwrite, written=written)
+            if meta is not None or (describe is not None
+                                    and os.path.lexists(os.fspath(path) + metadata.METADATA_SUFFIX)):
+                metadata.publish_local_pair(tmp, os.fspath(path), meta, overwrite=overwrite, written=written)
+            else:
+                local_files.publish_file(tmp, os.fspath(path), overwrite=overwrite, written=written)
         except local_files.SpecialFileError:
             raise OutputError(f"output became a device or other special file while the job ran: {path}") from None
-        except FileExistsError:
-            raise OutputExistsError(path) from None
+        except FileExistsError as e:
+            raise OutputExistsError(e.filename or path) from None
         except local_files.UnsafeTempDirError as e:
             raise OutputError(str(e)) from None
         local_files.fsync_directory(directory)

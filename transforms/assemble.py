@@ -7,13 +7,12 @@ import logging
 import os
 import sys
 import time
-from importlib import metadata as package_metadata
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from codec import container
-from adapters import cancellation, storage
+from adapters import cancellation, metadata, storage
 from adapters.jobs import Failure
 from transforms.decode import ContainerJob, decoded_temp_path, decodes_in_place
 from transforms.encode import PartRecord
@@ -55,36 +54,11 @@ def ordered_parts(source: str, records, part_count: int) -> list[PartRecord]:
     return [by_index[index] for index in range(part_count)]
 
 
-def _package_version() -> str:
-    try:
-        return package_metadata.version("dcas")
-    except package_metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def container_metadata(job: FileJob, entries, chunk_size: int, table, compressed_size: int,
                        timings: dict) -> dict:
-    """The JSON metadata of one container: the seed's `filename`/`og_size`/`cp_size` and more.
-
-    `ratio` is og_size / cp_size (how many times smaller; 0 for an empty file); `frequencies` is
-    the shared byte-frequency table the encoders were given (all zero for an empty file).
-    """
-    return {
-        "filename": FileSystems.split(job.source)[1],
-        "source": job.source,
-        "container": job.destination,
-        "og_size": job.size,
-        "cp_size": compressed_size,
-        "ratio": round(job.size / compressed_size, 6) if job.size else 0.0,
-        "chunks": len(entries),
-        "chunk_size": chunk_size,
-        "checksums": {"algorithm": "crc32c", "content": f"{container.content_crc(entries):08x}",
-                      "chunks": [f"{e.crc:08x}" for e in entries]},
-        "codec": {"name": "dcz", "format_version": container.FORMAT_VERSION,
-                  "dcas_version": _package_version()},
-        "frequencies": [int(count) for count in table] if table is not None else [0] * 256,
-        "timings": timings,
-    }
+    """adapters.metadata.container_metadata of a FileJob (the in-process engine builds the same)."""
+    return metadata.container_metadata(job.source, job.destination, job.size, entries, chunk_size, table,
+                                       compressed_size, timings)
 
 
 def _write_object(path: str, data: bytes) -> None:
@@ -164,7 +138,7 @@ def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: s
     timings = {"worker_seconds": round(sum(part.seconds for part in parts), 6),
                "slowest_part_seconds": round(max((part.seconds for part in parts), default=0.0), 6)}
     description = container_metadata(job, entries, chunk_size, table, compressed_size, timings)
-    meta_bytes = json.dumps(description, separators=(",", ":")).encode("utf-8") + b"\n"
+    meta_bytes = metadata.metadata_bytes(description)
     _write_object(meta, meta_bytes)
     # Metadata first, so a published container always has its description beside it; the one it
     # replaces is kept until the container is in place. The journal, written before either moves,
@@ -174,10 +148,8 @@ def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: s
     backup = FileSystems.join(temp_dir, f"{name}.meta-before")
     had_meta = overwrite and FileSystems.exists(meta_path)
     journal_path = FileSystems.join(temp_dir, name + JOURNAL_SUFFIX)
-    journal = {"destination": job.destination, "metadata": meta_path, "backup": backup if had_meta else None,
-               "container_size": compressed_size, "trailer_size": len(trailer_bytes),
-               "trailer_crc": container.crc32c(trailer_bytes), "metadata_size": len(meta_bytes),
-               "metadata_crc": container.crc32c(meta_bytes)}
+    journal = metadata.journal_entry(job.destination, meta_path, backup if had_meta else None, compressed_size,
+                                     trailer_bytes, meta_bytes)
     _write_object(journal_path, json.dumps(journal).encode("utf-8"))
     try:
         checkpoint()
@@ -209,34 +181,18 @@ def _check_against_source_checksum(job: FileJob, entries) -> None:
                          f"the source object {expected:08x}: its bytes were not all read as stored")
 
 
-def recover_publication(journal_path: str) -> bool:
-    """Completes or undoes the publication a journal describes; True if its container is in place.
+class _StorageFiles:
+    """adapters.metadata.Files over adapters.storage: local paths and gs:// objects alike."""
 
-    The container is published last and atomically, so it is either the new one (the publication
-    is complete: only the backup is left to remove) or not; if not, metadata this publication put
-    in place is replaced by the backup it made, or removed when there was none. Metadata that is
-    not this publication's (another writer's, or the old one still there) is never touched.
-    Idempotent: safe to run again after it was itself interrupted.
-    """
-    try:
-        size = _size_of(journal_path)
-        journal = json.loads(storage.read_range(journal_path, 0, size)) if size else None
-    except Exception:  # noqa: BLE001 - a journal cut short by a kill: nothing was published yet
-        journal = None
-    if not isinstance(journal, dict):
-        storage.delete([journal_path])
-        return False
-    backup = journal.get("backup")
-    published = _holds(journal["destination"], journal["container_size"], journal["trailer_size"],
-                       journal["trailer_crc"], tail=True)
-    if not published and _holds(journal["metadata"], journal["metadata_size"], journal["metadata_size"],
-                                journal["metadata_crc"]):
-        if backup and _size_of(backup) is not None:
-            storage.publish_concatenation([backup], journal["metadata"])  # removes the backup
-        else:
-            storage.delete([journal["metadata"]])
-    storage.delete([path for path in (backup, journal_path) if path])
-    return published
+    size = staticmethod(lambda path: _size_of(path))
+    read = staticmethod(lambda path, offset, length: storage.read_range(path, offset, length))
+    delete = staticmethod(lambda paths: storage.delete(paths))
+    move = staticmethod(lambda source, destination: storage.publish_concatenation([source], destination))
+
+
+def recover_publication(journal_path: str) -> bool:
+    """adapters.metadata.recover_publication, for a journal on any storage (gs:// included)."""
+    return metadata.recover_publication(journal_path, _StorageFiles())
 
 
 def recover_publications(temp_dir: str) -> None:
@@ -244,16 +200,6 @@ def recover_publications(temp_dir: str) -> None:
     pattern = FileSystems.join(temp_dir.rstrip("/" + os.sep), "*" + JOURNAL_SUFFIX)
     for matched in FileSystems.match([pattern])[0].metadata_list:
         recover_publication(matched.path)
-
-
-def _holds(path: str, size: int, checked: int, crc: int, tail: bool = False) -> bool:
-    """True when `path` has `size` bytes and its first (or last) `checked` bytes have CRC32C `crc`."""
-    try:
-        if _size_of(path) != size:
-            return False
-        return container.crc32c(storage.read_range(path, size - checked if tail else 0, checked)) == crc
-    except Exception:  # noqa: BLE001 - "cannot tell" means "not there"
-        return False
 
 
 def publish_decoded(container_job: ContainerJob, records, temp_dir: str, overwrite: bool = True) -> FileResult:

@@ -11,6 +11,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from codec.container import DEFAULT_CHUNK_SIZE
 from adapters import cancellation, storage
+from adapters.metadata import METADATA_SUFFIX
 from adapters.jobs import COMPRESS, DECOMPRESS, OPERATIONS, Failure, JobRequest
 from transforms.failures import FAILED
 
@@ -24,8 +25,6 @@ __all__ = [
 
 MODES = OPERATIONS
 CONTAINER_SUFFIX = ".dcz"
-# The metadata object beside each container: `name.dcz` -> `name.dcz.meta.json`.
-METADATA_SUFFIX = ".meta.json"
 # A job's failures CSV in its output folder (default_failures_path; job ids from new_job_id).
 _FAILURES_CSV = re.compile(r"dcas-\d{8}-\d{6}-[0-9a-f]{8}\.failures\.csv(\.tmp)?")
 

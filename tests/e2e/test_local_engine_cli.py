@@ -69,6 +69,7 @@ def test_local_files_and_pipes_never_import_beam(tmp_path: Path):
         (["decompress", "a.dcz", "-o", "a.out", "-q"], None),
         (["compress", "-", "-o", "-", "--chunk-size", "64K", "-q"], data),
         (["compress", "in.bin", "-o", "b.dcz", "--engine", "local", "--threads", "3", "-q"], None),
+        (["compress", "a.out", "-o", "a.dcz", "-f", "-q"], None),  # a pair replaced, metadata and all
     ]
     for args, stdin in runs:
         result = subprocess.run([sys.executable, "-c", _BEAM_PROBE, *args], cwd=tmp_path, input=stdin,
@@ -81,6 +82,61 @@ def test_local_files_and_pipes_never_import_beam(tmp_path: Path):
                              "--engine", "beam", "-q"], cwd=tmp_path, capture_output=True, env=env(),
                             timeout=300)
     assert result.returncode == 0 and result.stderr.decode().strip().endswith("True")
+
+
+def test_replacing_a_pipeline_pair_with_force_writes_the_metadata_of_the_new_container(tmp_path: Path):
+    import json
+    (tmp_path / "old.txt").write_bytes(sample_text(200_000))
+    new = mixed_file(tmp_path / "new.bin", 700_000)
+    for args in (["old.txt", "-o", "out.dcz"], ["new.bin", "-o", "beam.dcz"]):
+        result = dcas("compress", *args, "--chunk-size", "64K", "--engine", "beam", "-q", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.dcz.meta.json").exists()
+
+    result = dcas("compress", "new.bin", "-o", "out.dcz", "--chunk-size", "64K", "-f", "-q", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    container = (tmp_path / "out.dcz").read_bytes()
+    assert codec.decode(container) == new
+    meta = json.loads((tmp_path / "out.dcz.meta.json").read_text())
+    assert meta["cp_size"] == len(container) and meta["og_size"] == len(new)
+    info = json.loads(dcas("info", "out.dcz", cwd=tmp_path).stdout)
+    assert meta["checksums"]["content"] == info["content_crc32c"]
+    assert meta["checksums"]["chunks"] == [entry["crc32c"] for entry in info["entries"]]
+    # The same description the pipeline writes for the same input, but for where and how long.
+    pipeline_meta = json.loads((tmp_path / "beam.dcz.meta.json").read_text())
+    assert set(meta) == set(pipeline_meta)
+    ignored = {"container", "timings"}
+    assert {k: v for k, v in meta.items() if k not in ignored} == {
+        k: v for k, v in pipeline_meta.items() if k not in ignored}
+    assert meta["container"] == "out.dcz" and set(meta["timings"]) == set(pipeline_meta["timings"])
+    assert leftovers(tmp_path) == []
+
+
+def test_a_pipe_replacing_a_container_with_force_takes_its_stale_metadata_away(tmp_path: Path):
+    (tmp_path / "old.txt").write_bytes(sample_text(100_000))
+    assert dcas("compress", "old.txt", "-o", "out.dcz", "-q", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "out.dcz.meta.json").exists()  # the in-process engine wrote it too
+    new = sample_text(50_000)[::-1]
+
+    result = dcas("compress", "-", "-o", "out.dcz", "-f", "-q", cwd=tmp_path, stdin=new)
+
+    assert result.returncode == 0, result.stderr
+    assert codec.decode((tmp_path / "out.dcz").read_bytes()) == new
+    assert not (tmp_path / "out.dcz.meta.json").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_metadata_left_without_its_container_is_named_when_it_stops_a_run_without_force(tmp_path: Path):
+    (tmp_path / "in.txt").write_bytes(sample_text(10_000))
+    (tmp_path / "out.dcz.meta.json").write_text('{"old": true}')
+
+    result = dcas("compress", "in.txt", "-o", "out.dcz", "-q", cwd=tmp_path)
+
+    assert result.returncode != 0
+    assert one_error_line(result) == ("dcas: error: output file already exists: out.dcz.meta.json "
+                                     "(use --force to overwrite)")
+    assert not (tmp_path / "out.dcz").exists() and leftovers(tmp_path) == []
 
 
 def test_every_thread_count_writes_the_same_container_from_a_file_and_round_trips(tmp_path: Path):
