@@ -11,15 +11,14 @@ import apache_beam as beam
 from codec import container
 from codec.errors import FormatError
 from adapters import cancellation, local_files, storage
-from transforms.encode import PartRecord
+from transforms.encode import PartRecord, part_outputs
 from transforms.failures import FAILED
-from transforms.observability import log_event, record_distribution
 from transforms.threads import PooledFn
 from transforms.planning import FileJob, part_path
 
 __all__ = ["ContainerJob", "DecodePartTask", "read_container_table", "decode_part_tasks",
            "decode_part", "decodes_in_place", "decoded_temp_path", "largest_chunk", "decode_part_in_place",
-           "read_table_or_failure", "decode_task", "decoded_outputs",
+           "read_table_or_failure", "decode_task",
            "ReadSeekTables", "DecodeParts"]
 
 
@@ -241,18 +240,6 @@ def decode_task(task: DecodePartTask, buffer=None):
         return job.failure(f"decode part {task.index}", e), []
 
 
-def decoded_outputs(outcome):
-    """What the decode step emits for decode_task's outcome: the record, or the Failure tagged FAILED."""
-    record, decode_ms = outcome
-    if not isinstance(record, PartRecord):
-        return [beam.pvalue.TaggedOutput(FAILED, record)]
-    for ms in decode_ms:
-        record_distribution("decode-time-ms", ms)
-    log_event("part-decoded", record.job_id, source=record.source, part=record.index, chunks=record.chunks,
-              seconds=round(record.seconds, 3), worker_pid=os.getpid())
-    return [record]
-
-
 class _DecodePartFn(PooledFn):
     """DecodePartTask -> PartRecord; a failure removes the part object and goes to FAILED."""
 
@@ -271,7 +258,7 @@ class _DecodePartFn(PooledFn):
         return decode_task(task, buffer)
 
     def outputs(self, task, outcome):
-        return decoded_outputs(outcome)
+        return part_outputs(outcome, "decode")
 
 
 class ReadSeekTables(beam.PTransform):

@@ -15,7 +15,7 @@ from transforms.threads import PooledFn
 from transforms.planning import FileJob, Spread, chunk_count, chunk_descriptors, part_path
 
 __all__ = ["PartTask", "PartRecord", "part_tasks", "encode_part", "tasks_with_table", "encode_task",
-           "encoded_outputs", "EncodeParts"]
+           "part_outputs", "EncodeParts"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,14 +109,15 @@ def _part_key(task_and_table) -> tuple[str, str, int, int]:
     return job.job_id, job.source, job.attempt, task_and_table[0].index
 
 
-def encoded_outputs(outcome):
-    """What the encode step emits for encode_task's outcome: the record, or the Failure tagged FAILED."""
-    record, encode_ms = outcome
+def part_outputs(outcome, verb: str):
+    """What a part step ("encode" or "decode") emits for its task's outcome: the record, after its
+    chunk times (`{verb}-time-ms`) and a `part-{verb}d` log line, or the Failure tagged FAILED."""
+    record, chunk_ms = outcome
     if not isinstance(record, PartRecord):
         return [beam.pvalue.TaggedOutput(FAILED, record)]
-    for ms in encode_ms:
-        record_distribution("encode-time-ms", ms)
-    log_event("part-encoded", record.job_id, source=record.source, part=record.index, chunks=record.chunks,
+    for ms in chunk_ms:
+        record_distribution(f"{verb}-time-ms", ms)
+    log_event(f"part-{verb}d", record.job_id, source=record.source, part=record.index, chunks=record.chunks,
               seconds=round(record.seconds, 3), worker_pid=os.getpid())
     return [record]
 
@@ -128,7 +129,7 @@ class _EncodePartFn(PooledFn):
         return encode_task(task_and_table)
 
     def outputs(self, task_and_table, outcome):
-        return encoded_outputs(outcome)
+        return part_outputs(outcome, "encode")
 
 
 @dataclasses.dataclass
