@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any
 
 from google.api_core import exceptions
@@ -95,7 +96,8 @@ class FirestoreStatusStore:
         def on_snapshot(snapshots, changes, read_time) -> None:
             for snapshot in snapshots:
                 callback(JobStatus.from_dict(snapshot.to_dict()) if snapshot.exists else None)
-        return _SnapshotWatch(self._jobs.document(job_id).on_snapshot(on_snapshot))
+        document = self._jobs.document(job_id)
+        return _SnapshotWatch(lambda: document.on_snapshot(on_snapshot)).start()
 
     def close(self) -> None:
         self._client.close()
@@ -120,12 +122,40 @@ class FirestoreStatusStore:
         return run(self._client.transaction(max_attempts=_TRANSACTION_ATTEMPTS))
 
 
-@dataclasses.dataclass
 class _SnapshotWatch:
-    watch: Any
+    """A document listener that outlives its stream. The client library ends a listener for good
+    when the server cancels the stream (the emulator does so under load, with RST_STREAM); this
+    one then subscribes again, which delivers the document as it is now, so no state is missed
+    (a reader may see one twice)."""
+
+    def __init__(self, subscribe, check_every: float = 0.5):
+        self._subscribe = subscribe
+        self._check_every = check_every
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self.watch: Any = None
+        self.resubscriptions = 0
+
+    def start(self) -> "_SnapshotWatch":
+        self.watch = self._subscribe()
+        threading.Thread(target=self._keep_alive, name="dcas-watch-keepalive", daemon=True).start()
+        return self
 
     def close(self) -> None:
-        self.watch.unsubscribe()
+        with self._lock:
+            self._closed.set()
+            self.watch.unsubscribe()
+
+    def _keep_alive(self) -> None:
+        while not self._closed.wait(self._check_every):
+            with self._lock:
+                if self._closed.is_set() or self.watch.is_active:
+                    continue
+                try:
+                    self.watch = self._subscribe()
+                    self.resubscriptions += 1
+                except exceptions.GoogleAPICallError:
+                    pass  # the next check tries again
 
 
 @dataclasses.dataclass(frozen=True)

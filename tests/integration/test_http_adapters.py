@@ -88,3 +88,30 @@ def test_a_firestore_listener_sees_each_state_of_a_job(firestore_emulator):
     assert states[-1] is JobState.SUCCEEDED
     assert states == sorted(states, key=list(JobState).index)
     store.close()
+
+
+def test_a_firestore_listener_whose_stream_ended_goes_on_seeing_the_job(firestore_emulator):
+    # The client library closes a listener for good when the server cancels its stream, as the
+    # emulator does under load; the watch must subscribe again and not miss the final state.
+    from adapters.firestore import FirestoreStatusSpec
+    store = FirestoreStatusSpec("dcas-test", f"jobs-{uuid.uuid4().hex[:12]}").open()
+    request = JobRequest("job-r", "compress", "gs://b/in", "gs://b/in.dcz", owner="ann")
+    store.create(JobStatus.queued(request))
+    seen: list[JobState] = []
+    queued, finished = threading.Event(), threading.Event()
+
+    def callback(status):
+        if status is not None:
+            seen.append(status.state)
+            (finished if status.terminal else queued).set()
+
+    watch = store.watch("job-r", callback)
+    assert queued.wait(30)
+    watch.watch.close()  # what the library does when the stream is cancelled
+    store.transition("job-r", JobState.RUNNING, 1)
+    store.transition("job-r", JobState.SUCCEEDED, 1, bytes_out=5)
+    assert finished.wait(30)
+    watch.close()
+    assert seen[-1] is JobState.SUCCEEDED
+    assert watch.resubscriptions >= 1
+    store.close()
