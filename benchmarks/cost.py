@@ -24,9 +24,13 @@ SECTION = "cost-model"
 GB = 1e9
 HOURS_PER_MONTH = 730
 
-# List prices in USD, region us-central1, on-demand, no committed-use or free-tier discount. Recorded from Google's
-# public price pages (cloud.google.com/dataflow/pricing, /storage/pricing, /pubsub/pricing, /firestore/pricing,
-# /run/pricing); prices change and differ by region: check them before quoting a figure, then edit here.
+# List prices in USD, region us-central1, on-demand, no committed-use or free-tier discount, from Google's public
+# price pages (cloud.google.com/dataflow/pricing, /storage/pricing, /pubsub/pricing, /firestore/pricing,
+# /run/pricing). Checked on 2026-12-01 against stored copies of those pages: GCS storage and class A/B operations
+# (a transcript of /storage/pricing read 2026-09-20: $0.000027397 per GiB-hour = $0.020 per GiB-month) and
+# Firestore reads/writes (US single-region rates). The copies of the Dataflow, Pub/Sub and Cloud Run pages held no
+# price table, so those rates are as last recorded and unverified here. Prices change and differ by region: check
+# them before quoting a figure, then edit here.
 PRICES = {
     "dataflow_streaming_vcpu_hour": 0.069,
     "dataflow_batch_vcpu_hour": 0.056,
