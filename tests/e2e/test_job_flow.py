@@ -72,8 +72,8 @@ def test_a_job_on_a_missing_input_fails_with_its_reason_and_the_next_job_still_r
 
 def test_a_job_whose_pipeline_was_killed_is_finished_by_attempt_two(tmp_path):
     # Short limits so the reconciler acts within the test: a heartbeat older than 30 s is stale.
-    # (Not much shorter: the pipeline's first heartbeat after its claim comes with the first
-    # assembled part, several seconds later on a busy machine.)
+    # (Not much shorter: heartbeats come from a timer from the claim on, but the local runner
+    # fires timers on its one thread between bundles, seconds late on a busy machine.)
     running = RunningStack(tmp_path, env={"DCAS_STALE_AFTER": "30", "DCAS_QUEUED_TIMEOUT": "60",
                                           "DCAS_RECONCILE_INTERVAL": "1"})
     try:
