@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Sequence
 
 import google_crc32c
+import numpy as np
 
 from codec.chunk import CODEC_HUFFMAN, CODEC_STORED, decode_chunk, decode_chunk_into, encode_chunk
 from codec.errors import FormatError
@@ -67,8 +68,13 @@ class FrameHeader:
 
 def crc32c(data) -> int:
     """CRC32C (Castagnoli) of any bytes-like object."""
-    # google_crc32c only takes read-only `bytes`, so other buffers are copied once.
-    return google_crc32c.value(data if type(data) is bytes else bytes(data))
+    # google_crc32c takes `bytes` or a C-contiguous numpy array as they are, but refuses other
+    # buffers (memoryview, bytearray): those are viewed as an array, not copied (a copy of every
+    # chunk cost more than the CRC itself).
+    if type(data) is bytes:
+        return google_crc32c.value(data)
+    return google_crc32c.value(np.ascontiguousarray(np.frombuffer(data, dtype=np.uint8)
+                                                    if not isinstance(data, np.ndarray) else data))
 
 
 def read_up_to(f: BinaryIO, size: int) -> bytes:

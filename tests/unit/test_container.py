@@ -49,6 +49,15 @@ def test_corrupted_header_is_rejected(position, message):
         parse_header(flip(header_bytes(4096), position))
 
 
+def test_crc32c_is_the_same_over_every_kind_of_buffer_holding_the_same_bytes():
+    data = bytes(range(256)) * 41 + b"tail"
+    array = np.frombuffer(data, dtype=np.uint8)
+    views = [bytearray(data), memoryview(data), array, array.copy(), memoryview(data)[0:],
+             array.view(np.uint16)]
+    assert {crc32c(view) for view in views} == {crc32c(data)}
+    assert crc32c(array[::2]) == crc32c(data[::2])  # not contiguous: copied, still right
+
+
 def test_header_with_unknown_flags_is_rejected_even_with_a_valid_crc():
     head = b"\x89DCZ\x01\x01\x00\x00" + struct.pack("<I", 4096)
     with pytest.raises(FormatError, match="flags"):
