@@ -5,12 +5,14 @@ import bisect
 import io
 from typing import BinaryIO, Callable
 
+import numpy as np
+
 from codec.chunk import CODEC_HUFFMAN, CODEC_STORED
 from codec import parallel
 from codec.container import (
     DEFAULT_CHUNK_SIZE, FOOTER_SIZE, FORMAT_VERSION, FRAME_HEADER_SIZE, FRAME_MAGIC, HEADER_SIZE,
     MAX_CHUNK_SIZE, SEEK_ENTRY_SIZE, TABLE_MAGIC, ChunkEntry, content_crc, decode_frame, decode_payload,
-    encode_frame_parts, frame_offsets, header_bytes, original_offsets, parse_frame_header, parse_header,
+    decode_frame_into, encode_frame_parts, frame_offsets, header_bytes, original_offsets, parse_frame_header, parse_header,
     parse_seek_table, read_exactly, read_seek_table, read_up_to, seek_table_bytes, trailer_size,
 )
 
@@ -143,9 +145,12 @@ def verify(f, file_size: int | None = None, max_size: int | None = None,
     on the first fault, returns `{"ok": True, "chunks", "original_size", "compressed_size"}`."""
     source = _Source.of(f, file_size)
     entries = _checked_entries(source, max_size, max_chunk_size)
+    # One buffer for every chunk: the decoded bytes are only checked, never kept.
+    buffer = np.empty(max((entry.original_size for entry in entries), default=0), dtype=np.uint8)
+    offsets = frame_offsets(entries)
     done = 0
-    for data in _decode_chunks(source, entries, range(len(entries))):
-        done += len(data)
+    for entry, offset in zip(entries, offsets):
+        done += decode_frame_into(source.frame(offset, entry.frame_size), buffer, entry, max_chunk_size)
         if progress is not None:
             progress(done)
     return {"ok": True, "chunks": len(entries), "original_size": done, "compressed_size": source.size}

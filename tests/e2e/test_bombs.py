@@ -104,6 +104,9 @@ BOUND = 4 * 2**20  # the decoding bound these property runs set (max_chunk_size)
 @given(st.lists(st.integers(min_value=16, max_value=3 * BOUND), min_size=1, max_size=6), st.integers(0, 255))
 def test_decoding_memory_stays_under_the_bound_whatever_sizes_a_container_declares(sizes, fill):
     blob = run_container(sizes, fill=fill, crc=None if max(sizes) <= BOUND else 0)
+    # The first decode in a process loads the numba kernels (~16 MB of Python objects): that is
+    # start-up, not memory that grows with what a container declares, so it is paid before measuring.
+    codec.verify(run_container([16], fill=fill), max_chunk_size=BOUND)
     tracemalloc.start()
     try:
         try:
@@ -115,5 +118,5 @@ def test_decoding_memory_stays_under_the_bound_whatever_sizes_a_container_declar
     finally:
         tracemalloc.stop()
     assert refused == (max(sizes) > BOUND)
-    # One chunk and its copy as bytes, plus the frame and small change: never the declared total.
-    assert peak <= 2 * BOUND + 2**20
+    # One chunk buffer, plus the frame and small change: never the declared total.
+    assert peak <= BOUND + 2**20
