@@ -4,6 +4,9 @@ from __future__ import annotations
 import datetime
 import io
 import os
+import signal
+import threading
+import time
 import uuid
 
 import pytest
@@ -127,22 +130,55 @@ def test_bad_arguments_are_one_error_line_and_exit_two(argv, complaint, names, m
     assert stderr.startswith("dcas: error: ") and complaint in stderr and len(stderr.splitlines()) == 1
 
 
-def test_dcas_reconcile_publishes_a_job_stuck_queued_again(names, monkeypatch):
-    env = {**names, "DCAS_QUEUED_TIMEOUT": "5"}
-    assert run(["setup", "--no-iam"], env, monkeypatch)[0] == 0
-    settings = Settings.from_env(env)
+def stuck_queued(settings: Settings):
+    """A job QUEUED a minute ago whose message was lost: the status document is all there is."""
     adapters = bootstrap(settings)
     request = jobs.new_request("gs://b/in", "gs://b/out.dcz", owner="ann")
     try:
-        # QUEUED a minute ago, and its message lost: the status document is all there is.
         old = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)).isoformat(
             timespec="microseconds")
         adapters.status.create(JobStatus.from_dict({**JobStatus.queued(request).to_dict(), "updated": old}))
     finally:
         adapters.close()
+    return request
+
+
+def test_dcas_reconcile_publishes_a_job_stuck_queued_again(names, monkeypatch):
+    env = {**names, "DCAS_QUEUED_TIMEOUT": "5"}
+    assert run(["setup", "--no-iam"], env, monkeypatch)[0] == 0
+    settings = Settings.from_env(env)
+    request = stuck_queued(settings)
     status, lines, stderr = run(["reconcile"], env, monkeypatch)
     assert status == 0 and lines == [f"{request.job_id}: republished (attempt 1)"]
     assert "1 job(s) acted on in 1 pass" in stderr
     client = subscriber()
     response = client.pull(subscription=settings.jobs_subscription, max_messages=5, timeout=10)
     assert [decode_job_message(m.message.data) for m in response.received_messages] == [request]
+
+
+def test_sigterm_ends_a_reconcile_loop_cleanly_after_it_published_a_stuck_job_once(names, monkeypatch):
+    env = {**names, "DCAS_QUEUED_TIMEOUT": "5"}
+    assert run(["setup", "--no-iam"], env, monkeypatch)[0] == 0
+    request = stuck_queued(Settings.from_env(env))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    stdout, stderr = io.StringIO(), io.StringIO()
+
+    def terminate_once_it_acted() -> None:
+        deadline = time.monotonic() + 60
+        while request.job_id not in stdout.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # a few more passes, which must not publish it again
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    killer = threading.Thread(target=terminate_once_it_acted, daemon=True)
+    killer.start()
+    try:
+        status = cli.main(["reconcile", "--loop", "--interval", "0.1"], stdout=stdout, stderr=stderr)
+    finally:
+        killer.join()
+        signal.signal(signal.SIGTERM, previous)  # main() installs its own; pytest's goes back
+    assert status == 0
+    assert stdout.getvalue().splitlines() == [f"{request.job_id}: republished (attempt 1)"]
+    assert stderr.getvalue().splitlines() == ["dcas: reconcile: 1 job(s) acted on"]
