@@ -1,4 +1,4 @@
-"""The project's resources read and made to match what is wanted: Pub/Sub schema, topics, subscriptions, buckets, Firestore indexes."""
+"""Cloud resources read and made to match what is wanted: Pub/Sub schema, topics, subscriptions, buckets, Firestore indexes."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""`dcas setup`: plan what a project needs (Pub/Sub, buckets, Firestore indexes, IAM) from the settings, then create or fix each, idempotently."""
+"""`dcas setup`: what a project needs (Pub/Sub, bucket, Firestore indexes, IAM), planned from the settings and applied idempotently."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +12,8 @@ from adapters.pubsub import (DEFAULT_ACK_DEADLINE, DEFAULT_MAX_DELIVERY_ATTEMPTS
                              PubSubResources)
 from services.config import Settings
 
-__all__ = ["IDENTITIES", "PUBSUB_KINDS", "SetupOptions", "apply", "firestore_indexes_json", "format_outcome", "lifecycle_rules",
-           "plan", "summary"]
+__all__ = ["IDENTITIES", "PUBSUB_KINDS", "SetupOptions", "apply", "firestore_indexes_json", "format_outcome",
+           "lifecycle_rules", "plan", "summary"]
 
 PUBSUB_KINDS = ("schema", "topic", "subscription")
 # The Kubernetes namespace the services and the reconciler run in (deploy/k8s), for Workload Identity.
@@ -92,7 +92,7 @@ IDENTITIES: dict[str, dict] = {
     "dcas-http": {"runs": "the Manager and Status services", "k8s": "dcas-http",
                   "roles": [("roles/storage.objectAdmin", "bucket"), ("roles/pubsub.publisher", "topic"),
                             ("roles/datastore.user", "project")]},
-    "dcas-dataflow": {"runs": "the pipelines' Dataflow workers and launcher", "k8s": None,
+    "dcas-dataflow": {"runs": "Dataflow workers and launcher of both pipelines", "k8s": None,
                       "roles": [("roles/dataflow.worker", "project"), ("roles/storage.objectAdmin", "bucket"),
                                 ("roles/pubsub.subscriber", "subscription"), ("roles/pubsub.viewer", "subscription"),
                                 ("roles/pubsub.publisher", "dead-letter-topic"), ("roles/datastore.user", "project")]},

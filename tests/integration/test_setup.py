@@ -182,3 +182,17 @@ def test_sigterm_ends_a_reconcile_loop_cleanly_after_it_published_a_stuck_job_on
     assert status == 0
     assert stdout.getvalue().splitlines() == [f"{request.job_id}: republished (attempt 1)"]
     assert stderr.getvalue().splitlines() == ["dcas: reconcile: 1 job(s) acted on"]
+
+
+def test_a_jobs_topic_whose_schema_was_unbound_by_hand_is_bound_again(names, monkeypatch):
+    from google.cloud import pubsub_v1
+    settings = Settings.from_env(names)
+    assert run(["setup", "--no-iam"], names, monkeypatch)[0] == 0
+    publisher = pubsub_v1.PublisherClient()
+    publisher.update_topic(request={"topic": {"name": settings.jobs_topic}, "update_mask": {"paths": ["schema_settings"]}})
+    assert publisher.get_topic(topic=settings.jobs_topic).schema_settings.schema == ""
+    status, lines, _ = run(["setup", "--no-iam"], names, monkeypatch)
+    [line] = [line for line in lines if line.split()[2] == settings.jobs_topic]
+    assert line.startswith("updated") and "schema: None -> projects/" in line
+    bound = publisher.get_topic(topic=settings.jobs_topic).schema_settings
+    assert bound.schema.endswith("/schemas/dcas-job-v1") and bound.encoding.name == "JSON"
