@@ -10,12 +10,21 @@ from google.api_core import exceptions
 from adapters.jobs import JobState, JobStatus, transitioned, utc_now
 from adapters.retries import CALL_TIMEOUT, firestore_retry
 
-__all__ = ["FirestoreStatusSpec", "FirestoreStatusStore"]
+__all__ = ["COMPOSITE_INDEXES", "FirestoreStatusSpec", "FirestoreStatusStore"]
 
 # A transaction that loses a race is re-run (with a fresh read) this many times in all; one
 # writer per job document keeps races rare, so running out means something is wrong.
 _TRANSACTION_ATTEMPTS = 10
 _QUEUED_AT = f"times.{JobState.QUEUED.value}"
+
+# The composite indexes the queries below need on a real project, as (field, order) pairs: equality
+# fields first, then the range or ordering ones. `dcas setup` creates them; the emulator needs none.
+COMPOSITE_INDEXES: tuple[tuple[tuple[str, str], ...], ...] = (
+    (("owner", "ASCENDING"), (_QUEUED_AT, "DESCENDING"), ("job_id", "DESCENDING")),                # list_jobs
+    (("owner", "ASCENDING"), ("state", "ASCENDING"), (_QUEUED_AT, "DESCENDING"), ("job_id", "DESCENDING")),
+    (("state", "ASCENDING"), ("updated", "ASCENDING")),                                           # stale_jobs
+    (("state", "ASCENDING"), ("heartbeat", "ASCENDING")),
+)
 
 
 class FirestoreStatusStore:
@@ -24,9 +33,9 @@ class FirestoreStatusStore:
     Times are the ISO strings of adapters.jobs.utc_now, as JobStatus holds them, so they compare
     as strings in queries the same way the in-memory fake compares them.
 
-    On a real project the queries need composite indexes (the emulator needs none): owner +
-    times.QUEUED desc + job_id desc, the same with state, state + updated, state + heartbeat.
-    Firestore's error for a missing one carries the link that creates it.
+    On a real project the queries need the composite indexes COMPOSITE_INDEXES lists (`dcas
+    setup` creates them; the emulator needs none). Firestore's error for a missing one carries
+    the link that creates it.
     """
 
     def __init__(self, project: str, collection: str = "jobs") -> None:

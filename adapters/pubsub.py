@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 
 from fastavro.validation import ValidationError
@@ -20,6 +19,10 @@ log = logging.getLogger("dcas.pubsub")
 # Pub/Sub refuses attribute values over 1024 bytes; a failure message is cut to fit.
 _MAX_ATTRIBUTE_BYTES = 1024
 DEFAULT_ACK_DEADLINE = 60
+# A nacked or expired job message comes back after 10 s, then later and later up to 10 min; one
+# that came back this many times goes to the dead-letter topic (5..100, Pub/Sub's bounds).
+DEFAULT_RETRY_BACKOFF = (10.0, 600.0)
+DEFAULT_MAX_DELIVERY_ATTEMPTS = 10
 
 
 def topic_path(project: str, topic: str) -> str:
@@ -103,69 +106,55 @@ class PubSubResources:
     dead_letter_topic: str
     dead_letter_subscription: str
 
+    @classmethod
+    def named(cls, project: str, topic: str, subscription: str, dead_letter_topic: str,
+              dead_letter_subscription: str | None = None) -> "PubSubResources":
+        return cls(schema=f"projects/{project}/schemas/{SCHEMA_ID}", topic=topic_path(project, topic),
+                   subscription=subscription_path(project, subscription),
+                   dead_letter_topic=topic_path(project, dead_letter_topic),
+                   dead_letter_subscription=subscription_path(
+                       project, dead_letter_subscription or dead_letter_topic.rsplit("/", 1)[-1]))
+
+    def wanted(self, ack_deadline: int = DEFAULT_ACK_DEADLINE,
+               retry_backoff: tuple[float, float] = DEFAULT_RETRY_BACKOFF,
+               max_delivery_attempts: int = DEFAULT_MAX_DELIVERY_ATTEMPTS) -> list:
+        """Each resource with the settings it must have, in the order they can be made: the job
+        schema (Avro), the jobs topic bound to it (JSON encoding), the dead-letter topic, the
+        pipeline's subscription (ack deadline, redelivery back-off, and a dead-letter policy for a
+        message that keeps coming back undone), and the subscription where dead letters wait to
+        be read or replayed."""
+        from adapters.provisioning import Resource
+        return [
+            Resource("schema", self.schema, {"type": "AVRO", "definition": schema_text()}),
+            Resource("topic", self.topic, {"schema": self.schema, "encoding": "JSON"}),
+            Resource("topic", self.dead_letter_topic, {"schema": None, "encoding": None}),
+            Resource("subscription", self.subscription, {
+                "topic": self.topic, "ack_deadline_seconds": ack_deadline,
+                "retry_policy": {"minimum_backoff": float(retry_backoff[0]),
+                                 "maximum_backoff": float(retry_backoff[1])},
+                "dead_letter_policy": {"dead_letter_topic": self.dead_letter_topic,
+                                       "max_delivery_attempts": max_delivery_attempts}}),
+            Resource("subscription", self.dead_letter_subscription, {
+                "topic": self.dead_letter_topic, "ack_deadline_seconds": ack_deadline,
+                "retry_policy": None, "dead_letter_policy": None}),
+        ]
+
 
 def ensure_pubsub_resources(project: str, topic: str, subscription: str, dead_letter_topic: str,
                             dead_letter_subscription: str | None = None,
                             ack_deadline: int = DEFAULT_ACK_DEADLINE) -> PubSubResources:
-    """Creates, where missing, the job schema (SCHEMA_ID, Avro), the jobs topic bound to it with
-    JSON encoding, the pipeline's subscription, the dead-letter topic and a subscription on it
-    (where dead letters wait to be read or replayed). Safe to run again; the same calls make the
-    resources of a real project.
+    """Creates, or brings back to their settings, the resources PubSubResources.wanted() lists,
+    with the code `dcas setup` runs (adapters.provisioning). Safe to run again; the same calls
+    make the resources of a real project.
 
-    Raises RuntimeError when a resource exists but differs (the topic bound to another schema):
-    that needs a person, not an overwrite.
+    Raises ProvisioningError (a RuntimeError) when a resource exists in a shape that needs a
+    person, not an overwrite (a schema with another definition).
     """
-    from google.cloud import pubsub_v1
-    from google.pubsub_v1.types import Encoding, Schema
-
-    names = PubSubResources(
-        schema=f"projects/{project}/schemas/{SCHEMA_ID}",
-        topic=topic_path(project, topic),
-        subscription=subscription_path(project, subscription),
-        dead_letter_topic=topic_path(project, dead_letter_topic),
-        dead_letter_subscription=subscription_path(
-            project, dead_letter_subscription or dead_letter_topic.rsplit("/", 1)[-1]))
-    call = {"retry": pubsub_retry(), "timeout": CALL_TIMEOUT}
-    schemas = pubsub_v1.SchemaServiceClient()
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    try:
-        _create(names.schema, lambda: schemas.create_schema(
-            parent=f"projects/{project}", schema_id=SCHEMA_ID,
-            schema=Schema(name=names.schema, type_=Schema.Type.AVRO, definition=schema_text()), **call))
-        _check_schema(schemas.get_schema(name=names.schema, **call).definition, names.schema)
-        _create(names.topic, lambda: publisher.create_topic(request={
-            "name": names.topic,
-            "schema_settings": {"schema": names.schema, "encoding": Encoding.JSON}}, **call))
-        bound = publisher.get_topic(topic=names.topic, **call).schema_settings
-        if bound.schema != names.schema:
-            raise RuntimeError(f"topic {names.topic} exists but is bound to schema {bound.schema!r}, "
-                               f"not {names.schema}: job messages would not be checked")
-        _create(names.dead_letter_topic, lambda: publisher.create_topic(name=names.dead_letter_topic, **call))
-        _create(names.subscription, lambda: subscriber.create_subscription(
-            name=names.subscription, topic=names.topic, ack_deadline_seconds=ack_deadline, **call))
-        _create(names.dead_letter_subscription, lambda: subscriber.create_subscription(
-            name=names.dead_letter_subscription, topic=names.dead_letter_topic,
-            ack_deadline_seconds=ack_deadline, **call))
-    finally:
-        subscriber.close()
-        publisher.stop()
+    from adapters.provisioning import apply_resource
+    names = PubSubResources.named(project, topic, subscription, dead_letter_topic, dead_letter_subscription)
+    for resource in names.wanted(ack_deadline):
+        apply_resource(resource)
     return names
-
-
-def _create(name: str, create) -> None:
-    try:
-        create()
-        log.info(json.dumps({"event": "created", "resource": name}))
-    except exceptions.AlreadyExists:
-        pass
-
-
-def _check_schema(definition: str, name: str) -> None:
-    # A version is never edited: a changed definition needs a new SCHEMA_ID (and topic binding).
-    if definition and json.loads(definition) != json.loads(schema_text()):
-        raise RuntimeError(f"schema {name} exists with another definition; a new message version "
-                           "needs a new schema id (adapters.messages.SCHEMA_VERSION)")
 
 
 def _fit_attribute(value: str) -> str:

@@ -44,9 +44,10 @@ def bootstrap(settings: Settings) -> Adapters:
                     blobs, FirestoreKeyStore(settings.project))
 
 
-def ensure_resources(settings: Settings):
-    """Creates, where missing, the topics, schema and subscriptions `settings` name (locally or in
-    a real project); Firestore needs no set-up. The bucket is the stack's (or the project's) own."""
-    from adapters.pubsub import ensure_pubsub_resources
-    return ensure_pubsub_resources(settings.project, settings.jobs_topic, settings.jobs_subscription,
-                                   settings.dead_letter_topic, settings.dead_letter_subscription)
+def ensure_resources(settings: Settings, on_outcome=None) -> list:
+    """Creates, or brings back to their settings, the schema, topics and subscriptions `settings`
+    name (locally or in a real project), with the code of `dcas setup` (services/setup.py), of
+    which this is the Pub/Sub part. Returns each resource's Outcome."""
+    from services import setup
+    return setup.apply([r for r in setup.plan(settings, iam=False) if r.kind in setup.PUBSUB_KINDS],
+                       on_outcome=on_outcome)

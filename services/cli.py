@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("file", metavar="FILE")
     verify.add_argument("-q", "--quiet", action="store_true", help="print nothing when FILE is OK")
     _add_job_commands(commands)
+    _add_operations_commands(commands)
 
     clean = commands.add_parser(
         "clean", help="remove what killed runs left in a folder",
@@ -258,6 +259,62 @@ def _add_job_commands(commands) -> None:
                     help="run CMD (a shell-quoted command line) instead of the streaming pipeline")
     actions.add_parser("down", help="stop the running local stack")
     actions.add_parser("env", help="print the running stack's export lines")
+
+
+def _days_argument(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"days must be 1 or more, got {days}")
+    return days
+
+
+def _seconds_argument(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"the interval must be more than 0 seconds, got {text}")
+    return seconds
+
+
+def _add_operations_commands(commands) -> None:
+    """`dcas setup` and `dcas reconcile`: what an operator or a cron job runs against a project."""
+    setup = commands.add_parser(
+        "setup", help="create or check everything the job service needs in a project",
+        epilog=_JOBS_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Create, or bring back to their settings, the job schema, topics and subscriptions, "
+                    "the bucket and its lifecycle rules, and the Firestore indexes of the project the "
+                    "environment names; print the gcloud commands for service accounts and IAM roles. "
+                    "One line per resource: created, updated, ok, skipped or manual. Safe to run again.")
+    setup.add_argument("--dry-run", action="store_true",
+                       help="change nothing: print what would be created or updated")
+    setup.add_argument("--temp-days", type=_days_argument, default=2, metavar="N",
+                       help="delete objects under .dcas-tmp/ (dead attempts' parts) after N days (default: 2)")
+    setup.add_argument("--upload-days", type=_days_argument, default=7, metavar="N",
+                       help="delete the records of direct uploads never completed after N days (default: 7)")
+    setup.add_argument("--jobs-retention-days", type=_days_argument, default=None, metavar="N",
+                       help="delete everything under the Manager's jobs/ folder after N days (default: keep)")
+    setup.add_argument("--output-prefix", action="append", default=[], metavar="PREFIX",
+                       help="a folder of the bucket batch outputs go to: its .dcas-tmp/ is cleaned too "
+                            "(repeatable)")
+    setup.add_argument("--location", metavar="LOCATION",
+                       help="where to create the bucket if it is missing, e.g. europe-west1 (default: GCS's, US)")
+    setup.add_argument("--no-iam", action="store_true", help="leave out the service accounts and IAM roles")
+
+    reconcile = commands.add_parser(
+        "reconcile", help="publish again lost jobs and re-queue silent ones (once, or --loop)",
+        epilog=_JOBS_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="One pass of the reconciler: a job QUEUED longer than DCAS_QUEUED_TIMEOUT is "
+                    "published again, a RUNNING job without a heartbeat for DCAS_STALE_AFTER is "
+                    "re-queued with attempt + 1 (or FAILED on its last attempt). Prints one line per "
+                    "job it acted on. With --loop, a pass every --interval seconds until SIGTERM or Ctrl-C.")
+    reconcile.add_argument("--loop", action="store_true", help="keep running, a pass every --interval seconds")
+    reconcile.add_argument("--interval", type=_seconds_argument, default=None, metavar="SECONDS",
+                           help="seconds between passes with --loop (default: $DCAS_RECONCILE_INTERVAL, 10)")
 
 
 def default_output(command: str, src: str) -> str:
@@ -473,6 +530,46 @@ def _google_errors():
         raise JobError(f"the job service did not answer: {' '.join(str(e).split())}") from None
 
 
+def _setup(args: argparse.Namespace, console: _Console) -> None:
+    from services import setup
+    try:
+        options = setup.SetupOptions(temp_days=args.temp_days, upload_days=args.upload_days,
+                                     jobs_retention_days=args.jobs_retention_days,
+                                     output_prefixes=tuple(args.output_prefix), location=args.location)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    resources = setup.plan(_settings(), options, iam=not args.no_iam)
+    with _google_errors():
+        outcomes = setup.apply(resources, dry_run=args.dry_run,
+                               on_outcome=lambda o: print(setup.format_outcome(o), file=console.stdout, flush=True))
+    print(setup.summary(outcomes) + (" (dry run: nothing changed)" if args.dry_run else ""), file=console.stdout)
+
+
+def _reconcile(args: argparse.Namespace, console: _Console) -> None:
+    from services.reconciler import run_reconciler
+    if args.interval is not None and not args.loop:
+        raise UsageError("--interval goes with --loop")
+    acted = []
+
+    def show(action) -> None:
+        acted.append(action)
+        print(f"{action.job_id}: {action.action} (attempt {action.attempt})", file=console.stdout, flush=True)
+
+    with _google_errors():
+        adapters = _job_service()
+        try:
+            try:
+                passes = run_reconciler(adapters, loop=args.loop, interval=args.interval, on_action=show)
+            except KeyboardInterrupt:
+                if not args.loop:
+                    raise
+                passes = None  # SIGTERM or Ctrl-C is how a loop is meant to end
+        finally:
+            adapters.close()
+    after = "" if passes is None else f" in {passes} pass{'es' if passes != 1 else ''}"
+    print(f"dcas: reconcile: {len(acted)} job(s) acted on{after}", file=console.stderr)
+
+
 def _clean(args: argparse.Namespace, console: _Console) -> None:
     if not os.path.isdir(args.directory):
         raise compression.InputError(f"not a folder: {args.directory}")
@@ -506,7 +603,7 @@ _COMMANDS = {"compress": _transfer, "decompress": _transfer, "info": _info, "ver
              "clean": _clean, "submit": _submit, "status": _status, "cancel": _cancel, "stack": _stack,
              "jobs": lambda args, console: http_client.list_jobs(args, console),
              "fetch": lambda args, console: http_client.fetch(args, console),
-             "keys": _keys, "serve": _serve}
+             "keys": _keys, "serve": _serve, "setup": _setup, "reconcile": _reconcile}
 
 
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
@@ -589,9 +686,10 @@ def _main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
 def _service_errors() -> tuple[type[Exception], ...]:
     """The job service's and the stack's errors (both one line for a person), imported only when
     a failure is being reported."""
+    from adapters.provisioning import ProvisioningError
     from services.jobs import JobError
     from services.stack import StackError
-    return JobError, StackError
+    return JobError, StackError, ProvisioningError
 
 
 def _terminate_like_interrupt() -> None:

@@ -5,11 +5,12 @@ import dataclasses
 import datetime
 import logging
 import threading
+from typing import Callable
 
 from adapters.jobs import Failure, JobRequest, JobState, JobStatus, TransitionRefused
 from services.bootstrap import Adapters
 
-__all__ = ["Action", "ReconcilerLoop", "reconcile_once"]
+__all__ = ["Action", "ReconcilerLoop", "reconcile_once", "run_reconciler"]
 
 log = logging.getLogger("dcas.reconciler")
 
@@ -129,3 +130,32 @@ class ReconcilerLoop:
             except Exception as e:  # the store unreachable for a while: try again next pass
                 log.warning("reconciler pass failed: %s: %s", type(e).__name__, e)
             self.passes += 1
+
+
+def run_reconciler(adapters: Adapters, *, loop: bool = False, interval: float | None = None,
+                   on_action: Callable[[Action], None] | None = None,
+                   stop: threading.Event | None = None) -> int:
+    """`dcas reconcile`: one pass with the limits of `adapters.settings` (a cron job's run), or with
+    `loop` a pass every `interval` seconds (default: the settings') until `stop` is set. Returns
+    the number of passes. A pass the store fails is logged and, in a loop, tried again next time;
+    a single pass lets it raise, so that a cron run reports it."""
+    settings = adapters.settings
+    limits = (settings.queued_timeout, settings.stale_after, settings.max_attempts)
+    stop = stop or threading.Event()
+    memo: dict[str, datetime.datetime] = {}
+    passes = 0
+    while True:
+        try:
+            actions = reconcile_once(adapters, datetime.datetime.now(datetime.timezone.utc), *limits,
+                                     recently_published=memo)
+        except Exception as e:
+            if not loop:
+                raise
+            log.warning("reconciler pass failed: %s: %s", type(e).__name__, e)
+            actions = []
+        passes += 1
+        for action in actions:
+            if on_action is not None:
+                on_action(action)
+        if not loop or stop.wait(settings.reconcile_interval if interval is None else interval):
+            return passes

@@ -144,7 +144,8 @@ class LocalStack:
         self._exports: dict[str, str] = {}
 
     def up(self) -> dict[str, str]:
-        from services.bootstrap import bootstrap, ensure_resources
+        from services import setup
+        from services.bootstrap import bootstrap
         from services.emulators import start_fake_gcs_server, start_firestore_emulator, start_pubsub_emulator
         from services.reconciler import ReconcilerLoop
 
@@ -160,9 +161,11 @@ class LocalStack:
             os.environ.update(emulator.env)
             log.info(json.dumps({"event": "emulator-ready", "name": name, **emulator.env}))
         self.settings = Settings.from_env(os.environ)
-        resources = ensure_resources(self.settings)
-        log.info(json.dumps({"event": "resources-ready", **dataclasses.asdict(resources)}))
-        _ensure_bucket(self.settings)
+        # The same code as `dcas setup`: one line per resource, then one that says all are there.
+        outcomes = setup.apply(setup.plan(self.settings, iam=False), on_outcome=lambda o: log.info(json.dumps(
+            {"event": "resource", "action": o.action, "kind": o.resource.kind, "resource": o.resource.name,
+             **({"detail": o.detail} if o.detail else {})})))
+        log.info(json.dumps({"event": "resources-ready", "resources": len(outcomes)}))
         self._exports = self.settings.environment()
         child_env = {**os.environ, **self._exports}
         if self._pipeline_argv is not None:
@@ -239,19 +242,6 @@ def _port_or_free(port: int) -> int:
             return port
         except OSError:
             return free_port()
-
-
-def _ensure_bucket(settings: Settings) -> None:
-    from google.api_core import exceptions
-    from google.cloud import storage
-
-    from adapters.retries import gcs_retry
-    client = storage.Client(project=settings.project)
-    try:
-        client.create_bucket(settings.bucket, retry=gcs_retry())
-        log.info(json.dumps({"event": "created", "resource": f"gs://{settings.bucket}"}))
-    except exceptions.Conflict:
-        pass
 
 
 def read_state(runtime: Path | None = None) -> dict | None:

@@ -141,3 +141,24 @@ def test_the_argo_cd_application_syncs_this_folder_automatically_and_prunes():
     source = application["spec"]["source"]
     assert (ROOT / source["path"] / "kustomization.yaml").is_file()
     assert application["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+
+
+def test_the_reconciler_runs_one_pass_of_dcas_reconcile_at_a_time_as_its_own_non_root_account():
+    (cron,) = of_kind("CronJob")
+    job = cron["spec"]["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["dcas-role", "dcas", "reconcile"] and "dcas" in ROLES
+    assert container["image"] == kustomization()["images"][0]["name"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    # A pass ends before the next is due (the schedule is every N minutes).
+    every = int(re.fullmatch(r"\*/(\d+) \* \* \* \*", cron["spec"]["schedule"]).group(1))
+    assert job["activeDeadlineSeconds"] < every * 60
+    accounts = {sa["metadata"]["name"]: sa for sa in of_kind("ServiceAccount")}
+    assert pod["serviceAccountName"] == "dcas-reconciler" in accounts
+    assert pod["serviceAccountName"] != "dcas-http"  # not the services' broader account
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == RUNTIME_UID
+    assert pod["automountServiceAccountToken"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert "memory" in container["resources"]["limits"]
