@@ -19,9 +19,7 @@ class GcsBlobStore:
         if chunk_size % UPLOAD_CHUNK_MULTIPLE:
             raise ValueError(f"the upload chunk size must be a multiple of {UPLOAD_CHUNK_MULTIPLE}")
         if client is None:
-            from adapters.storage import configure_beam_for_storage_emulator
-            from google.cloud import storage
-            configure_beam_for_storage_emulator()
+            from google.cloud import storage  # it connects anonymously under STORAGE_EMULATOR_HOST
             client = storage.Client(project=project)
         self._client = client
         self._chunk_size = chunk_size

@@ -15,9 +15,9 @@ from typing import AsyncIterator
 import anyio.to_thread
 import numpy as np
 
-import codec
 from adapters.jobs import COMPRESS, OPERATIONS, JobRequest, JobState, JobStatus, new_job_id, utc_now
 from adapters.messages import encode_frequency_table
+from codec.counting import byte_histogram
 from codec.sizes import parse_size
 from services import jobs
 
@@ -199,7 +199,7 @@ async def receive_upload(blobs, uri: str, chunks: AsyncIterator[bytes], limits: 
 
     def store(piece: bytes) -> None:
         if histogram is not None:
-            histogram.__iadd__(codec.histogram(piece))
+            histogram.__iadd__(byte_histogram(piece))
         upload.write(piece)
 
     try:
