@@ -1,6 +1,7 @@
 """The BlobStore port on GCS: resumable uploads in chunks, ranged reads, deletes by prefix."""
 from __future__ import annotations
 
+import collections
 import threading
 
 from adapters.retries import gcs_retry
@@ -19,9 +20,7 @@ class GcsBlobStore:
         if chunk_size % UPLOAD_CHUNK_MULTIPLE:
             raise ValueError(f"the upload chunk size must be a multiple of {UPLOAD_CHUNK_MULTIPLE}")
         if client is None:
-            from adapters.storage import configure_beam_for_storage_emulator
-            from google.cloud import storage
-            configure_beam_for_storage_emulator()
+            from google.cloud import storage  # it connects anonymously under STORAGE_EMULATOR_HOST
             client = storage.Client(project=project)
         self._client = client
         self._chunk_size = chunk_size
@@ -76,25 +75,40 @@ class GcsBlobStore:
 
 
 class _GcsUpload:
-    """One resumable upload: each full chunk is sent as it fills; the object appears at commit()."""
+    """One resumable upload: each full chunk is sent as it fills; the object appears at commit().
+
+    Driven below google-cloud-storage's BlobWriter, which copies every byte twice on the way (into
+    its buffer, then out of it): a chunk written whole is sent as the very object it came in, so an
+    upload holds the chunk being sent and nothing more (the Manager's memory target)."""
 
     def __init__(self, blob, chunk_size: int, content_type: str) -> None:
-        # if_generation_match=0: an upload never replaces an object (job folders are new anyway),
-        # which also makes the library's retries of the final request safe.
-        self._writer = blob.open("wb", chunk_size=chunk_size, ignore_flush=True, content_type=content_type,
-                                 if_generation_match=0, retry=gcs_retry())
+        self._blob, self._chunk_size, self._content_type = blob, chunk_size, content_type
+        self._pieces: collections.deque = collections.deque()  # written, not yet sent (bytes or views)
+        self._held = 0
+        self._stream = _ChunkStream()
+        self._session = None  # (ResumableUpload, transport), opened with the first chunk
         self._size = 0
         self._lock = threading.Lock()
         self._done = False
 
     def write(self, data: bytes) -> None:
-        self._writer.write(data)
-        self._size += len(data)
+        if self._done:
+            raise ValueError("the upload is finished")
+        if len(data):
+            self._pieces.append(data if isinstance(data, bytes) else bytes(data))
+            self._held += len(data)
+            self._size += len(data)
+        while self._held >= self._chunk_size:
+            self._send(self._take(self._chunk_size))
 
     def commit(self) -> int:
         with self._lock:
             self._done = True
-            self._writer.close()
+            # Shorter than a chunk (empty if the size is a multiple of it): the request that
+            # declares the total and makes the object.
+            upload, transport = self._send(self._take(self._held))
+            if not upload.finished:
+                raise RuntimeError("the resumable upload did not finish with its last chunk")
         return self._size
 
     def abort(self) -> None:
@@ -102,10 +116,84 @@ class _GcsUpload:
             if self._done:
                 return
             self._done = True
+            self._pieces.clear()
+            if self._session is None:
+                return
+            upload, transport = self._session
             try:
-                self._writer.terminate()  # DELETE on the session URL: GCS drops what it received
+                transport.delete(upload.resumable_url)  # GCS drops what the session received
             except Exception:  # noqa: BLE001 - an unfinished session holds no object anyway
                 pass
+
+    def _take(self, size: int) -> bytes:
+        """The next `size` written bytes as one object: the written object itself when it is
+        exactly that, else one join."""
+        if self._pieces and len(self._pieces[0]) == size and isinstance(self._pieces[0], bytes):
+            self._held -= size
+            return self._pieces.popleft()
+        parts, wanted = [], size
+        while wanted:
+            piece = self._pieces.popleft()
+            if len(piece) > wanted:
+                view = memoryview(piece)
+                self._pieces.appendleft(view[wanted:])
+                piece = view[:wanted]
+            parts.append(piece)
+            wanted -= len(piece)
+        self._held -= size
+        return b"".join(parts)
+
+    def _send(self, chunk: bytes):
+        if self._session is None:
+            # The call BlobWriter makes (google-cloud-storage 3.17): the library's upload URL,
+            # headers, CRC32C and retries. if_generation_match=0: an upload never replaces an
+            # object (job folders are new anyway), which also makes retrying its last request safe.
+            self._session = self._blob._initiate_resumable_upload(
+                self._blob.bucket.client, self._stream, self._content_type, None,
+                chunk_size=self._chunk_size, if_generation_match=0, retry=gcs_retry())
+        upload, transport = self._session
+        self._stream.hold(chunk)
+        try:
+            upload.transmit_next_chunk(transport)
+        finally:
+            self._stream.release()
+        return self._session
+
+
+class _ChunkStream:
+    """The stream a ResumableUpload reads its chunks from: the one chunk being sent, at its offset
+    in the object. read() hands out the chunk itself (no copy); seek() moves within it, which is all
+    the library's recovery of a failed chunk needs."""
+
+    def __init__(self) -> None:
+        self._chunk = b""
+        self._start = 0  # the chunk's offset in the object
+        self._at = 0     # the position, relative to the chunk
+
+    def hold(self, chunk: bytes) -> None:
+        self._start += len(self._chunk)
+        self._chunk, self._at = chunk, 0
+
+    def release(self) -> None:
+        """Drops the chunk's bytes once sent (positions stay)."""
+        self._start += len(self._chunk)
+        self._chunk, self._at = b"", 0
+
+    def tell(self) -> int:
+        return self._start + self._at
+
+    def seek(self, position: int, whence: int = 0) -> int:
+        if whence != 0 or not self._start <= position <= self._start + len(self._chunk):
+            raise ValueError(f"cannot seek to {position}: only bytes {self._start}-"
+                             f"{self._start + len(self._chunk)} are held")
+        self._at = position - self._start
+        return position
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._chunk) if size is None or size < 0 else min(len(self._chunk), self._at + size)
+        data = self._chunk if (self._at, end) == (0, len(self._chunk)) else self._chunk[self._at:end]
+        self._at = end
+        return data
 
 
 def _split(uri: str) -> tuple[str, str]:

@@ -8,7 +8,7 @@ import re
 import secrets
 from typing import Any, Mapping
 
-from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from codec.sizes import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 
 __all__ = [
     "COMPRESS", "DECOMPRESS", "OPERATIONS", "JOB_ID_PATTERN", "JobState", "TERMINAL_STATES",

@@ -11,6 +11,7 @@ import numpy as np
 
 from codec.chunk import CODEC_HUFFMAN, CODEC_STORED, decode_chunk, decode_chunk_into, encode_chunk
 from codec.errors import FormatError
+from codec.sizes import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 
 __all__ = [
     "HEADER_SIZE", "FRAME_HEADER_SIZE", "FOOTER_SIZE", "SEEK_ENTRY_SIZE", "TABLE_MARKER_SIZE",
@@ -29,8 +30,6 @@ FRAME_HEADER_SIZE = 24
 FOOTER_SIZE = 32
 SEEK_ENTRY_SIZE = 12
 TABLE_MARKER_SIZE = 4
-DEFAULT_CHUNK_SIZE = 4 * 2**20
-MAX_CHUNK_SIZE = 2**30
 FORMAT_VERSION = 2
 # Versions this reader knows: 1 (no whole-content CRC) and 2 (its CRC32C in the footer).
 READABLE_VERSIONS = (1, 2)

@@ -3,6 +3,13 @@ from __future__ import annotations
 
 import re
 
+__all__ = ["DEFAULT_CHUNK_SIZE", "MAX_CHUNK_SIZE", "parse_size"]
+
+# The container's chunk sizes (codec.container re-exports them). Here, in a module that imports
+# neither numpy nor numba, so that job records and the HTTP services can name them cheaply.
+DEFAULT_CHUNK_SIZE = 4 * 2**20
+MAX_CHUNK_SIZE = 2**30
+
 _UNITS = {None: 1, "k": 2**10, "m": 2**20, "g": 2**30}
 # K, M and G are binary (1024-based), as in zstd and dd; `MB` is read the same way because nobody
 # means 4,000,000-byte chunks. A bare `B` means bytes.

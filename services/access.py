@@ -6,10 +6,12 @@ import dataclasses
 import json
 from typing import AsyncIterator
 
+import anyio.to_thread
+
 from adapters.jobs import COMPRESS, JOB_ID_PATTERN, JobState, JobStatus, TransitionRefused
 from services.uploads import job_prefix
 
-__all__ = ["JobNotFound", "NotReady", "RangeNotSatisfiable", "Result", "owned_job", "list_owned",
+__all__ = ["JobNotFound", "NotReady", "RangeNotSatisfiable", "Result", "StatusReads", "owned_job", "list_owned",
            "cancel_and_delete", "parse_range", "open_result", "result_metadata", "status_events",
            "public_status"]
 
@@ -33,6 +35,61 @@ def owned_job(status_store, owner: str, job_id: str) -> JobStatus:
     if status is None or status.owner != owner:
         raise JobNotFound(f"no such job: {job_id}")
     return status
+
+
+class StatusReads:
+    """Status reads for the HTTP routes, on the event loop: requests for one job that arrive while
+    its document is being read share the next read, which starts when that one ends. Every answer
+    comes from a read that started after its request arrived (nothing is cached), and one job
+    polled by many clients costs one store read at a time instead of one per request."""
+
+    def __init__(self, status_store) -> None:
+        self._store = status_store
+        self._reading: set[str] = set()
+        self._next: dict[str, asyncio.Future] = {}  # the read after the one in progress
+        self._tasks: set[asyncio.Task] = set()
+
+    async def owned(self, owner: str, job_id: str) -> JobStatus:
+        """owned_job(), sharing reads."""
+        status = await self._read(job_id) if _plausible_id(job_id) else None
+        if status is None or status.owner != owner:
+            raise JobNotFound(f"no such job: {job_id}")
+        return status
+
+    async def _read(self, job_id: str) -> JobStatus | None:
+        if job_id in self._reading:
+            later = self._next.get(job_id)
+            if later is None:
+                later = self._next[job_id] = asyncio.get_running_loop().create_future()
+                later.add_done_callback(_retrieve)
+            return await asyncio.shield(later)
+        first = asyncio.get_running_loop().create_future()
+        first.add_done_callback(_retrieve)
+        self._reading.add(job_id)
+        task = asyncio.ensure_future(self._reads(job_id, first))
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(first)
+
+    async def _reads(self, job_id: str, answer: asyncio.Future | None) -> None:
+        try:
+            while answer is not None:
+                try:
+                    answer.set_result(await anyio.to_thread.run_sync(self._store.get, job_id))
+                except Exception as e:  # noqa: BLE001 - every request waiting on this read gets it
+                    answer.set_exception(e)
+                answer = self._next.pop(job_id, None)
+        finally:
+            self._reading.discard(job_id)
+            for left in (answer, self._next.pop(job_id, None)):  # only if this task was cancelled
+                if left is not None and not left.done():
+                    left.cancel()
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Marks a shared read's failure as seen: its requests may all have gone away."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _plausible_id(job_id: str) -> bool:
@@ -123,10 +180,14 @@ def result_metadata(adapters, owner: str, job_id: str) -> dict:
     return json.loads(data)
 
 
+_PUBLIC_FIELDS = tuple(f.name for f in dataclasses.fields(JobStatus) if f.name != "request")
+
+
 def public_status(status: JobStatus, base_url: str = "") -> dict:
     """The status document as the API shows it: without the internal request copy."""
-    data = status.to_dict()
-    data.pop("request", None)
+    # A shallow copy (to_dict deep-copies every field): the document is serialised at once.
+    data = {name: getattr(status, name) for name in _PUBLIC_FIELDS}
+    data["state"] = status.state.value
     data["filename"] = status.input.rsplit("/", 1)[-1]
     data["status_url"] = f"{base_url}/v1/jobs/{status.job_id}"
     data["result_url"] = f"{base_url}/v1/jobs/{status.job_id}/result"

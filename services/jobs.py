@@ -7,7 +7,7 @@ import time
 from typing import Callable
 
 from adapters.jobs import Failure, JobRequest, JobState, JobStatus, TransitionRefused, new_job_id, utc_now
-from codec.container import DEFAULT_CHUNK_SIZE
+from codec.sizes import DEFAULT_CHUNK_SIZE
 from services.bootstrap import Adapters
 
 __all__ = ["JobError", "JobExistsError", "JobTimeoutError", "UnknownJobError", "cancel", "get_status",

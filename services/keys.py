@@ -9,7 +9,8 @@ import time
 
 from adapters.ports import KeyStore
 
-__all__ = ["KEY_PREFIX", "OWNER_PATTERN", "CachedKeys", "Unauthenticated", "authenticate", "create_key", "hash_key"]
+__all__ = ["KEY_PREFIX", "OWNER_PATTERN", "CachedKeys", "Unauthenticated", "authenticate", "create_key", "hash_key",
+           "remembered_owner"]
 
 KEY_PREFIX = "dcas_"
 # Owners name folders and appear in logs: a short, plain alphabet.
@@ -50,6 +51,16 @@ def authenticate(keys: KeyStore, authorization: str | None) -> str:
     return owner
 
 
+def remembered_owner(keys: "CachedKeys", authorization: str | None) -> str | None:
+    """The owner `keys` remembers for the key in a well-formed Bearer header, without asking the
+    store (so without blocking); None otherwise: then authenticate() decides, and says why."""
+    scheme, _, key = (authorization or "").strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        return None
+    return keys.remembered(hash_key(key))
+
+
 class CachedKeys:
     """A KeyStore that remembers found owners for `ttl` seconds, so a request costs one status read
     instead of two. Unknown keys are not remembered (a new key works at once); a removed key would
@@ -63,6 +74,12 @@ class CachedKeys:
 
     def add(self, key_hash: str, owner: str) -> None:
         self._store.add(key_hash, owner)
+
+    def remembered(self, key_hash: str) -> str | None:
+        """The owner found for `key_hash` less than `ttl` seconds ago, or None."""
+        with self._lock:
+            found = self._owners.get(key_hash)
+        return found[0] if found is not None and found[1] > self._clock() else None
 
     def owner_of(self, key_hash: str) -> str | None:
         now = self._clock()

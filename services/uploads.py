@@ -15,9 +15,9 @@ from typing import AsyncIterator
 import anyio.to_thread
 import numpy as np
 
-import codec
 from adapters.jobs import COMPRESS, OPERATIONS, JobRequest, JobState, JobStatus, new_job_id, utc_now
 from adapters.messages import encode_frequency_table
+from codec.counting import byte_histogram
 from codec.sizes import parse_size
 from services import jobs
 
@@ -188,22 +188,28 @@ async def receive_upload(blobs, uri: str, chunks: AsyncIterator[bytes], limits: 
                          count: bool) -> tuple[int, np.ndarray | None]:
     """Streams `chunks` into a new object at `uri`; returns (size, byte histogram or None).
 
-    Memory is bounded by a few buffers of `limits.buffer_size` (one resumable-upload chunk): one
-    filling from the client while the previous one is counted and sent on a worker thread. On any error (too large, a stall, a
-    client gone) the upload is aborted and nothing is left under `uri`.
+    Memory is bounded by two buffers of `limits.buffer_size` (one resumable-upload chunk): one
+    filling from the client while the previous one is counted and sent on a worker thread. On any
+    error (too large, a stall, a client gone) the upload is aborted and nothing is left under `uri`.
     """
     upload = await anyio.to_thread.run_sync(blobs.open_upload, uri)
     histogram = np.zeros(256, dtype=np.uint64) if count else None
     size = 0
     pending: asyncio.Task | None = None
 
-    def store(piece: bytes) -> None:
+    def store(held: list[bytes]) -> None:
+        # The chunk comes in a list it is taken out of: the worker thread's call arguments would
+        # otherwise keep it alive a moment after the event loop has moved on to the next one.
+        piece = held.pop()
         if histogram is not None:
-            histogram.__iadd__(codec.histogram(piece))
+            histogram.__iadd__(byte_histogram(piece))
         upload.write(piece)
 
     try:
-        buffer = bytearray()
+        # One chunk, allocated once: filled in place, so it never grows (a growing bytearray is
+        # reallocated, briefly twice its size) and holds no more than a chunk.
+        buffer = bytearray(limits.buffer_size)
+        filled = 0
         iterator = chunks.__aiter__()
         while True:
             try:
@@ -215,19 +221,27 @@ async def receive_upload(blobs, uri: str, chunks: AsyncIterator[bytes], limits: 
             size += len(chunk)
             if size > limits.max_size:
                 raise UploadTooLarge(f"the upload is larger than the limit of {limits.max_size} bytes")
-            buffer += chunk
-            while len(buffer) >= limits.buffer_size:
-                # Whole chunks only: the resumable upload sends each one at once and keeps nothing.
-                piece = bytes(buffer[:limits.buffer_size])
-                del buffer[:limits.buffer_size]
-                if pending is not None:
-                    await pending
-                pending = asyncio.ensure_future(anyio.to_thread.run_sync(store, piece))
+            rest = memoryview(chunk)
+            while rest:
+                taken = min(len(rest), limits.buffer_size - filled)
+                buffer[filled:filled + taken] = rest[:taken]
+                filled += taken
+                rest = rest[taken:]
+                if filled == limits.buffer_size:
+                    # The previous chunk is sent (and freed) before this one is copied out: two
+                    # chunks at most. Whole chunks only: the resumable upload sends each as it is.
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(anyio.to_thread.run_sync(store, [bytes(buffer)]))
+                    filled = 0
         if pending is not None:
             await pending
             pending = None
-        if buffer:
-            await anyio.to_thread.run_sync(store, bytes(buffer))
+        if filled:
+            with memoryview(buffer) as view:
+                held = [bytes(view[:filled])]
+            del buffer
+            await anyio.to_thread.run_sync(store, held)
         await anyio.to_thread.run_sync(upload.commit)
     except BaseException:
         if pending is not None:

@@ -124,6 +124,7 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
     slots = uploads.UploadSlots(settings.limits.per_owner, settings.limits.total, settings.limits.retry_after)
     app.state.adapters, app.state.settings, app.state.slots = adapters, settings, slots
     api_keys = keys.CachedKeys(adapters.keys, settings.key_cache_seconds)
+    status_reads = access.StatusReads(adapters.status)
 
     def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
@@ -162,8 +163,13 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(500, "internal error")
 
-    def owner_of(authorization: Optional[str] = Header(None, description="Bearer KEY")) -> str:
-        return keys.authenticate(api_keys, authorization)
+    async def owner_of(authorization: Optional[str] = Header(None, description="Bearer KEY")) -> str:
+        # A known key is answered on the event loop; only a key not seen lately costs a worker
+        # thread (a store read): under load, every thread hop per request counts.
+        owner = keys.remembered_owner(api_keys, authorization)
+        if owner is None:
+            owner = await anyio.to_thread.run_sync(keys.authenticate, api_keys, authorization)
+        return owner
 
     def base(request: Request) -> str:
         return str(request.base_url).rstrip("/")
@@ -244,7 +250,7 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, responses=_errors(401, 404), tags=["status"])
     async def get_job(request: Request, job_id: str, owner: str = Depends(owner_of)):
-        status = await anyio.to_thread.run_sync(access.owned_job, adapters.status, owner, job_id)
+        status = await status_reads.owned(owner, job_id)
         return JSONResponse(access.public_status(status, base(request)))
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobView, responses=_errors(401, 404), tags=["manager"])
@@ -280,7 +286,7 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
     async def job_events(request: Request, job_id: str, owner: str = Depends(owner_of),
                          last_event_id: Optional[str] = Header(None)):
         """Server-Sent Events: one `status` event per change, ending after a terminal state."""
-        await anyio.to_thread.run_sync(access.owned_job, adapters.status, owner, job_id)
+        await status_reads.owned(owner, job_id)
 
         async def stream():
             async for status in access.status_events(adapters.status, job_id, last_event_id, settings.keepalive):
