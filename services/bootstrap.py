@@ -6,7 +6,7 @@ import dataclasses
 from adapters.ports import AdapterSpec, BlobStore, JobQueue, KeyStore, StatusStore
 from services.config import Settings
 
-__all__ = ["Adapters", "bootstrap", "ensure_resources"]
+__all__ = ["Adapters", "bootstrap", "configure_tracing", "ensure_resources"]
 
 
 @dataclasses.dataclass
@@ -50,3 +50,11 @@ def ensure_resources(settings: Settings):
     from adapters.pubsub import ensure_pubsub_resources
     return ensure_pubsub_resources(settings.project, settings.jobs_topic, settings.jobs_subscription,
                                    settings.dead_letter_topic, settings.dead_letter_subscription)
+
+
+def configure_tracing(settings: Settings, service: str) -> None:
+    """Where this process's spans go, as `settings` say (DCAS_TRACE_EXPORTER / DCAS_TRACE_FILE):
+    nowhere, the console, a JSON-lines file (`dcas trace` reads it) or Cloud Trace. `service`
+    names the component in every span (dcas-manager, dcas-pipeline)."""
+    from adapters import tracing
+    tracing.configure(settings.trace_exporter, settings.trace_file, service, settings.project)
