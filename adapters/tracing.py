@@ -84,7 +84,7 @@ def _active_tracer():
     # A process nobody configured (a runner's worker) reads the environment once, on first use.
     if not _configured:
         try:
-            configure_from_env("dcas-worker")
+            configure_from_env("dcas")
         except ValueError:
             configure("none")
     return _tracer
