@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import os
 import re
@@ -144,9 +145,15 @@ def extract(traceparent: str | None):
     """The OpenTelemetry Context a W3C traceparent names, or None for a missing or malformed one."""
     if not traceparent or not _TRACEPARENT.fullmatch(traceparent.strip()):
         return None
+    return _extract(traceparent.strip())
+
+
+@functools.lru_cache(maxsize=256)
+def _extract(traceparent: str):
+    # Contexts are immutable: every chunk of a job joins the same one, parsed once.
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-    context = TraceContextTextMapPropagator().extract({"traceparent": traceparent.strip()})
+    context = TraceContextTextMapPropagator().extract({"traceparent": traceparent})
     return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
@@ -205,26 +212,41 @@ def span_record(span) -> dict[str, Any]:
 
 
 class JsonLinesSpanExporter:
-    """An OpenTelemetry SpanExporter appending one JSON object per span to a file. Each export is
-    one write() in append mode, so processes sharing the file (the local stack's Manager and
-    pipeline) do not interleave inside a line."""
+    """An OpenTelemetry SpanExporter appending one JSON object per span to a file. The file stays
+    open in append mode and each export is one flushed write, so processes sharing the file (the
+    local stack's Manager and pipeline) do not interleave inside a line, and a killed process has
+    lost no span it ended."""
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._lock = threading.Lock()
+        self._file = None
 
     def export(self, spans):
         from opentelemetry.sdk.trace.export import SpanExportResult
         text = "".join(json.dumps(span_record(s), sort_keys=True) + "\n" for s in spans)
-        try:
-            with self._lock, open(self._path, "a", encoding="utf-8") as f:
-                f.write(text)
-        except OSError:
-            return SpanExportResult.FAILURE
+        with self._lock:
+            try:
+                if self._file is None:
+                    self._file = open(self._path, "a", encoding="utf-8")
+                self._file.write(text)
+                self._file.flush()
+            except OSError:
+                self._close()
+                return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
+    def _close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+
     def shutdown(self) -> None:
-        pass
+        with self._lock:
+            self._close()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True

@@ -157,3 +157,29 @@ def test_a_job_request_keeps_its_trace_context_through_planning():
     from transforms.planning import FileJob, for_request
     request = JobRequest("job-1", "compress", "gs://b/in", "gs://b/out.dcz", trace_context=PARENT)
     assert for_request(FileJob("gs://b/in", 3, "gs://b/out.dcz"), request).trace_context == PARENT
+
+
+def test_log_lines_carry_the_trace_id_of_the_span_they_are_written_in(spans_file):
+    import io
+    import logging
+
+    from services.stack import JsonFormatter
+    from transforms.observability import log_event
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())  # what the stack, the Manager and the pipeline log through
+    logger = logging.getLogger("dcas")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        with tracing.span("claim", parent=PARENT):
+            log_event("job-claimed", "job-1")
+            logging.getLogger("dcas.http").info("job %s queued", "job-1", extra={"job_id": "job-1"})
+        log_event("job-succeeded", "job-1", trace_id="f" * 32)
+        log_event("heartbeat-not-written", "job-1")
+    finally:
+        logger.removeHandler(handler)
+        logger.level = level
+    claimed, queued, succeeded, outside = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert claimed["trace_id"] == queued["trace_id"] == tracing.trace_id_of(PARENT)
+    assert queued["job_id"] == "job-1" and succeeded["trace_id"] == "f" * 32 and "trace_id" not in outside
