@@ -14,7 +14,12 @@ INSTALL_REQUIRES = [
     "fastapi>=0.115,<1",
     "uvicorn>=0.30,<1",
     "httpx>=0.27,<1",
+    # Traces from upload to SUCCEEDED (adapters/tracing.py); imported only while tracing is on.
+    "opentelemetry-api>=1.25,<2",
+    "opentelemetry-sdk>=1.25,<2",
 ]
+# Cloud Trace as the trace exporter on GCP (DCAS_TRACE_EXPORTER=gcp); optional, imported lazily.
+CLOUDTRACE_REQUIRES = ["opentelemetry-exporter-gcp-trace>=1.6,<2"]
 DEV_REQUIRES = [
     "pytest>=8,<10",
     "pytest-timeout>=2.3,<3",
@@ -38,6 +43,6 @@ setup(
                                     "pipelines", "pipelines.*", "services", "services.*"]),
     package_data={"adapters": ["schemas/*.avsc"], "services": ["http/static/*"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": DEV_REQUIRES},
+    extras_require={"dev": DEV_REQUIRES, "cloudtrace": CLOUDTRACE_REQUIRES},
     entry_points={"console_scripts": ["dcas=services.cli:main"]},
 )

@@ -7,6 +7,7 @@ from typing import Any
 
 from google.api_core import exceptions
 
+from adapters import tracing
 from adapters.jobs import JobState, JobStatus, transitioned, utc_now
 from adapters.retries import CALL_TIMEOUT, firestore_retry
 
@@ -48,7 +49,8 @@ class FirestoreStatusStore:
     def create(self, status: JobStatus) -> bool:
         data = status.to_dict()
         try:
-            self._jobs.document(status.job_id).create(data, **self._call)
+            with tracing.span("status create", job_id=status.job_id, state=status.state.value):
+                self._jobs.document(status.job_id).create(data, **self._call)
             return True
         except exceptions.Conflict:  # AlreadyExists
             # A retried create whose first try did land finds its own document: same to the microsecond.
@@ -60,7 +62,9 @@ class FirestoreStatusStore:
         return JobStatus.from_dict(snapshot.to_dict()) if snapshot.exists else None
 
     def transition(self, job_id: str, state: JobState, attempt: int, **fields) -> JobStatus:
-        return self._in_transaction(job_id, lambda current: transitioned(current, state, attempt, **fields))
+        # A span only inside a job's trace (tracing.span joins the current span, if any).
+        with tracing.span(f"status {state.value}", job_id=job_id, attempt=attempt):
+            return self._in_transaction(job_id, lambda current: transitioned(current, state, attempt, **fields))
 
     def record_progress(self, job_id: str, attempt: int, *, chunks_done: int, chunks_total: int,
                         bytes_in: int, bytes_out: int) -> bool:
@@ -73,7 +77,8 @@ class FirestoreStatusStore:
                 chunks_total=max(current.chunks_total, chunks_total),
                 bytes_in=max(current.bytes_in, bytes_in), bytes_out=max(current.bytes_out, bytes_out),
                 heartbeat=now, updated=now)
-        return self._in_transaction(job_id, change) is not None
+        with tracing.span("status progress", job_id=job_id, attempt=attempt, chunks_done=chunks_done):
+            return self._in_transaction(job_id, change) is not None
 
     def list_jobs(self, owner: str, state: JobState | None = None, limit: int = 50,
                   cursor: str | None = None) -> tuple[list[JobStatus], str | None]:

@@ -13,7 +13,7 @@ from codec.sizes import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 __all__ = [
     "COMPRESS", "DECOMPRESS", "OPERATIONS", "JOB_ID_PATTERN", "JobState", "TERMINAL_STATES",
     "JobRequest", "Failure", "JobStatus", "TransitionRefused", "check_transition", "transitioned", "new_job_id",
-    "utc_now",
+    "utc_now", "HISTORY_LIMIT",
 ]
 
 COMPRESS = "compress"
@@ -21,6 +21,9 @@ DECOMPRESS = "decompress"
 OPERATIONS = (COMPRESS, DECOMPRESS)
 # Lowercase letters, digits and '-': valid in object names, Firestore ids and Dataflow job names.
 JOB_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
+# Transitions a status document remembers (the first and the latest): a job of 3 attempts makes
+# about 8, so only a runaway re-queue loop reaches the bound, and the document stays small.
+HISTORY_LIMIT = 32
 
 
 class JobState(str, enum.Enum):
@@ -150,13 +153,16 @@ class JobStatus:
     heartbeat: str | None = None
     updated: str | None = None
     request: dict[str, Any] | None = None  # the JobRequest, so the reconciler can publish it again
+    # Every transition as {state, attempt, at}, oldest first (bounded: _with_entry); `times` keeps
+    # only the last time of each state, which a re-queued job overwrites.
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def queued(cls, request: JobRequest) -> "JobStatus":
         now = utc_now()
         return cls(request.job_id, JobState.QUEUED, request.attempt, request.owner, request.operation,
                    request.input_uri, request.output_uri, times={JobState.QUEUED.value: now}, updated=now,
-                   request=request.to_dict())
+                   request=request.to_dict(), history=[_entry(JobState.QUEUED, request.attempt, now)])
 
     @property
     def terminal(self) -> bool:
@@ -211,7 +217,21 @@ def transitioned(current: JobStatus | None, state: JobState, attempt: int, **fie
     check_transition(current, state, attempt)
     now = utc_now()
     updated = dataclasses.replace(current, **fields, state=state, attempt=attempt,
-                                  times={**current.times, state.value: now}, updated=now)
+                                  times={**current.times, state.value: now}, updated=now,
+                                  history=_with_entry(current.history, _entry(state, attempt, now)))
     if state is JobState.RUNNING:
         updated.heartbeat = now
     return updated
+
+
+def _entry(state: JobState, attempt: int, at: str) -> dict[str, Any]:
+    return {"state": state.value, "attempt": attempt, "at": at}
+
+
+def _with_entry(history: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """`history` + `entry`, at most HISTORY_LIMIT long: the first entry (when the job was queued)
+    and the latest ones are kept, what a reader needs to tell how it began and how it ended."""
+    history = [*(history or []), entry]
+    if len(history) > HISTORY_LIMIT:
+        history = [history[0], *history[len(history) - HISTORY_LIMIT + 1:]]
+    return history

@@ -7,6 +7,7 @@ import logging
 from fastavro.validation import ValidationError
 from google.api_core import exceptions
 
+from adapters import tracing
 from adapters.jobs import Failure, JobRequest
 from adapters.messages import SCHEMA_ID, encode_job_message, schema_text
 from adapters.retries import CALL_TIMEOUT, RETRY_DEADLINE, pubsub_retry
@@ -57,7 +58,9 @@ class PubSubJobQueue:
         except (ValueError, ValidationError) as e:  # fastavro's ValidationError is no ValueError
             raise ValueError(f"job {request.job_id} does not fit the job message schema: {e}") from None
         try:
-            return self._publish(self.topic, data, attributes)
+            with tracing.span("publish job message", parent=request.trace_context, job_id=request.job_id,
+                              attempt=request.attempt, topic=self.topic):
+                return self._publish(self.topic, data, attributes)
         except exceptions.InvalidArgument as e:
             raise ValueError(f"{self.topic} rejected job {request.job_id}: {e.message}") from None
 

@@ -9,6 +9,7 @@ from typing import Sequence
 import apache_beam as beam
 import numpy as np
 
+from adapters import tracing
 from adapters.jobs import COMPRESS
 from pipelines.options import new_pipeline, with_streaming_defaults
 from transforms.decode import DecodeParts, ReadSeekTables, decode_part_tasks
@@ -146,6 +147,9 @@ def run(argv: Sequence[str] | None = None):
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("dcas").setLevel(logging.INFO)
+    # Spans go where DCAS_TRACE_EXPORTER / DCAS_TRACE_FILE say, as in the Manager (services.config
+    # reads the same variables); a runner's own workers read them on their first span.
+    tracing.configure_from_env("dcas-pipeline")
     run(argv)
     return 0
 

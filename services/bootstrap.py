@@ -6,7 +6,7 @@ import dataclasses
 from adapters.ports import AdapterSpec, BlobStore, JobQueue, KeyStore, StatusStore
 from services.config import Settings
 
-__all__ = ["Adapters", "bootstrap", "ensure_resources"]
+__all__ = ["Adapters", "bootstrap", "configure_tracing", "ensure_resources"]
 
 
 @dataclasses.dataclass
@@ -51,3 +51,11 @@ def ensure_resources(settings: Settings, on_outcome=None) -> list:
     from services import setup
     return setup.apply([r for r in setup.plan(settings, iam=False) if r.kind in setup.PUBSUB_KINDS],
                        on_outcome=on_outcome)
+
+
+def configure_tracing(settings: Settings, service: str) -> None:
+    """Where this process's spans go, as `settings` say (DCAS_TRACE_EXPORTER / DCAS_TRACE_FILE):
+    nowhere, the console, a JSON-lines file (`dcas trace` reads it) or Cloud Trace. `service`
+    names the component in every span (dcas-manager, dcas-pipeline)."""
+    from adapters import tracing
+    tracing.configure(settings.trace_exporter, settings.trace_file, service, settings.project)

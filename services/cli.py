@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("-q", "--quiet", action="store_true", help="print nothing when FILE is OK")
     _add_job_commands(commands)
     _add_operations_commands(commands)
+    _add_trace_command(commands)
 
     clean = commands.add_parser(
         "clean", help="remove what killed runs left in a folder",
@@ -180,6 +181,18 @@ def _add_server_arguments(parser) -> None:
                         help="the Manager's base URL (default: $DCAS_SERVER)")
     parser.add_argument("--key", metavar="KEY", default=os.environ.get("DCAS_API_KEY"),
                         help="an API key (default: $DCAS_API_KEY)")
+
+
+def _add_trace_command(commands) -> None:
+    trace = commands.add_parser(
+        "trace", help="print a job's timeline across components", epilog=_JOBS_NOTE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print job JOB's timeline: every status transition and attempt from its status "
+                    "document, its failure, and the spans of its trace from the local trace file.")
+    trace.add_argument("job_id", metavar="JOB")
+    trace.add_argument("--json", action="store_true", help="the timeline as one JSON object")
+    trace.add_argument("--trace-file", metavar="FILE", default=None,
+                       help="the JSON-lines span file (default: $DCAS_TRACE_FILE)")
 
 
 def _add_job_commands(commands) -> None:
@@ -485,6 +498,22 @@ def _status(args: argparse.Namespace, console: _Console) -> None:
     print(line, file=console.stdout)
 
 
+def _trace(args: argparse.Namespace, console: _Console) -> None:
+    from services import timeline
+    settings = _settings()
+    trace_file = args.trace_file or settings.trace_file
+    with _google_errors():
+        adapters = _job_service(settings)
+        try:
+            found = timeline.trace_job(adapters, args.job_id, trace_file)
+        finally:
+            adapters.close()
+    if args.json:
+        print(json.dumps(found, sort_keys=True), file=console.stdout)
+    else:
+        print(timeline.render_timeline(found, trace_file), file=console.stdout)
+
+
 def _cancel(args: argparse.Namespace, console: _Console) -> None:
     if args.server and args.key:
         return http_client.cancel(args, console)
@@ -600,7 +629,7 @@ def _serve(args: argparse.Namespace, console: _Console) -> None:
 
 
 _COMMANDS = {"compress": _transfer, "decompress": _transfer, "info": _info, "verify": _verify,
-             "clean": _clean, "submit": _submit, "status": _status, "cancel": _cancel, "stack": _stack,
+             "clean": _clean, "submit": _submit, "status": _status, "trace": _trace, "cancel": _cancel, "stack": _stack,
              "jobs": lambda args, console: http_client.list_jobs(args, console),
              "fetch": lambda args, console: http_client.fetch(args, console),
              "keys": _keys, "serve": _serve, "setup": _setup, "reconcile": _reconcile}

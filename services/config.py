@@ -1,9 +1,11 @@
-"""Settings.from_env(): project, bucket, queue and status names, emulator hosts and limits, read from the environment."""
+"""Settings.from_env(): project, bucket, queue and status names, emulator hosts, limits and tracing, read from the environment."""
 from __future__ import annotations
 
 import dataclasses
 import os
 from typing import Mapping
+
+from adapters.tracing import EXPORTER_VARIABLE, FILE_VARIABLE, exporter_from_env
 
 __all__ = ["DEFAULT_PROJECT", "Settings"]
 
@@ -29,6 +31,8 @@ class Settings:
     stale_after: float = 120.0        # seconds without a heartbeat before a RUNNING job is re-queued
     queued_timeout: float = 120.0     # seconds QUEUED before its message is published again
     reconcile_interval: float = 10.0  # seconds between the reconciler's passes
+    trace_exporter: str = "none"      # adapters.tracing.EXPORTERS: none, console, file, gcp
+    trace_file: str | None = None     # the JSON-lines span file of the "file" exporter
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -36,6 +40,7 @@ class Settings:
         local stack's names. ValueError names a variable that does not parse."""
         env = os.environ if environ is None else environ
         project = env.get("GOOGLE_CLOUD_PROJECT") or DEFAULT_PROJECT
+        trace_exporter, trace_file = exporter_from_env(env)
 
         def path(variable: str, kind: str, default: str) -> str:
             value = env.get(variable) or default
@@ -59,6 +64,8 @@ class Settings:
             queued_timeout=_number(env, "DCAS_QUEUED_TIMEOUT", float, cls.queued_timeout, minimum=1),
             reconcile_interval=_number(env, "DCAS_RECONCILE_INTERVAL", float, cls.reconcile_interval,
                                        minimum=0.1),
+            trace_exporter=trace_exporter,
+            trace_file=trace_file,
         )
 
     def environment(self) -> dict[str, str]:
@@ -74,7 +81,13 @@ class Settings:
                 "DCAS_STATUS_COLLECTION": self.status_collection,
                 "DCAS_MAX_ATTEMPTS": str(self.max_attempts), "DCAS_STALE_AFTER": str(self.stale_after),
                 "DCAS_QUEUED_TIMEOUT": str(self.queued_timeout),
-                "DCAS_RECONCILE_INTERVAL": str(self.reconcile_interval)}
+                "DCAS_RECONCILE_INTERVAL": str(self.reconcile_interval),
+                **self._trace_environment()}
+
+    def _trace_environment(self) -> dict[str, str]:
+        if self.trace_exporter == "none":
+            return {}
+        return {EXPORTER_VARIABLE: self.trace_exporter, **({FILE_VARIABLE: self.trace_file} if self.trace_file else {})}
 
 
 def _number(env: Mapping[str, str], name: str, kind, default, minimum):

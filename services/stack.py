@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
+from adapters import tracing
 from services.config import Settings
 from services.processes import (free_port, group_alive, http_ready, start_process, start_time, stop_group,
                                stop_process)
@@ -382,6 +383,8 @@ class JsonFormatter(logging.Formatter):
             entry["message"] = message
         if getattr(record, "job_id", None):
             entry["job_id"] = record.job_id
+        if "trace_id" not in entry and tracing.current_trace_id():
+            entry["trace_id"] = tracing.current_trace_id()
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry)

@@ -10,7 +10,7 @@ import apache_beam as beam
 
 from codec import container
 from codec.errors import FormatError
-from adapters import cancellation, local_files, storage
+from adapters import cancellation, local_files, storage, tracing
 from transforms.encode import PartRecord, part_outputs
 from transforms.failures import FAILED
 from transforms.threads import PooledFn
@@ -229,9 +229,11 @@ def decode_task(task: DecodePartTask, buffer=None):
     path = (decoded_temp_path(job.temp_dir, job.destination) if in_place
             else part_path(job.temp_dir, job.destination, task.index))
     try:
-        if in_place:
-            return decode_part_in_place(task, path, buffer)
-        return decode_part(task, path)
+        with tracing.span("decode part", parent=job.trace_context, job_id=job.job_id, part=task.index,
+                          chunks=len(task.entries)):
+            if in_place:
+                return decode_part_in_place(task, path, buffer)
+            return decode_part(task, path)
     except Exception as e:  # noqa: BLE001 - any error fails this file only
         cancellation.stop_on_write_error(e)
         # The shared file of an in-place output goes when publication fails the file.

@@ -8,7 +8,7 @@ import time
 import apache_beam as beam
 
 from codec import container
-from adapters import cancellation, storage
+from adapters import cancellation, storage, tracing
 from transforms.failures import FAILED
 from transforms.observability import log_event, record_distribution
 from transforms.threads import PooledFn
@@ -67,13 +67,14 @@ def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) ->
         for chunk in chunk_descriptors(task.job.source, task.job.size, chunk_size,
                                        task.chunk_start, task.chunk_stop, task.job.version):
             cancellation.check()
-            data = storage.read_range(chunk.source, chunk.offset, chunk.length, chunk.version)
-            encode_started = time.perf_counter()
-            # Header and payload written apart: joining them would copy every compressed byte once more.
-            frame_header, payload, entry = container.encode_frame_parts(data, shared_histogram)
-            encode_ms.append((time.perf_counter() - encode_started) * 1000)
-            out.write(frame_header)
-            out.write(payload)
+            with tracing.span("encode chunk", chunk=chunk.index, bytes=chunk.length):
+                data = storage.read_range(chunk.source, chunk.offset, chunk.length, chunk.version)
+                encode_started = time.perf_counter()
+                # Header and payload written apart: joining them would copy every compressed byte once more.
+                frame_header, payload, entry = container.encode_frame_parts(data, shared_histogram)
+                encode_ms.append((time.perf_counter() - encode_started) * 1000)
+                out.write(frame_header)
+                out.write(payload)
             entries.append(entry)
             cancellation.fault_point("chunk-encoded")
             bytes_in += entry.original_size
@@ -97,7 +98,9 @@ def encode_task(task_and_table):
     job = task.job
     path = part_path(job.temp_dir, job.destination, task.index)
     try:
-        return encode_part(task, job.chunk_size, table, path)
+        with tracing.span("encode part", parent=job.trace_context, job_id=job.job_id, part=task.index,
+                          chunks=task.chunk_stop - task.chunk_start):
+            return encode_part(task, job.chunk_size, table, path)
     except Exception as e:  # noqa: BLE001 - any error fails this file only
         cancellation.stop_on_write_error(e)
         storage.delete([path])

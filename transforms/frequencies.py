@@ -8,7 +8,7 @@ import apache_beam as beam
 import numpy as np
 
 import codec
-from adapters import cancellation, storage
+from adapters import cancellation, storage, tracing
 from adapters.jobs import Failure
 from transforms.failures import FAILED
 from transforms.planning import FileJob
@@ -65,10 +65,14 @@ def job_key(job: FileJob) -> tuple:
 def histogram_or_failure(job_and_chunk):
     """(job, ChunkDescriptor) -> the chunk's histogram, or the job's Failure; never raises."""
     job, chunk = job_and_chunk
-    try:
-        return chunk_histogram(chunk)
-    except Exception as e:  # noqa: BLE001 - any error fails this file only
-        return job.failure(f"count bytes of chunk {chunk.index}", e)
+    with tracing.span("histogram", parent=job.trace_context, job_id=job.job_id, chunk=chunk.index,
+                      bytes=chunk.length) as span:
+        try:
+            return chunk_histogram(chunk)
+        except Exception as e:  # noqa: BLE001 - any error fails this file only
+            failure = job.failure(f"count bytes of chunk {chunk.index}", e)
+            tracing.mark_error(span, failure.reason)
+            return failure
 
 
 @beam.typehints.with_output_types(typing.Tuple[typing.Any, typing.Any])

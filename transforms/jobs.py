@@ -9,7 +9,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from adapters import tracing
 from adapters.jobs import Failure, JobRequest, JobState, TransitionRefused
+from adapters.tracing import trace_id_of
 from adapters.messages import decode_job_message
 from transforms.failures import FAILED
 from transforms.frequencies import job_key
@@ -97,6 +99,12 @@ class _ClaimJobFn(beam.DoFn):
         self._store = self._status_spec.open()
 
     def process(self, request: JobRequest):
+        # Outputs are made inside the span and emitted after it: a span must not stay open across a yield.
+        with tracing.span("claim", parent=request.trace_context, job_id=request.job_id, attempt=request.attempt):
+            outputs = list(self._claim(request))
+        yield from outputs
+
+    def _claim(self, request: JobRequest):
         if request.attempt > self._max_attempts:
             yield beam.pvalue.TaggedOutput(FAILED, (request, Failure.of(
                 request.job_id, request.input_uri, "claim", RuntimeError(
@@ -114,7 +122,7 @@ class _ClaimJobFn(beam.DoFn):
             return
         inc_counter("jobs-claimed")
         log_event("job-claimed", request.job_id, attempt=request.attempt, operation=request.operation,
-                  input=request.input_uri, output=request.output_uri)
+                  input=request.input_uri, output=request.output_uri, trace_id=trace_id_of(request.trace_context))
         yield request
 
 
@@ -184,10 +192,19 @@ class _ReportFailureFn(beam.DoFn):
                 log_event("failure-not-recorded", failure.job_id, level=logging.ERROR,
                           attempt=failure.attempt, error=repr(e))
         inc_counter("jobs-failed")
-        log_event("job-failed", failure.job_id, level=logging.ERROR, attempt=failure.attempt, source=failure.source,
-                  stage=failure.stage, error_type=failure.error_type, message=failure.message)
         if payload is None and status is not None and status.request:
             payload = _request_or_none(status.request)
+        trace_context = payload.trace_context if isinstance(payload, JobRequest) else None
+        log_event("job-failed", failure.job_id, level=logging.ERROR, attempt=failure.attempt, source=failure.source,
+                  stage=failure.stage, error_type=failure.error_type, message=failure.message,
+                  trace_id=trace_id_of(trace_context))
+        with tracing.span("job failed", parent=trace_context, job_id=failure.job_id, attempt=failure.attempt,
+                          stage=failure.stage, error_type=failure.error_type, message=failure.message) as span:
+            tracing.mark_error(span, failure.reason)
+            self._dead_letter(payload, failure)
+        yield failure
+
+    def _dead_letter(self, payload, failure: Failure) -> None:
         if payload is None:
             log_event("dead-letter-not-sent", failure.job_id, level=logging.ERROR, reason="no request to send")
         else:
@@ -195,7 +212,6 @@ class _ReportFailureFn(beam.DoFn):
                 self._queue.publish_dead_letter(payload, failure)
             except Exception as e:  # noqa: BLE001 - the status document holds the failure anyway
                 log_event("dead-letter-not-sent", failure.job_id, level=logging.ERROR, error=repr(e))
-        yield failure
 
 
 def _request_or_none(data) -> JobRequest | None:

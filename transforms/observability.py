@@ -8,6 +8,8 @@ import uuid
 
 import apache_beam as beam
 
+from adapters import tracing
+
 __all__ = ["METRICS_NAMESPACE", "new_job_id", "inc_counter", "record_distribution", "log_event"]
 
 # One namespace for every stage, so a caller sums a counter by name without knowing which
@@ -37,6 +39,12 @@ def record_distribution(name: str, value: int) -> None:
 
 
 def log_event(event: str, job_id: str, level: int = logging.INFO, **fields) -> None:
-    """Logs one JSON object per event, so log search can filter on job_id, file or event."""
+    """Logs one JSON object per event, so log search can filter on job_id, trace_id, file or event.
+    The trace id is the one given, else the current span's (none while tracing is off)."""
+    if fields.get("trace_id") is None:
+        fields.pop("trace_id", None)
+        trace_id = tracing.current_trace_id()
+        if trace_id:
+            fields["trace_id"] = trace_id
     record = {"event": event, "job_id": job_id, **fields}
     _LOGGER.log(level, json.dumps(record, sort_keys=True, default=str))

@@ -22,7 +22,7 @@ from apache_beam.transforms.userstate import (
 from apache_beam.io.filesystems import FileSystems
 
 from codec import container
-from adapters import storage
+from adapters import storage, tracing
 from adapters.jobs import Failure, JobState, TransitionRefused
 from adapters.status import CoalescedProgress
 from transforms.assemble import (
@@ -106,6 +106,12 @@ def publish_job(planned, table, records) -> FileResult:
 
     Idempotent, as publish_container and publish_decoded are: the same parts publish the same bytes.
     """
+    job = job_of(planned)
+    with tracing.span("publish", job_id=job.job_id, destination=job.destination, parts=len(records)):
+        return _publish_job(planned, table, records)
+
+
+def _publish_job(planned, table, records) -> FileResult:
     job = job_of(planned)
     started = time.perf_counter()
     if isinstance(planned, ContainerJob):
@@ -272,7 +278,12 @@ class _AssembleJobFn(beam.DoFn):
             timeout.set(time.time() + self._timeout)
             return
         self._end(key, [], {}, plan_state, parts_state, ended, timeout)
-        yield from self._finish(planned, table, [parts[i] for i in sorted(parts)])
+        job = job_of(planned)
+        # Made inside the span and emitted after it: a span must not stay open across a yield.
+        with tracing.span("assemble", parent=job.trace_context, job_id=job.job_id, attempt=job.attempt,
+                          parts=len(parts)):
+            outputs = list(self._finish(planned, table, [parts[i] for i in sorted(parts)]))
+        yield from outputs
 
     def _finish(self, planned, table, records):
         job = job_of(planned)
@@ -302,7 +313,8 @@ class _AssembleJobFn(beam.DoFn):
             return
         inc_counter("jobs-succeeded")
         log_event("job-succeeded", job.job_id, attempt=job.attempt, output=job.destination,
-                  bytes_in=result.bytes_in, bytes_out=result.bytes_out, chunks=result.chunks)
+                  bytes_in=result.bytes_in, bytes_out=result.bytes_out, chunks=result.chunks,
+                  trace_id=tracing.trace_id_of(job.trace_context))
         yield result
 
     def _still_running(self, job: FileJob) -> bool:

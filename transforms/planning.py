@@ -10,7 +10,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from codec.container import DEFAULT_CHUNK_SIZE
-from adapters import cancellation, storage
+from adapters import cancellation, storage, tracing
 from adapters.metadata import METADATA_SUFFIX
 from adapters.jobs import COMPRESS, DECOMPRESS, OPERATIONS, Failure, JobRequest
 from transforms.failures import FAILED
@@ -49,6 +49,7 @@ class FileJob:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     operation: str = COMPRESS
     table_uri: str | None = None
+    trace_context: str | None = None  # the job's W3C traceparent: its spans join the job's trace
 
     @property
     def temp_dir(self) -> str:
@@ -191,7 +192,8 @@ def pin_versions(jobs: list[FileJob]) -> tuple[list[FileJob], list[Failure]]:
 def for_request(job: FileJob, request: JobRequest) -> FileJob:
     """`job` carrying the settings of the request it was planned from."""
     return dataclasses.replace(job, job_id=request.job_id, attempt=request.attempt, chunk_size=request.chunk_size,
-                               operation=request.operation, table_uri=request.table_uri)
+                               operation=request.operation, table_uri=request.table_uri,
+                               trace_context=request.trace_context)
 
 
 def plan_request(request: JobRequest, single_input: bool) -> tuple[list[FileJob], list[Failure]]:
@@ -234,7 +236,8 @@ class _PlanFilesFn(beam.DoFn):
         cancellation.fault_point("plan")
         if cancellation.stop_requested():  # stopped: no files, so the job drains at once
             return
-        jobs, failures = plan_request(request, self._single_input)
+        with tracing.span("plan", parent=request.trace_context, job_id=request.job_id, attempt=request.attempt):
+            jobs, failures = plan_request(request, self._single_input)
         yield from jobs
         for failed in failures:
             yield beam.pvalue.TaggedOutput(FAILED, failed)

@@ -19,7 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from adapters.jobs import JobState, TransitionRefused
+from adapters import tracing
 from services import access, jobs, keys, uploads
+from services.http.tracing import TraceJobRequests
 
 __all__ = ["HttpSettings", "create_app"]
 
@@ -123,6 +125,7 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
                   description="Upload files to compress or decompress as jobs, follow them, fetch results.")
     slots = uploads.UploadSlots(settings.limits.per_owner, settings.limits.total, settings.limits.retry_after)
     app.state.adapters, app.state.settings, app.state.slots = adapters, settings, slots
+    app.add_middleware(TraceJobRequests)
     api_keys = keys.CachedKeys(adapters.keys, settings.key_cache_seconds)
     status_reads = access.StatusReads(adapters.status)
 
@@ -325,7 +328,11 @@ _TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 def _traceparent(header: str | None) -> str:
     """The caller's W3C trace context, or a new one: it travels in the job message, so one job can
-    be followed through Manager, queue, pipeline and status by its trace id."""
+    be followed through Manager, queue, pipeline and status by its trace id. With tracing on, the
+    context of the request's span (TraceJobRequests), which joined the caller's."""
+    current = tracing.traceparent()
+    if current:
+        return current
     if header and _TRACEPARENT.fullmatch(header.strip()):
         return header.strip()
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.bootstrap import bootstrap
+from services.bootstrap import bootstrap, configure_tracing
 from services.config import Settings
 from services.http.app import HttpSettings, create_app
 from services.uploads import UploadLimits
@@ -14,6 +14,7 @@ __all__ = ["app_from_env", "serve"]
 def app_from_env() -> FastAPI:
     """`uvicorn --factory services.http.main:app_from_env`: the app on the adapters Settings.from_env() names."""
     settings = Settings.from_env()
+    configure_tracing(settings, "dcas-manager")
     adapters = bootstrap(settings)
     app = create_app(adapters, HttpSettings(settings.bucket, UploadLimits.from_env()))
     app.router.on_shutdown.append(adapters.close)

@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_pipeline, test_stream
 
 import codec
-from adapters import storage
+from adapters import storage, tracing
 from adapters.jobs import JobRequest, JobState, JobStatus
 from adapters.memory import InMemoryJobQueue, InMemoryStatusStore, MemorySpec
 from adapters.messages import encode_job_message
@@ -477,3 +477,44 @@ def test_a_job_cancelled_while_it_runs_publishes_nothing(tmp_path, service):
     assert (published, failed) == ([], [])
     assert not os.path.exists(job.destination) and not os.path.exists(job.temp_dir)
     assert service.store.get("job-1").state is JobState.CANCELLED
+
+
+# --- tracing ----------------------------------------------------------------------------------------
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.fixture
+def spans_file(tmp_path):
+    path = tmp_path / "spans.jsonl"
+    tracing.configure("file", str(path), service="dcas-pipeline")
+    yield path
+    tracing.configure("none")
+
+
+FAILING_TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_traced_jobs_record_each_stage_as_spans_of_the_trace_their_message_carries(tmp_path, service, spans_file):
+    request = compress_request(tmp_path, sample(12_000, seed=21), trace_context=TRACEPARENT)
+    missing = JobRequest("job-gone", "compress", str(tmp_path / "missing.bin"), str(tmp_path / "out" / "x.dcz"),
+                         trace_context=FAILING_TRACE)
+    untraced = compress_request(tmp_path, sample(5_000, seed=22), job_id="job-2")
+    published = serve(service, [submit(service, request), submit(service, missing), submit(service, untraced)])
+    assert sorted(published) == sorted([request.output_uri, untraced.output_uri])
+    spans = tracing.read_spans(str(spans_file), tracing.trace_id_of(TRACEPARENT))
+    names = [s["name"] for s in spans]
+    assert {"claim", "plan", "assemble", "publish"} <= set(names)
+    assert names.count("histogram") == names.count("encode chunk") == 3  # 12,000 bytes in 4,096-byte chunks
+    by_id = {s["span_id"]: s for s in spans}
+    [publish] = [s for s in spans if s["name"] == "publish"]
+    assert by_id[publish["parent_id"]]["name"] == "assemble"
+    assert all(by_id[s["parent_id"]]["name"] == "encode part" for s in spans if s["name"] == "encode chunk")
+    stage_roots = [s for s in spans if s["parent_id"] not in by_id]
+    assert {s["parent_id"] for s in stage_roots} == {"00f067aa0ba902b7"}  # each stage hangs off the Manager's span
+
+    failing = tracing.read_spans(str(spans_file), tracing.trace_id_of(FAILING_TRACE))
+    [failed] = [s for s in failing if s["name"] == "job failed"]
+    assert failed["status"] == "ERROR" and failed["attributes"]["stage"] == "plan"
+    assert failed["attributes"]["error_type"] == "FileNotFoundError"
+    assert len(tracing.read_spans(str(spans_file))) == len(spans) + len(failing)  # the untraced job made none
