@@ -12,8 +12,8 @@ from codec.container import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 
 __all__ = [
     "COMPRESS", "DECOMPRESS", "OPERATIONS", "JOB_ID_PATTERN", "JobState", "TERMINAL_STATES",
-    "JobRequest", "Failure", "JobStatus", "TransitionRefused", "check_transition", "transitioned", "new_job_id",
-    "utc_now",
+    "JobRequest", "Failure", "JobStatus", "TransitionRefused", "check_transition", "transitioned", "marked_deleted",
+    "new_job_id", "utc_now",
 ]
 
 COMPRESS = "compress"
@@ -150,6 +150,9 @@ class JobStatus:
     heartbeat: str | None = None
     updated: str | None = None
     request: dict[str, Any] | None = None  # the JobRequest, so the reconciler can publish it again
+    # When its owner deleted the job: hidden from then on, the document itself purged later
+    # (the reconciler), so that a worker that was still running it finds it CANCELLED, not missing.
+    deleted: str | None = None
 
     @classmethod
     def queued(cls, request: JobRequest) -> "JobStatus":
@@ -215,3 +218,13 @@ def transitioned(current: JobStatus | None, state: JobState, attempt: int, **fie
     if state is JobState.RUNNING:
         updated.heartbeat = now
     return updated
+
+
+def marked_deleted(current: JobStatus | None) -> JobStatus | None:
+    """The status after its owner deleted the job: a queued or running job is cancelled in the same
+    write, a finished one keeps its state. None (nothing to write) for a missing or deleted job."""
+    if current is None or current.deleted:
+        return None
+    updated = current if current.terminal else transitioned(current, JobState.CANCELLED, current.attempt)
+    now = utc_now()
+    return dataclasses.replace(updated, deleted=now, updated=now)

@@ -7,7 +7,7 @@ import threading
 import uuid
 from typing import Callable, Iterator
 
-from adapters.jobs import Failure, JobRequest, JobState, JobStatus, transitioned, utc_now
+from adapters.jobs import Failure, JobRequest, JobState, JobStatus, marked_deleted, transitioned, utc_now
 
 __all__ = ["InMemoryBlobStore", "InMemoryJobQueue", "InMemoryKeyStore", "InMemoryStatusStore", "MemorySpec"]
 
@@ -81,7 +81,7 @@ class InMemoryStatusStore:
     def list_jobs(self, owner: str, state: JobState | None = None, limit: int = 50,
                   cursor: str | None = None) -> tuple[list[JobStatus], str | None]:
         with self._lock:
-            jobs = sorted((s for s in self._docs.values() if s.owner == owner
+            jobs = sorted((s for s in self._docs.values() if s.owner == owner and not s.deleted
                            and (state is None or s.state is state)),
                           key=lambda s: (s.times.get(JobState.QUEUED.value, ""), s.job_id), reverse=True)
         start = 0
@@ -97,6 +97,25 @@ class InMemoryStatusStore:
             return [copy.deepcopy(s) for s in self._docs.values()
                     if (s.state is JobState.QUEUED and s.updated and s.updated < queued_before)
                     or (s.state is JobState.RUNNING and (s.heartbeat or "") < heartbeat_before)]
+
+    def mark_deleted(self, job_id: str) -> JobStatus | None:
+        with self._lock:
+            updated = marked_deleted(self._docs.get(job_id))
+            if updated is None:
+                return None
+            self._docs[job_id] = updated
+            self.writes += 1
+        self._changed(job_id)
+        return copy.deepcopy(updated)
+
+    def deleted_jobs(self, deleted_before: str) -> list[JobStatus]:
+        with self._lock:
+            return [copy.deepcopy(s) for s in self._docs.values() if s.deleted and s.deleted < deleted_before]
+
+    def purge(self, job_id: str) -> None:
+        with self._lock:
+            self._docs.pop(job_id, None)
+        self._changed(job_id)
 
     def watch(self, job_id: str, callback: Callable[[JobStatus | None], None]) -> "_MemoryWatch":
         """Calls back with the document now and after each write to it (on the writer's thread,

@@ -40,7 +40,18 @@ class StatusStore(Protocol):
 
     def list_jobs(self, owner: str, state: JobState | None = None, limit: int = 50,
                   cursor: str | None = None) -> tuple[list[JobStatus], str | None]:
-        """The owner's jobs, newest first, and the cursor of the next page (None at the end)."""
+        """The owner's jobs, newest first, and the cursor of the next page (None at the end).
+        Deleted jobs are left out."""
+
+    def mark_deleted(self, job_id: str) -> JobStatus | None:
+        """Marks the job deleted (adapters.jobs.marked_deleted: a queued or running job is cancelled
+        in the same transaction); returns the new status, None if it is missing or already deleted."""
+
+    def deleted_jobs(self, deleted_before: str) -> list[JobStatus]:
+        """Jobs marked deleted before `deleted_before` (an ISO time): what purge() may remove."""
+
+    def purge(self, job_id: str) -> None:
+        """Removes the job's document for good (after its objects are gone)."""
 
     def stale_jobs(self, queued_before: str, heartbeat_before: str) -> list[JobStatus]:
         """Jobs QUEUED since before `queued_before`, or RUNNING with a heartbeat (or claim)

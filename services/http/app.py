@@ -72,6 +72,7 @@ class JobView(BaseModel):
     times: dict[str, str]
     heartbeat: Optional[str] = None
     updated: Optional[str] = None
+    deleted: Optional[str] = None
     owner: str
     status_url: str
     result_url: str
@@ -249,9 +250,16 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobView, responses=_errors(401, 404), tags=["manager"])
     async def delete_job(request: Request, job_id: str, owner: str = Depends(owner_of)):
-        """Cancels the job if it is queued or running, and deletes its objects."""
-        status = await anyio.to_thread.run_sync(
-            access.cancel_and_delete, adapters, settings.bucket, owner, job_id)
+        """Deletes the job: cancels it if it is queued or running, deletes its objects, and from
+        then on it is gone from the list and answers 404. The answer is its last status."""
+        status = await anyio.to_thread.run_sync(access.delete_owned, adapters, settings.bucket, owner, job_id)
+        return access.public_status(status, base(request))
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobView, responses=_errors(401, 404, 409),
+              tags=["manager"])
+    async def cancel_job(request: Request, job_id: str, owner: str = Depends(owner_of)):
+        """Cancels a queued or running job and keeps it (409 once it has finished)."""
+        status = await anyio.to_thread.run_sync(access.cancel_owned, adapters.status, owner, job_id)
         return access.public_status(status, base(request))
 
     @app.get("/v1/jobs/{job_id}/result", tags=["manager"],

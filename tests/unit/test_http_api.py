@@ -256,21 +256,44 @@ def test_metadata_is_served_for_compress_jobs_only(adapters, client):
     assert adapters.queue.messages[-1].table_uri is None
 
 
-def test_delete_cancels_a_queued_job_and_removes_its_objects(adapters, client):
+def test_delete_cancels_a_queued_job_removes_its_objects_and_the_job_is_gone(adapters, client):
     headers = auth(adapters)
     job_id = upload(client, headers).json()["job_id"]
     assert any(job_id in uri for uri in adapters.blobs.objects)
     response = client.delete(f"/v1/jobs/{job_id}", headers=headers)
     assert response.status_code == 200 and response.json()["state"] == "CANCELLED"
     assert not any(job_id in uri for uri in adapters.blobs.objects)
+    assert client.get(f"/v1/jobs/{job_id}", headers=headers).status_code == 404
+    assert client.get("/v1/jobs", headers=headers).json()["jobs"] == []
+    # The worker that claims its message later finds it finished.
+    assert adapters.status.get(job_id).state is JobState.CANCELLED
 
 
-def test_delete_of_a_finished_job_keeps_its_state_and_removes_its_result(adapters, client):
+def test_a_deleted_finished_job_disappears_from_the_list_and_answers_404_everywhere(adapters, client):
+    headers = auth(adapters)
+    kept, job_id = (upload(client, headers).json()["job_id"] for _ in range(2))
+    run_job(adapters, job_id)
+    response = client.delete(f"/v1/jobs/{job_id}", headers=headers)
+    assert response.status_code == 200 and response.json()["state"] == "SUCCEEDED"
+    assert [j["job_id"] for j in client.get("/v1/jobs", headers=headers).json()["jobs"]] == [kept]
+    assert client.get("/v1/jobs", params={"state": "SUCCEEDED"}, headers=headers).json()["jobs"] == []
+    for path in ("", "/result", "/metadata", "/events"):
+        assert client.get(f"/v1/jobs/{job_id}{path}", headers=headers).status_code == 404, path
+    assert client.delete(f"/v1/jobs/{job_id}", headers=headers).status_code == 404
+    assert not any(job_id in uri for uri in adapters.blobs.objects)
+    assert any(kept in uri for uri in adapters.blobs.objects)
+
+
+def test_cancel_stops_a_queued_job_keeps_it_listed_and_refuses_a_finished_one(adapters, client):
     headers = auth(adapters)
     job_id = upload(client, headers).json()["job_id"]
-    run_job(adapters, job_id)
-    assert client.delete(f"/v1/jobs/{job_id}", headers=headers).json()["state"] == "SUCCEEDED"
-    assert client.get(f"/v1/jobs/{job_id}/result", headers=headers).status_code == 409
+    response = client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
+    assert response.status_code == 200 and response.json()["state"] == "CANCELLED"
+    assert client.get(f"/v1/jobs/{job_id}", headers=headers).json()["state"] == "CANCELLED"
+    assert any(job_id in uri for uri in adapters.blobs.objects)
+    again = client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
+    assert again.status_code == 409 and "CANCELLED" in again.json()["error"]
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=auth(adapters, "bob")).status_code == 404
 
 
 def test_a_json_body_submits_a_job_on_an_object_of_the_owners_folder(adapters, client):
