@@ -153,12 +153,41 @@ class InMemoryKeyStore:
 
     def __init__(self) -> None:
         self._owners: dict[str, str] = {}
+        self._created: dict[str, str] = {}
+        self._watchers: list[Callable[[str], None]] = []
 
     def add(self, key_hash: str, owner: str) -> None:
         self._owners[key_hash] = owner
+        self._created[key_hash] = utc_now()
 
     def owner_of(self, key_hash: str) -> str | None:
         return self._owners.get(key_hash)
+
+    def records(self, owner: str | None = None) -> list[dict]:
+        return [{"hash": h, "owner": o, "created": self._created.get(h)} for h, o in self._owners.items()
+                if owner is None or o == owner]
+
+    def remove(self, key_hash: str) -> bool:
+        found = self._owners.pop(key_hash, None) is not None
+        self._created.pop(key_hash, None)
+        if found:
+            for callback in list(self._watchers):
+                callback(key_hash)
+        return found
+
+    def watch_removals(self, callback: Callable[[str], None]) -> "_KeyWatch":
+        self._watchers.append(callback)
+        return _KeyWatch(self._watchers, callback)
+
+
+@dataclasses.dataclass
+class _KeyWatch:
+    watchers: list
+    callback: Callable[[str], None]
+
+    def close(self) -> None:
+        if self.callback in self.watchers:
+            self.watchers.remove(self.callback)
 
 
 class InMemoryBlobStore:

@@ -119,3 +119,13 @@ class KeyStore(Protocol):
     def add(self, key_hash: str, owner: str) -> None: ...
 
     def owner_of(self, key_hash: str) -> str | None: ...
+
+    def records(self, owner: str | None = None) -> list[dict]:
+        """Every key (or `owner`'s): dicts of `hash`, `owner`, `created`."""
+
+    def remove(self, key_hash: str) -> bool:
+        """Forgets the key (it authenticates no one from now on); False if it was not there."""
+
+    def watch_removals(self, callback: Callable[[str], None]) -> Watch:
+        """Calls `callback(key_hash)` for each key removed from now on (by any process), on another
+        thread, until the returned Watch is closed: how a cache of found keys forgets them at once."""

@@ -125,6 +125,7 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
     slots = uploads.UploadSlots(settings.limits.per_owner, settings.limits.total, settings.limits.retry_after)
     app.state.adapters, app.state.settings, app.state.slots = adapters, settings, slots
     api_keys = keys.CachedKeys(adapters.keys, settings.key_cache_seconds)
+    app.router.on_shutdown.append(api_keys.close)  # its listener of revoked keys
 
     def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -64,6 +65,29 @@ def test_api_keys_on_firestore_map_hashes_to_owners(firestore_emulator):
     with pytest.raises(keys.Unauthenticated):
         keys.authenticate(store, f"Bearer {key}x")
     store.close()
+
+
+def test_a_key_revoked_by_another_process_is_forgotten_by_a_managers_cache_at_once(firestore_emulator):
+    from adapters.apikeys import FirestoreKeyStore
+    from services import keys
+    collection = f"keys-{uuid.uuid4().hex[:8]}"
+    manager, admin = FirestoreKeyStore("dcas-test", collection), FirestoreKeyStore("dcas-test", collection)
+    key, kept = keys.create_key(admin, "ann"), keys.create_key(admin, "bob")
+    cached = keys.CachedKeys(manager, ttl=3600)  # the listener, not the ttl, must make it forget
+    try:
+        assert keys.authenticate(cached, f"Bearer {key}") == "ann"
+        assert [k.owner for k in keys.list_keys(admin)] == ["ann", "bob"]
+        [revoked] = keys.revoke(admin, keys.key_id(keys.hash_key(key)))
+        assert revoked.owner == "ann" and admin.owner_of(keys.hash_key(key)) is None
+        deadline = time.monotonic() + 5
+        while cached.owner_of(keys.hash_key(key)) is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cached.owner_of(keys.hash_key(key)) is None
+        assert keys.authenticate(cached, f"Bearer {kept}") == "bob"
+    finally:
+        cached.close()
+        manager.close()
+        admin.close()
 
 
 def test_a_firestore_listener_sees_each_state_of_a_job(firestore_emulator):

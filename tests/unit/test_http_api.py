@@ -442,6 +442,48 @@ def test_a_found_key_is_remembered_for_its_ttl_and_an_unknown_one_not_at_all():
     assert cached.owner_of(keys.hash_key(key)) == "ann" and len(lookups) == 4
 
 
+def test_a_revoked_key_is_refused_at_once_though_the_manager_had_remembered_it(adapters, client):
+    key, other = (keys.create_key(adapters.keys, "ann") for _ in range(2))
+    for k in (key, other):
+        assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {k}"}).status_code == 200
+    [revoked] = keys.revoke(adapters.keys, keys.key_id(keys.hash_key(key)))
+    assert revoked.owner == "ann"
+    response = client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 401 and response.json()["error"] == "unknown API key"
+    assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+
+
+def test_revoking_an_owner_revokes_all_their_keys_and_nobody_elses(adapters):
+    ann = [keys.create_key(adapters.keys, "ann") for _ in range(2)]
+    bob = keys.create_key(adapters.keys, "bob")
+    assert [k.owner for k in keys.list_keys(adapters.keys)] == ["ann", "ann", "bob"]
+    listed = {k.key_id for k in keys.list_keys(adapters.keys, "ann")}
+    assert listed == {keys.key_id(keys.hash_key(k)) for k in ann} and not any(k in str(listed) for k in ann)
+    assert {k.key_id for k in keys.revoke(adapters.keys, "ann")} == listed
+    assert [keys.authenticate(adapters.keys, f"Bearer {k}") for k in [bob]] == ["bob"]
+    for k in ann:
+        with pytest.raises(keys.Unauthenticated):
+            keys.authenticate(adapters.keys, f"Bearer {k}")
+    with pytest.raises(LookupError, match="keys list"):
+        keys.revoke(adapters.keys, "ann")
+
+
+def test_a_lookup_that_overlaps_a_revocation_does_not_cache_the_revoked_key():
+    store = InMemoryKeyStore()
+    key = keys.create_key(store, "ann")
+    cached = keys.CachedKeys(store, ttl=60)
+    read = store.owner_of
+
+    def slow_read(key_hash):
+        owner = read(key_hash)  # read before the revocation lands
+        keys.revoke(store, "ann")
+        return owner
+    store.owner_of = slow_read
+    assert cached.owner_of(keys.hash_key(key)) == "ann"
+    store.owner_of = read
+    assert cached.owner_of(keys.hash_key(key)) is None
+
+
 def test_a_job_carries_the_callers_trace_context_or_a_new_one(adapters, client):
     headers = auth(adapters)
     parent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
