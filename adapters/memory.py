@@ -196,6 +196,7 @@ class InMemoryBlobStore:
     def __init__(self, read_piece: int = 64 * 2**10) -> None:
         self.objects: dict[str, bytes] = {}
         self.open_uploads = 0  # uploads neither committed nor aborted, for the leak tests
+        self.sessions: set[str] = set()  # direct-upload sessions a client could still finish
         self._read_piece = read_piece
         self._lock = threading.Lock()
 
@@ -231,11 +232,26 @@ class InMemoryBlobStore:
 
     def start_session(self, uri: str, content_type: str = "application/octet-stream",
                       size: int | None = None) -> str:
-        return f"memory-session:{uri}"
+        url = f"memory-session:{uri}"
+        with self._lock:
+            self.sessions.add(url)
+        return url
+
+    def cancel_session(self, url: str) -> None:
+        with self._lock:
+            self.sessions.discard(url)
 
     def finish_session(self, url: str, data: bytes) -> None:
         """What a client's upload to a session URL does (tests stand in for the client)."""
+        with self._lock:
+            if url not in self.sessions:
+                raise FileNotFoundError(f"no such upload session: {url}")
+            self.sessions.discard(url)
         self.write_bytes(url.removeprefix("memory-session:"), data)
+
+    def list_prefix(self, prefix: str) -> Iterator[str]:
+        with self._lock:
+            return iter(sorted(uri for uri in self.objects if uri.startswith(prefix)))
 
 
 class _MemoryUpload:

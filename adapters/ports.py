@@ -112,6 +112,13 @@ class BlobStore(Protocol):
         """A resumable-upload session for a new object at `uri`, as a URL a client sends the bytes
         to itself (they never pass through us); the object exists once the client has finished."""
 
+    def cancel_session(self, url: str) -> None:
+        """Ends a session start_session() opened: the client can no longer finish it (a session
+        that finished or is gone already is not an error)."""
+
+    def list_prefix(self, prefix: str) -> Iterator[str]:
+        """The URIs of the objects whose URI starts with `prefix`."""
+
 
 class KeyStore(Protocol):
     """API keys by their SHA-256 (the keys themselves are never stored), one owner each."""

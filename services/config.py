@@ -29,6 +29,8 @@ class Settings:
     stale_after: float = 120.0        # seconds without a heartbeat before a RUNNING job is re-queued
     queued_timeout: float = 120.0     # seconds QUEUED before its message is published again
     reconcile_interval: float = 10.0  # seconds between the reconciler's passes
+    upload_ttl: float = 86400.0       # seconds a direct upload may stay unconfirmed before it is removed
+    deleted_grace: float = 3600.0     # seconds a deleted job's document stays (marked) before it is purged
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -59,6 +61,8 @@ class Settings:
             queued_timeout=_number(env, "DCAS_QUEUED_TIMEOUT", float, cls.queued_timeout, minimum=1),
             reconcile_interval=_number(env, "DCAS_RECONCILE_INTERVAL", float, cls.reconcile_interval,
                                        minimum=0.1),
+            upload_ttl=_number(env, "DCAS_UPLOAD_TTL", float, cls.upload_ttl, minimum=1),
+            deleted_grace=_number(env, "DCAS_DELETED_GRACE", float, cls.deleted_grace, minimum=0),
         )
 
     def environment(self) -> dict[str, str]:
@@ -74,7 +78,8 @@ class Settings:
                 "DCAS_STATUS_COLLECTION": self.status_collection,
                 "DCAS_MAX_ATTEMPTS": str(self.max_attempts), "DCAS_STALE_AFTER": str(self.stale_after),
                 "DCAS_QUEUED_TIMEOUT": str(self.queued_timeout),
-                "DCAS_RECONCILE_INTERVAL": str(self.reconcile_interval)}
+                "DCAS_RECONCILE_INTERVAL": str(self.reconcile_interval),
+                "DCAS_UPLOAD_TTL": str(self.upload_ttl), "DCAS_DELETED_GRACE": str(self.deleted_grace)}
 
 
 def _number(env: Mapping[str, str], name: str, kind, default, minimum):

@@ -7,6 +7,7 @@ import logging
 import threading
 
 from adapters.jobs import Failure, JobRequest, JobState, JobStatus, TransitionRefused
+from services import cleanup
 from services.bootstrap import Adapters
 
 __all__ = ["Action", "ReconcilerLoop", "reconcile_once"]
@@ -102,7 +103,7 @@ def _iso(moment: datetime.datetime) -> str:
 
 
 class ReconcilerLoop:
-    """reconcile_once every `interval` seconds on a thread, until stop()."""
+    """reconcile_once, then services.cleanup.sweep, every `interval` seconds on a thread, until stop()."""
 
     def __init__(self, adapters: Adapters, interval: float, queued_for: float, heartbeat_stale: float,
                  max_attempts: int) -> None:
@@ -128,4 +129,8 @@ class ReconcilerLoop:
                                *self._limits, recently_published=self._memo)
             except Exception as e:  # the store unreachable for a while: try again next pass
                 log.warning("reconciler pass failed: %s: %s", type(e).__name__, e)
+            try:
+                cleanup.sweep(self._adapters, datetime.datetime.now(datetime.timezone.utc))
+            except Exception as e:  # noqa: BLE001 - same: the next pass sweeps again
+                log.warning("cleanup pass failed: %s: %s", type(e).__name__, e)
             self.passes += 1
