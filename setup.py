@@ -14,6 +14,8 @@ INSTALL_REQUIRES = [
     "fastapi>=0.115,<1",
     "uvicorn>=0.30,<1",
     "httpx>=0.27,<1",
+    # multipart/form-data uploads parsed as they stream (services/multipart.py).
+    "python-multipart>=0.0.20,<0.1",
 ]
 DEV_REQUIRES = [
     "pytest>=8,<10",

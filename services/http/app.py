@@ -1,6 +1,7 @@
 """The Manager and Status HTTP API (FastAPI): thin routes over services.uploads and services.access."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -19,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from adapters.jobs import JobState, TransitionRefused
-from services import access, jobs, keys, uploads
+from services import access, jobs, keys, multipart, uploads
 
 __all__ = ["HttpSettings", "create_app"]
 
@@ -177,6 +178,10 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
 
     upload_body = {"requestBody": {"required": True, "content": {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary",
+                                    "description": "the one file part; its filename names the file"}}}},
         "application/json": {"schema": StoredInput.model_json_schema()}}}}
 
     @app.post("/v1/jobs", status_code=202, response_model=JobAccepted, openapi_extra=upload_body,
@@ -186,7 +191,8 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
                          filename: Optional[str] = Query(None, max_length=1024, pattern=uploads.FILENAME_PATTERN,
                                                          description="the file's name (its last path component is kept)"),
                          owner: str = Depends(owner_of)):
-        """Submit a job: the raw file as the body (streamed to storage), or JSON naming a stored object."""
+        """Submit a job: the raw file as the body, or a multipart/form-data body with one file part
+        (either streamed to storage as it arrives), or JSON naming a stored object."""
         trace = _traceparent(request.headers.get("traceparent"))
         if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
             try:
@@ -203,8 +209,21 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
         except ValueError:
             raise ApiError(400, "Content-Length is not a number")
         try:
+            body = request.stream()
+            if multipart.is_multipart(request.headers.get("content-type")):
+                # The size limit is the file's: the part headers and boundaries come on top.
+                if declared is not None and declared > settings.limits.max_size + multipart.OVERHEAD:
+                    raise uploads.UploadTooLarge(f"the upload ({declared} bytes) is larger than the limit of "
+                                                 f"{settings.limits.max_size} bytes")
+                try:
+                    part_name, body = await multipart.file_part(body, request.headers["content-type"],
+                                                                settings.limits.stall_timeout)
+                except asyncio.TimeoutError:
+                    raise uploads.UploadStalled(f"no data for {settings.limits.stall_timeout:g} s; "
+                                                "upload abandoned") from None
+                filename, declared = filename or part_name, None
             status = await uploads.submit_upload(adapters, settings.bucket, settings.limits, slots, owner,
-                                                 operation, filename, request.stream(), declared, trace)
+                                                 operation, filename, body, declared, trace)
         except ClientDisconnect:
             log.info("client of %s went away mid-upload; nothing kept", owner)
             raise ApiError(400, "the client disconnected before the end of the body")
