@@ -79,14 +79,23 @@ def revoke(keys: KeyStore, target: str) -> list[KeyInfo]:
     return revoked
 
 
-def authenticate(keys: KeyStore, authorization: str | None) -> str:
-    """The owner of the key in an `Authorization: Bearer KEY` header; Unauthenticated otherwise."""
+def authenticate(keys: KeyStore, authorization: str | None, id_tokens=None) -> str:
+    """The owner of the key in an `Authorization: Bearer KEY` header, or of a Google-signed
+    identity token there when `id_tokens` (services.identity.IdTokens) is given; Unauthenticated
+    otherwise."""
     if not authorization:
         raise Unauthenticated("an API key is required: send 'Authorization: Bearer KEY'")
     scheme, _, key = authorization.strip().partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
         raise Unauthenticated("the Authorization header must be 'Bearer KEY'")
+    if id_tokens is not None and not key.startswith(KEY_PREFIX):
+        from services.identity import looks_like_jwt
+        if looks_like_jwt(key):
+            try:
+                return id_tokens.owner_of(key)
+            except ValueError as e:
+                raise Unauthenticated(str(e)) from None
     owner = keys.owner_of(hash_key(key))
     if owner is None:
         raise Unauthenticated("unknown API key")

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from adapters.jobs import JobState, TransitionRefused
-from services import access, jobs, keys, multipart, uploads
+from services import access, identity, jobs, keys, multipart, uploads
 
 __all__ = ["HttpSettings", "create_app"]
 
@@ -34,6 +34,8 @@ class HttpSettings:
     limits: uploads.UploadLimits = uploads.UploadLimits()
     keepalive: float = 15.0  # seconds between SSE comments on a quiet event stream
     key_cache_seconds: float = 60.0  # how long a found API key's owner is remembered
+    # Google-signed identity tokens (behind Cloud Run) besides API keys: services.identity.IdTokens.
+    id_tokens: Any = None
 
 
 class ApiError(Exception):
@@ -104,6 +106,7 @@ def _errors(*codes: int) -> dict[int, dict[str, Any]]:
 # Failures of service functions -> (status, headers); the message is the exception's own.
 _STATUS_OF: list[tuple[type[BaseException], int]] = [
     (keys.Unauthenticated, 401),
+    (identity.CertificatesUnavailable, 503),
     (access.JobNotFound, 404),
     (PermissionError, 403),
     (LookupError, 404),
@@ -166,7 +169,7 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
         return error_response(500, "internal error")
 
     def owner_of(authorization: Optional[str] = Header(None, description="Bearer KEY")) -> str:
-        return keys.authenticate(api_keys, authorization)
+        return keys.authenticate(api_keys, authorization, settings.id_tokens)
 
     def base(request: Request) -> str:
         return str(request.base_url).rstrip("/")
