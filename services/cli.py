@@ -216,6 +216,12 @@ def _add_job_commands(commands) -> None:
     cancel.add_argument("job_id", metavar="JOB")
     _add_server_arguments(cancel)
 
+    delete = commands.add_parser("delete", help="delete a job and its files (through the Manager)",
+                                 description="Delete job JOB: cancelled if it still runs, its files "
+                                             "deleted, gone from `dcas jobs`.")
+    delete.add_argument("job_id", metavar="JOB")
+    _add_server_arguments(delete)
+
     jobs = commands.add_parser("jobs", help="list your jobs (through the Manager)",
                                description="List the key owner's jobs, newest first.")
     jobs.add_argument("--state", choices=["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"],
@@ -521,6 +527,7 @@ _COMMANDS = {"compress": _transfer, "decompress": _transfer, "info": _info, "ver
              "clean": _clean, "submit": _submit, "status": _status, "cancel": _cancel, "stack": _stack,
              "jobs": lambda args, console: http_client.list_jobs(args, console),
              "fetch": lambda args, console: http_client.fetch(args, console),
+             "delete": lambda args, console: http_client.delete(args, console),
              "keys": _keys, "serve": _serve}
 
 

@@ -106,7 +106,7 @@ def test_another_owners_job_is_not_found_for_the_cli_either(server, tmp_path):
     assert code == 1 and "404" in err
 
 
-def test_cancel_of_a_finished_job_is_one_error_line_and_the_job_stays(server, tmp_path):
+def test_cancel_of_a_finished_job_is_one_error_line_and_delete_removes_it(server, tmp_path):
     source = tmp_path / "done.txt"
     source.write_bytes(b"done " * 100)
     login = ["--server", server.url, "--key", server.key]
@@ -115,3 +115,7 @@ def test_cancel_of_a_finished_job_is_one_error_line_and_the_job_stays(server, tm
     assert code == 1 and err.startswith("dcas: error: the server answered 409") and "SUCCEEDED" in err
     code, out, _ = dcas("status", job_id, *login)
     assert code == 0 and "SUCCEEDED" in out
+    assert dcas("delete", job_id, *login)[:2] == (0, f"{job_id}: deleted (it was SUCCEEDED)\n")
+    code, _, err = dcas("status", job_id, *login)
+    assert code == 1 and "404" in err and len(err.splitlines()) == 1
+    assert job_id not in dcas("jobs", *login)[1]
