@@ -81,16 +81,17 @@ class InMemoryStatusStore:
     def list_jobs(self, owner: str, state: JobState | None = None, limit: int = 50,
                   cursor: str | None = None) -> tuple[list[JobStatus], str | None]:
         with self._lock:
-            jobs = sorted((s for s in self._docs.values() if s.owner == owner and not s.deleted
-                           and (state is None or s.state is state)),
+            mine = sorted((s for s in self._docs.values() if s.owner == owner),
                           key=lambda s: (s.times.get(JobState.QUEUED.value, ""), s.job_id), reverse=True)
         start = 0
         if cursor is not None:
-            ids = [s.job_id for s in jobs]
+            # The cursor's place in the order, as Firestore's start_after finds it: even when its job
+            # no longer passes the filters (deleted, or in another state by now).
+            ids = [s.job_id for s in mine]
             start = ids.index(cursor) + 1 if cursor in ids else len(ids)
-        page = jobs[start:start + limit]
-        more = start + limit < len(jobs)
-        return copy.deepcopy(page), (page[-1].job_id if more and page else None)
+        jobs = [s for s in mine[start:] if not s.deleted and (state is None or s.state is state)]
+        page = jobs[:limit]
+        return copy.deepcopy(page), (page[-1].job_id if len(jobs) > limit and page else None)
 
     def stale_jobs(self, queued_before: str, heartbeat_before: str) -> list[JobStatus]:
         with self._lock:

@@ -180,3 +180,13 @@ def test_a_page_of_jobs_skips_deleted_ones_and_still_fills_up(store):
     page, cursor = store.list_jobs("ann", limit=2)
     assert [s.job_id for s in page] == ["ann-2", "ann-1"] and cursor == "ann-1"
     assert [s.job_id for s in store.list_jobs("ann", limit=2, cursor=cursor)[0]] == ["ann-0"]
+
+
+def test_a_cursor_keeps_its_place_after_its_job_was_deleted(store):
+    for i in range(3):
+        queued(store, f"ann-{i}")
+        time.sleep(0.002)
+    page, cursor = store.list_jobs("ann", limit=1)
+    assert cursor == "ann-2"
+    store.mark_deleted("ann-2")
+    assert [s.job_id for s in store.list_jobs("ann", cursor=cursor)[0]] == ["ann-1", "ann-0"]

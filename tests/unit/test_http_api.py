@@ -284,6 +284,16 @@ def test_a_deleted_finished_job_disappears_from_the_list_and_answers_404_everywh
     assert any(kept in uri for uri in adapters.blobs.objects)
 
 
+def test_paging_goes_on_when_the_job_holding_the_cursor_was_deleted_meanwhile(adapters, client):
+    headers = auth(adapters)
+    ids = [upload(client, headers).json()["job_id"] for _ in range(3)]
+    first = client.get("/v1/jobs", params={"limit": 1}, headers=headers).json()
+    assert first["next_cursor"] == ids[2]
+    client.delete(f"/v1/jobs/{ids[2]}", headers=headers)
+    rest = client.get("/v1/jobs", params={"limit": 5, "cursor": first["next_cursor"]}, headers=headers)
+    assert rest.status_code == 200 and [j["job_id"] for j in rest.json()["jobs"]] == [ids[1], ids[0]]
+
+
 def test_cancel_stops_a_queued_job_keeps_it_listed_and_refuses_a_finished_one(adapters, client):
     headers = auth(adapters)
     job_id = upload(client, headers).json()["job_id"]
