@@ -94,11 +94,16 @@ async def file_part(chunks: AsyncIterator[bytes], content_type: str,
     parts = _FileParts(boundary)
     iterator = chunks.__aiter__()
     first: list[bytes] = []
+    before = 0
     while parts.filename is None:
+        if before > OVERHEAD:
+            # Fields are skipped, not kept, but a client must not hold a connection with them forever.
+            raise ValueError(f"the file part must begin within the body's first {OVERHEAD} bytes")
         try:
             chunk = await asyncio.wait_for(iterator.__anext__(), stall_timeout)
         except StopAsyncIteration:
             raise ValueError("the multipart body holds no file part (one with a filename)") from None
+        before += len(chunk)
         first = parts.write(chunk)
 
     async def data() -> AsyncIterator[bytes]:

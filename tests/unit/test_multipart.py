@@ -143,3 +143,16 @@ def test_httpx_files_make_a_body_the_manager_takes(adapters):
     assert response.status_code == 202, response.text
     [message] = adapters.queue.messages
     assert message.input_uri.endswith("/in/notes.txt") and adapters.blobs.objects[message.input_uri] == b"hello multipart"
+
+
+def test_fields_before_the_file_are_bounded_so_a_client_cannot_hold_on_with_them():
+    whole = body(text_field("padding", "p" * 2 * multipart.OVERHEAD), file_part("late", b"x"))
+
+    async def parse():
+        async def chunks():
+            for i in range(0, len(whole), 4096):
+                yield whole[i:i + 4096]
+        await multipart.file_part(chunks(), f"multipart/form-data; boundary={BOUNDARY}", 5)
+
+    with pytest.raises(ValueError, match="first 65536 bytes"):
+        asyncio.run(parse())
