@@ -7,7 +7,9 @@ from typing import AsyncIterator
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 
-__all__ = ["MULTIPART", "OVERHEAD", "is_multipart", "file_part"]
+from services.uploads import UploadLimits, UploadStalled, UploadTooLarge
+
+__all__ = ["MULTIPART", "OVERHEAD", "is_multipart", "file_part", "file_upload"]
 
 MULTIPART = "multipart/form-data"
 # What a body may hold besides the file (boundaries, part headers, small fields): a declared
@@ -117,3 +119,16 @@ async def file_part(chunks: AsyncIterator[bytes], content_type: str,
             raise ValueError("the multipart body ended before its closing boundary")
 
     return parts.filename, data()
+
+
+async def file_upload(chunks: AsyncIterator[bytes], content_type: str, declared: int | None,
+                      limits: UploadLimits) -> tuple[str, AsyncIterator[bytes]]:
+    """file_part() under the upload limits: UploadTooLarge when the declared Content-Length is over
+    the limit (the file's, plus OVERHEAD for the framing), UploadStalled when the client stalls
+    before the file's bytes (receive_upload watches them after that)."""
+    if declared is not None and declared > limits.max_size + OVERHEAD:
+        raise UploadTooLarge(f"the upload ({declared} bytes) is larger than the limit of {limits.max_size} bytes")
+    try:
+        return await file_part(chunks, content_type, limits.stall_timeout)
+    except asyncio.TimeoutError:
+        raise UploadStalled(f"no data for {limits.stall_timeout:g} s; upload abandoned") from None

@@ -1,7 +1,6 @@
 """The Manager and Status HTTP API (FastAPI): thin routes over services.uploads and services.access."""
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -214,16 +213,8 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
         try:
             body = request.stream()
             if multipart.is_multipart(request.headers.get("content-type")):
-                # The size limit is the file's: the part headers and boundaries come on top.
-                if declared is not None and declared > settings.limits.max_size + multipart.OVERHEAD:
-                    raise uploads.UploadTooLarge(f"the upload ({declared} bytes) is larger than the limit of "
-                                                 f"{settings.limits.max_size} bytes")
-                try:
-                    part_name, body = await multipart.file_part(body, request.headers["content-type"],
-                                                                settings.limits.stall_timeout)
-                except asyncio.TimeoutError:
-                    raise uploads.UploadStalled(f"no data for {settings.limits.stall_timeout:g} s; "
-                                                "upload abandoned") from None
+                part_name, body = await multipart.file_upload(body, request.headers["content-type"], declared,
+                                                              settings.limits)
                 filename, declared = filename or part_name, None
             status = await uploads.submit_upload(adapters, settings.bucket, settings.limits, slots, owner,
                                                  operation, filename, body, declared, trace)

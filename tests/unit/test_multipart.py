@@ -156,3 +156,15 @@ def test_fields_before_the_file_are_bounded_so_a_client_cannot_hold_on_with_them
 
     with pytest.raises(ValueError, match="first 65536 bytes"):
         asyncio.run(parse())
+
+
+def test_a_client_that_stalls_before_the_file_part_gets_the_stall_error():
+    from services.uploads import UploadStalled
+
+    async def stalling():
+        yield f"--{BOUNDARY}\r\nContent-Disposition: form-da".encode()
+        await asyncio.sleep(30)
+
+    with pytest.raises(UploadStalled, match="no data for 0.1 s"):
+        asyncio.run(multipart.file_upload(stalling(), f"multipart/form-data; boundary={BOUNDARY}", None,
+                                          UploadLimits(buffer_size=256 * 1024, stall_timeout=0.1)))
