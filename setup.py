@@ -17,6 +17,8 @@ INSTALL_REQUIRES = [
     # Traces from upload to SUCCEEDED (adapters/tracing.py); imported only while tracing is on.
     "opentelemetry-api>=1.25,<2",
     "opentelemetry-sdk>=1.25,<2",
+    # multipart/form-data uploads parsed as they stream (services/multipart.py).
+    "python-multipart>=0.0.20,<0.1",
 ]
 # Cloud Trace as the trace exporter on GCP (DCAS_TRACE_EXPORTER=gcp); optional, imported lazily.
 CLOUDTRACE_REQUIRES = ["opentelemetry-exporter-gcp-trace>=1.6,<2"]

@@ -69,6 +69,16 @@ class GcsBlobStore:
         return self._blob(uri).create_resumable_upload_session(content_type=content_type, size=size,
                                                                if_generation_match=0)
 
+    def cancel_session(self, url: str) -> None:
+        # DELETE on the session URL (what BlobWriter.terminate does): GCS answers 499 and the
+        # session accepts nothing more; a finished or expired one answers 4xx, also fine.
+        self._client._http.delete(url, timeout=60)
+
+    def list_prefix(self, prefix: str):
+        bucket, name = _split(prefix)
+        for blob in self._client.list_blobs(bucket, prefix=name, retry=gcs_retry()):
+            yield f"gs://{bucket}/{blob.name}"
+
     def _blob(self, uri: str):
         bucket, name = _split(uri)
         return self._client.bucket(bucket).blob(name)

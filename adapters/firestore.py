@@ -8,7 +8,7 @@ from typing import Any
 from google.api_core import exceptions
 
 from adapters import tracing
-from adapters.jobs import JobState, JobStatus, transitioned, utc_now
+from adapters.jobs import JobState, JobStatus, marked_deleted, transitioned, utc_now
 from adapters.retries import CALL_TIMEOUT, firestore_retry
 
 __all__ = ["COMPOSITE_INDEXES", "FirestoreStatusSpec", "FirestoreStatusStore"]
@@ -92,7 +92,17 @@ class FirestoreStatusStore:
             if not after.exists:
                 return [], None
             query = query.start_after(after)
-        found = [JobStatus.from_dict(s.to_dict()) for s in query.limit(limit + 1).stream(**self._call)]
+        # Deleted jobs are skipped here rather than in the query: documents written before the
+        # field existed have no `deleted` at all, which an `== None` filter would leave out.
+        # Deleted ones are few (the reconciler purges them), so one batch nearly always does.
+        found: list[JobStatus] = []
+        while len(found) <= limit:
+            batch = list(query.limit(limit + 1).stream(**self._call))
+            statuses = (JobStatus.from_dict(snapshot.to_dict()) for snapshot in batch)
+            found += [status for status in statuses if not status.deleted]
+            if len(batch) <= limit:
+                break
+            query = query.start_after(batch[-1])
         page = found[:limit]
         return page, (page[-1].job_id if len(found) > limit and page else None)
 
@@ -103,6 +113,17 @@ class FirestoreStatusStore:
                    .where(filter=self._field("heartbeat", "<", heartbeat_before)))
         return [JobStatus.from_dict(s.to_dict())
                 for query in (queued, running) for s in query.stream(**self._call)]
+
+    def mark_deleted(self, job_id: str) -> JobStatus | None:
+        return self._in_transaction(job_id, marked_deleted)
+
+    def deleted_jobs(self, deleted_before: str) -> list[JobStatus]:
+        # A range filter matches only strings: documents whose `deleted` is null (or absent) are left out.
+        query = self._jobs.where(filter=self._field("deleted", "<", deleted_before))
+        return [JobStatus.from_dict(s.to_dict()) for s in query.stream(**self._call)]
+
+    def purge(self, job_id: str) -> None:
+        self._jobs.document(job_id).delete(**self._call)
 
     def watch(self, job_id: str, callback) -> "_SnapshotWatch":
         """Calls `callback(JobStatus | None)` with the document now and after every change, on

@@ -12,8 +12,8 @@ from codec.sizes import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 
 __all__ = [
     "COMPRESS", "DECOMPRESS", "OPERATIONS", "JOB_ID_PATTERN", "JobState", "TERMINAL_STATES",
-    "JobRequest", "Failure", "JobStatus", "TransitionRefused", "check_transition", "transitioned", "new_job_id",
-    "utc_now", "HISTORY_LIMIT",
+    "JobRequest", "Failure", "JobStatus", "TransitionRefused", "check_transition", "transitioned", "marked_deleted",
+    "new_job_id", "utc_now", "HISTORY_LIMIT",
 ]
 
 COMPRESS = "compress"
@@ -156,6 +156,9 @@ class JobStatus:
     # Every transition as {state, attempt, at}, oldest first (bounded: _with_entry); `times` keeps
     # only the last time of each state, which a re-queued job overwrites.
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # When its owner deleted the job: hidden from then on, the document itself purged later
+    # (the reconciler), so that a worker that was still running it finds it CANCELLED, not missing.
+    deleted: str | None = None
 
     @classmethod
     def queued(cls, request: JobRequest) -> "JobStatus":
@@ -235,3 +238,13 @@ def _with_entry(history: list[dict[str, Any]], entry: dict[str, Any]) -> list[di
     if len(history) > HISTORY_LIMIT:
         history = [history[0], *history[len(history) - HISTORY_LIMIT + 1:]]
     return history
+
+
+def marked_deleted(current: JobStatus | None) -> JobStatus | None:
+    """The status after its owner deleted the job: a queued or running job is cancelled in the same
+    write, a finished one keeps its state. None (nothing to write) for a missing or deleted job."""
+    if current is None or current.deleted:
+        return None
+    updated = current if current.terminal else transitioned(current, JobState.CANCELLED, current.attempt)
+    now = utc_now()
+    return dataclasses.replace(updated, deleted=now, updated=now)

@@ -7,7 +7,7 @@ import threading
 import uuid
 from typing import Callable, Iterator
 
-from adapters.jobs import Failure, JobRequest, JobState, JobStatus, transitioned, utc_now
+from adapters.jobs import Failure, JobRequest, JobState, JobStatus, marked_deleted, transitioned, utc_now
 
 __all__ = ["InMemoryBlobStore", "InMemoryJobQueue", "InMemoryKeyStore", "InMemoryStatusStore", "MemorySpec"]
 
@@ -81,22 +81,42 @@ class InMemoryStatusStore:
     def list_jobs(self, owner: str, state: JobState | None = None, limit: int = 50,
                   cursor: str | None = None) -> tuple[list[JobStatus], str | None]:
         with self._lock:
-            jobs = sorted((s for s in self._docs.values() if s.owner == owner
-                           and (state is None or s.state is state)),
+            mine = sorted((s for s in self._docs.values() if s.owner == owner),
                           key=lambda s: (s.times.get(JobState.QUEUED.value, ""), s.job_id), reverse=True)
         start = 0
         if cursor is not None:
-            ids = [s.job_id for s in jobs]
+            # The cursor's place in the order, as Firestore's start_after finds it: even when its job
+            # no longer passes the filters (deleted, or in another state by now).
+            ids = [s.job_id for s in mine]
             start = ids.index(cursor) + 1 if cursor in ids else len(ids)
-        page = jobs[start:start + limit]
-        more = start + limit < len(jobs)
-        return copy.deepcopy(page), (page[-1].job_id if more and page else None)
+        jobs = [s for s in mine[start:] if not s.deleted and (state is None or s.state is state)]
+        page = jobs[:limit]
+        return copy.deepcopy(page), (page[-1].job_id if len(jobs) > limit and page else None)
 
     def stale_jobs(self, queued_before: str, heartbeat_before: str) -> list[JobStatus]:
         with self._lock:
             return [copy.deepcopy(s) for s in self._docs.values()
                     if (s.state is JobState.QUEUED and s.updated and s.updated < queued_before)
                     or (s.state is JobState.RUNNING and (s.heartbeat or "") < heartbeat_before)]
+
+    def mark_deleted(self, job_id: str) -> JobStatus | None:
+        with self._lock:
+            updated = marked_deleted(self._docs.get(job_id))
+            if updated is None:
+                return None
+            self._docs[job_id] = updated
+            self.writes += 1
+        self._changed(job_id)
+        return copy.deepcopy(updated)
+
+    def deleted_jobs(self, deleted_before: str) -> list[JobStatus]:
+        with self._lock:
+            return [copy.deepcopy(s) for s in self._docs.values() if s.deleted and s.deleted < deleted_before]
+
+    def purge(self, job_id: str) -> None:
+        with self._lock:
+            self._docs.pop(job_id, None)
+        self._changed(job_id)
 
     def watch(self, job_id: str, callback: Callable[[JobStatus | None], None]) -> "_MemoryWatch":
         """Calls back with the document now and after each write to it (on the writer's thread,
@@ -134,12 +154,41 @@ class InMemoryKeyStore:
 
     def __init__(self) -> None:
         self._owners: dict[str, str] = {}
+        self._created: dict[str, str] = {}
+        self._watchers: list[Callable[[str], None]] = []
 
     def add(self, key_hash: str, owner: str) -> None:
         self._owners[key_hash] = owner
+        self._created[key_hash] = utc_now()
 
     def owner_of(self, key_hash: str) -> str | None:
         return self._owners.get(key_hash)
+
+    def records(self, owner: str | None = None) -> list[dict]:
+        return [{"hash": h, "owner": o, "created": self._created.get(h)} for h, o in self._owners.items()
+                if owner is None or o == owner]
+
+    def remove(self, key_hash: str) -> bool:
+        found = self._owners.pop(key_hash, None) is not None
+        self._created.pop(key_hash, None)
+        if found:
+            for callback in list(self._watchers):
+                callback(key_hash)
+        return found
+
+    def watch_removals(self, callback: Callable[[str], None]) -> "_KeyWatch":
+        self._watchers.append(callback)
+        return _KeyWatch(self._watchers, callback)
+
+
+@dataclasses.dataclass
+class _KeyWatch:
+    watchers: list
+    callback: Callable[[str], None]
+
+    def close(self) -> None:
+        if self.callback in self.watchers:
+            self.watchers.remove(self.callback)
 
 
 class InMemoryBlobStore:
@@ -148,6 +197,7 @@ class InMemoryBlobStore:
     def __init__(self, read_piece: int = 64 * 2**10) -> None:
         self.objects: dict[str, bytes] = {}
         self.open_uploads = 0  # uploads neither committed nor aborted, for the leak tests
+        self.sessions: set[str] = set()  # direct-upload sessions a client could still finish
         self._read_piece = read_piece
         self._lock = threading.Lock()
 
@@ -183,11 +233,26 @@ class InMemoryBlobStore:
 
     def start_session(self, uri: str, content_type: str = "application/octet-stream",
                       size: int | None = None) -> str:
-        return f"memory-session:{uri}"
+        url = f"memory-session:{uri}"
+        with self._lock:
+            self.sessions.add(url)
+        return url
+
+    def cancel_session(self, url: str) -> None:
+        with self._lock:
+            self.sessions.discard(url)
 
     def finish_session(self, url: str, data: bytes) -> None:
         """What a client's upload to a session URL does (tests stand in for the client)."""
+        with self._lock:
+            if url not in self.sessions:
+                raise FileNotFoundError(f"no such upload session: {url}")
+            self.sessions.discard(url)
         self.write_bytes(url.removeprefix("memory-session:"), data)
+
+    def list_prefix(self, prefix: str) -> Iterator[str]:
+        with self._lock:
+            return iter(sorted(uri for uri in self.objects if uri.startswith(prefix)))
 
 
 class _MemoryUpload:

@@ -40,7 +40,18 @@ class StatusStore(Protocol):
 
     def list_jobs(self, owner: str, state: JobState | None = None, limit: int = 50,
                   cursor: str | None = None) -> tuple[list[JobStatus], str | None]:
-        """The owner's jobs, newest first, and the cursor of the next page (None at the end)."""
+        """The owner's jobs, newest first, and the cursor of the next page (None at the end).
+        Deleted jobs are left out."""
+
+    def mark_deleted(self, job_id: str) -> JobStatus | None:
+        """Marks the job deleted (adapters.jobs.marked_deleted: a queued or running job is cancelled
+        in the same transaction); returns the new status, None if it is missing or already deleted."""
+
+    def deleted_jobs(self, deleted_before: str) -> list[JobStatus]:
+        """Jobs marked deleted before `deleted_before` (an ISO time): what purge() may remove."""
+
+    def purge(self, job_id: str) -> None:
+        """Removes the job's document for good (after its objects are gone)."""
 
     def stale_jobs(self, queued_before: str, heartbeat_before: str) -> list[JobStatus]:
         """Jobs QUEUED since before `queued_before`, or RUNNING with a heartbeat (or claim)
@@ -101,6 +112,13 @@ class BlobStore(Protocol):
         """A resumable-upload session for a new object at `uri`, as a URL a client sends the bytes
         to itself (they never pass through us); the object exists once the client has finished."""
 
+    def cancel_session(self, url: str) -> None:
+        """Ends a session start_session() opened: the client can no longer finish it (a session
+        that finished or is gone already is not an error)."""
+
+    def list_prefix(self, prefix: str) -> Iterator[str]:
+        """The URIs of the objects whose URI starts with `prefix`."""
+
 
 class KeyStore(Protocol):
     """API keys by their SHA-256 (the keys themselves are never stored), one owner each."""
@@ -108,3 +126,13 @@ class KeyStore(Protocol):
     def add(self, key_hash: str, owner: str) -> None: ...
 
     def owner_of(self, key_hash: str) -> str | None: ...
+
+    def records(self, owner: str | None = None) -> list[dict]:
+        """Every key (or `owner`'s): dicts of `hash`, `owner`, `created`."""
+
+    def remove(self, key_hash: str) -> bool:
+        """Forgets the key (it authenticates no one from now on); False if it was not there."""
+
+    def watch_removals(self, callback: Callable[[str], None]) -> Watch:
+        """Calls `callback(key_hash)` for each key removed from now on (by any process), on another
+        thread, until the returned Watch is closed: how a cache of found keys forgets them at once."""

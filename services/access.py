@@ -12,7 +12,7 @@ from adapters.jobs import COMPRESS, JOB_ID_PATTERN, JobState, JobStatus, Transit
 from services.uploads import job_prefix
 
 __all__ = ["JobNotFound", "NotReady", "RangeNotSatisfiable", "Result", "StatusReads", "owned_job", "list_owned",
-           "cancel_and_delete", "parse_range", "open_result", "result_metadata", "status_events",
+           "cancel_owned", "delete_owned", "parse_range", "open_result", "result_metadata", "status_events",
            "public_status"]
 
 
@@ -30,9 +30,11 @@ class RangeNotSatisfiable(Exception):
         self.size = size
 
 
-def owned_job(status_store, owner: str, job_id: str) -> JobStatus:
+def owned_job(status_store, owner: str, job_id: str, *, deleted: bool = False) -> JobStatus:
+    """The owner's job; JobNotFound for another owner's, a missing one, and (unless `deleted`) a
+    deleted one."""
     status = status_store.get(job_id) if _plausible_id(job_id) else None
-    if status is None or status.owner != owner:
+    if status is None or status.owner != owner or (status.deleted and not deleted):
         raise JobNotFound(f"no such job: {job_id}")
     return status
 
@@ -106,18 +108,35 @@ def list_owned(status_store, owner: str, state: str | None, limit: int, cursor: 
         raise ValueError("limit must be between 1 and 200")
     if cursor is not None:
         # A cursor is a job id of this owner's; anything else would let a caller page through ids.
-        owned_job(status_store, owner, cursor)
+        # One deleted since the last page still marks the place.
+        owned_job(status_store, owner, cursor, deleted=True)
     return status_store.list_jobs(owner, state, limit, cursor)
 
 
-def cancel_and_delete(adapters, bucket: str, owner: str, job_id: str) -> JobStatus:
-    """Cancels a queued or running job (a finished one stays as it ended) and deletes its objects."""
-    status = owned_job(adapters.status, owner, job_id)
-    if not status.terminal:
+def cancel_owned(status_store, owner: str, job_id: str) -> JobStatus:
+    """QUEUED or RUNNING -> CANCELLED, objects kept; TransitionRefused once the job has finished."""
+    for _ in range(3):
+        status = owned_job(status_store, owner, job_id)
         try:
-            status = adapters.status.transition(job_id, JobState.CANCELLED, status.attempt)
+            return status_store.transition(job_id, JobState.CANCELLED, status.attempt)
         except TransitionRefused:
-            status = adapters.status.get(job_id) or status  # it finished meanwhile: delete anyway
+            # A re-queue moved it to the next attempt meanwhile: read again (a finished job refuses again).
+            if status_store.get(job_id).terminal:
+                raise
+    raise TransitionRefused(f"job {job_id} keeps changing attempts; try again")
+
+
+def delete_owned(adapters, bucket: str, owner: str, job_id: str) -> JobStatus:
+    """Deletes the job: a queued or running one is cancelled, its objects are deleted, and from now
+    on it is missing from the list and answers 404. Returns its last status.
+
+    The document is marked, not removed, so a worker still running the job finds it CANCELLED and
+    publishes nothing; the reconciler purges it (objects again, then the document) after a grace
+    period, which also removes what a worker was writing at this very moment."""
+    owned_job(adapters.status, owner, job_id)
+    status = adapters.status.mark_deleted(job_id)
+    if status is None:
+        raise JobNotFound(f"no such job: {job_id}")  # deleted meanwhile by another request
     adapters.blobs.delete_prefix(job_prefix(bucket, job_id))
     return status
 

@@ -230,6 +230,12 @@ def _add_job_commands(commands) -> None:
     cancel.add_argument("job_id", metavar="JOB")
     _add_server_arguments(cancel)
 
+    delete = commands.add_parser("delete", help="delete a job and its files (through the Manager)",
+                                 description="Delete job JOB: cancelled if it still runs, its files "
+                                             "deleted, gone from `dcas jobs`.")
+    delete.add_argument("job_id", metavar="JOB")
+    _add_server_arguments(delete)
+
     jobs = commands.add_parser("jobs", help="list your jobs (through the Manager)",
                                description="List the key owner's jobs, newest first.")
     jobs.add_argument("--state", choices=["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"],
@@ -248,10 +254,15 @@ def _add_job_commands(commands) -> None:
 
     keys = commands.add_parser("keys", help="manage API keys of the Manager",
                                description="`dcas keys create OWNER` prints a new API key for OWNER "
-                                           "(stored hashed in the job service's Firestore).")
+                                           "(stored hashed in the job service's Firestore); `list` "
+                                           "shows key ids; `revoke` makes a key fail with 401 at once.")
     key_actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     create = key_actions.add_parser("create", help="print a new key for OWNER")
     create.add_argument("owner", metavar="OWNER")
+    listing = key_actions.add_parser("list", help="key ids, owners and creation times (never the keys)")
+    listing.add_argument("owner", metavar="OWNER", nargs="?", help="only this owner's keys")
+    revoke = key_actions.add_parser("revoke", help="revoke the key KEY_ID, or every key of OWNER")
+    revoke.add_argument("target", metavar="KEY_ID|OWNER")
 
     serve = commands.add_parser("serve", help="run the Manager and Status HTTP services",
                                 description="Serve the HTTP API and the web page on the job service "
@@ -613,13 +624,23 @@ def _keys(args: argparse.Namespace, console: _Console) -> None:
     with _google_errors():
         adapters = _job_service()
         try:
-            try:
-                key = keys.create_key(adapters.keys, args.owner)
-            except ValueError as e:
-                raise UsageError(str(e)) from None
+            if args.keys_command == "list":
+                lines = [f"{k.key_id}  {k.owner}  {k.created or '-'}" for k in keys.list_keys(adapters.keys, args.owner)]
+            elif args.keys_command == "revoke":
+                try:
+                    revoked = keys.revoke(adapters.keys, args.target)
+                except LookupError as e:
+                    raise compression.ServiceError(str(e)) from None
+                lines = [f"revoked {k.key_id} of {k.owner}" for k in revoked]
+            else:
+                try:
+                    lines = [keys.create_key(adapters.keys, args.owner)]
+                except ValueError as e:
+                    raise UsageError(str(e)) from None
         finally:
             adapters.close()
-    print(key, file=console.stdout)
+    for line in lines:
+        print(line, file=console.stdout)
 
 
 def _serve(args: argparse.Namespace, console: _Console) -> None:
@@ -632,6 +653,7 @@ _COMMANDS = {"compress": _transfer, "decompress": _transfer, "info": _info, "ver
              "clean": _clean, "submit": _submit, "status": _status, "trace": _trace, "cancel": _cancel, "stack": _stack,
              "jobs": lambda args, console: http_client.list_jobs(args, console),
              "fetch": lambda args, console: http_client.fetch(args, console),
+             "delete": lambda args, console: http_client.delete(args, console),
              "keys": _keys, "serve": _serve, "setup": _setup, "reconcile": _reconcile}
 
 

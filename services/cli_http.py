@@ -1,4 +1,4 @@
-"""`dcas` as a client of the Manager and Status APIs: submit a local file, status (--follow), cancel, jobs, fetch."""
+"""`dcas` as a client of the Manager and Status APIs: submit a local file, status (--follow), cancel, delete, jobs, fetch."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import os
 
 from services.progress import ProgressBar, format_bytes
 
-__all__ = ["submit_file", "status", "cancel", "list_jobs", "fetch"]
+__all__ = ["submit_file", "status", "cancel", "delete", "list_jobs", "fetch"]
 
 
 def _client(args):
@@ -71,6 +71,15 @@ def cancel(args, console) -> None:
     with _client(args) as client:
         current = client.cancel(args.job_id)
     print(f"{current['job_id']}: {current['state']}", file=console.stdout)
+
+
+def delete(args, console) -> None:
+    from services.cli import UsageError
+    if not args.server:
+        raise UsageError("`dcas delete` asks the Manager: give --server URL (or DCAS_SERVER)")
+    with _client(args) as client:
+        last = client.delete(args.job_id)
+    print(f"{last['job_id']}: deleted (it was {last['state']})", file=console.stdout)
 
 
 def list_jobs(args, console) -> None:

@@ -85,6 +85,11 @@ class ApiClient:
 
     def cancel(self, job_id: str) -> dict:
         with self._calling():
+            return self._json(self._http.post(f"/v1/jobs/{job_id}/cancel"))
+
+    def delete(self, job_id: str) -> dict:
+        """Deletes the job and its objects (a running one is cancelled first)."""
+        with self._calling():
             return self._json(self._http.delete(f"/v1/jobs/{job_id}"))
 
     def follow(self, job_id: str) -> Iterator[dict]:

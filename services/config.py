@@ -33,6 +33,8 @@ class Settings:
     reconcile_interval: float = 10.0  # seconds between the reconciler's passes
     trace_exporter: str = "none"      # adapters.tracing.EXPORTERS: none, console, file, gcp
     trace_file: str | None = None     # the JSON-lines span file of the "file" exporter
+    upload_ttl: float = 86400.0       # seconds a direct upload may stay unconfirmed before it is removed
+    deleted_grace: float = 3600.0     # seconds a deleted job's document stays (marked) before it is purged
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -66,6 +68,8 @@ class Settings:
                                        minimum=0.1),
             trace_exporter=trace_exporter,
             trace_file=trace_file,
+            upload_ttl=_number(env, "DCAS_UPLOAD_TTL", float, cls.upload_ttl, minimum=1),
+            deleted_grace=_number(env, "DCAS_DELETED_GRACE", float, cls.deleted_grace, minimum=0),
         )
 
     def environment(self) -> dict[str, str]:
@@ -82,6 +86,7 @@ class Settings:
                 "DCAS_MAX_ATTEMPTS": str(self.max_attempts), "DCAS_STALE_AFTER": str(self.stale_after),
                 "DCAS_QUEUED_TIMEOUT": str(self.queued_timeout),
                 "DCAS_RECONCILE_INTERVAL": str(self.reconcile_interval),
+                "DCAS_UPLOAD_TTL": str(self.upload_ttl), "DCAS_DELETED_GRACE": str(self.deleted_grace),
                 **self._trace_environment()}
 
     def _trace_environment(self) -> dict[str, str]:

@@ -8,6 +8,7 @@ import threading
 from typing import Callable
 
 from adapters.jobs import Failure, JobRequest, JobState, JobStatus, TransitionRefused
+from services import cleanup
 from services.bootstrap import Adapters
 
 __all__ = ["Action", "ReconcilerLoop", "reconcile_once", "run_reconciler"]
@@ -103,7 +104,7 @@ def _iso(moment: datetime.datetime) -> str:
 
 
 class ReconcilerLoop:
-    """reconcile_once every `interval` seconds on a thread, until stop()."""
+    """reconcile_once, then services.cleanup.sweep, every `interval` seconds on a thread, until stop()."""
 
     def __init__(self, adapters: Adapters, interval: float, queued_for: float, heartbeat_stale: float,
                  max_attempts: int) -> None:
@@ -124,19 +125,36 @@ class ReconcilerLoop:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                reconcile_once(self._adapters, datetime.datetime.now(datetime.timezone.utc),
-                               *self._limits, recently_published=self._memo)
-            except Exception as e:  # the store unreachable for a while: try again next pass
-                log.warning("reconciler pass failed: %s: %s", type(e).__name__, e)
+            _one_pass(self._adapters, self._limits, self._memo, keep_going=True)
             self.passes += 1
+
+
+def _one_pass(adapters: Adapters, limits: tuple, memo: dict, keep_going: bool) -> list[Action]:
+    """reconcile_once, then services.cleanup.sweep. With `keep_going` (a loop), a step the store
+    fails is logged and left to the next pass; without (a cron run), it raises, so the run reports it."""
+    actions: list[Action] = []
+    try:
+        actions = reconcile_once(adapters, datetime.datetime.now(datetime.timezone.utc), *limits,
+                                 recently_published=memo)
+    except Exception as e:  # noqa: BLE001 - the store unreachable for a while
+        if not keep_going:
+            raise
+        log.warning("reconciler pass failed: %s: %s", type(e).__name__, e)
+    try:
+        cleanup.sweep(adapters, datetime.datetime.now(datetime.timezone.utc))
+    except Exception as e:  # noqa: BLE001 - same: the next pass sweeps again
+        if not keep_going:
+            raise
+        log.warning("cleanup pass failed: %s: %s", type(e).__name__, e)
+    return actions
 
 
 def run_reconciler(adapters: Adapters, *, loop: bool = False, interval: float | None = None,
                    on_action: Callable[[Action], None] | None = None,
                    stop: threading.Event | None = None) -> int:
-    """`dcas reconcile`: one pass with the limits of `adapters.settings` (a cron job's run), or with
-    `loop` a pass every `interval` seconds (default: the settings') until `stop` is set. Returns
+    """`dcas reconcile`: one pass (reconcile, then sweep) with the limits of `adapters.settings` (a
+    cron job's run), or with `loop` a pass every `interval` seconds (default: the settings') until
+    `stop` is set. Returns
     the number of passes. A pass the store fails is logged and, in a loop, tried again next time;
     a single pass lets it raise, so that a cron run reports it."""
     settings = adapters.settings
@@ -145,14 +163,7 @@ def run_reconciler(adapters: Adapters, *, loop: bool = False, interval: float | 
     memo: dict[str, datetime.datetime] = {}
     passes = 0
     while True:
-        try:
-            actions = reconcile_once(adapters, datetime.datetime.now(datetime.timezone.utc), *limits,
-                                     recently_published=memo)
-        except Exception as e:
-            if not loop:
-                raise
-            log.warning("reconciler pass failed: %s: %s", type(e).__name__, e)
-            actions = []
+        actions = _one_pass(adapters, limits, memo, keep_going=loop)
         passes += 1
         for action in actions:
             if on_action is not None:

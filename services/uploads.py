@@ -15,7 +15,7 @@ from typing import AsyncIterator
 import anyio.to_thread
 import numpy as np
 
-from adapters.jobs import COMPRESS, OPERATIONS, JobRequest, JobState, JobStatus, new_job_id, utc_now
+from adapters.jobs import COMPRESS, JOB_ID_PATTERN, OPERATIONS, JobRequest, JobState, JobStatus, new_job_id, utc_now
 from adapters.messages import encode_frequency_table
 from codec.counting import byte_histogram
 from codec.sizes import parse_size
@@ -25,7 +25,7 @@ __all__ = ["UploadLimits", "UploadSlots", "TooManyUploads", "UploadTooLarge", "U
            "UploadInterrupted", "JobPaths", "job_paths", "safe_filename", "receive_upload",
            "submit_upload", "submit_stored", "submit_request", "job_prefix", "check_operation",
            "check_readable", "output_name", "FILENAME_PATTERN", "UploadIncomplete", "open_direct_upload",
-           "complete_direct_upload"]
+           "complete_direct_upload", "pending_record", "pending_job_id", "PENDING_DIR"]
 
 log = logging.getLogger("dcas.uploads")
 SUFFIX = ".dcz"
@@ -120,7 +120,9 @@ class UploadSlots:
 FILENAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*[^\x00-\x1f\x7f-\x9f\u2028\u2029./\\][^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 _MAX_NAME_BYTES = 200  # the job's object names (prefix + name + suffixes) stay far below GCS's 1024
 DEFAULT_FILENAME = "upload"
-PENDING_NAME = "upload.json"
+# Direct uploads not yet confirmed, one record each, in a folder of their own: listing it is how
+# the reconciler finds abandoned ones (services.cleanup) without listing every job's objects.
+PENDING_DIR = "uploads/"
 
 
 def safe_filename(name: str | None) -> str:
@@ -162,14 +164,20 @@ class JobPaths:
     def metadata(self) -> str:
         return self.output + ".meta.json"
 
-    @property
-    def pending(self) -> str:
-        """A direct upload's record (owner, operation, name) until its job is submitted."""
-        return self.prefix + PENDING_NAME
 
 
 def job_prefix(bucket: str, job_id: str) -> str:
     return f"gs://{bucket}/jobs/{job_id}/"
+
+
+def pending_record(bucket: str, job_id: str) -> str:
+    """A direct upload's record (owner, operation, name, session, when) until its job is submitted."""
+    return f"gs://{bucket}/{PENDING_DIR}{job_id}.json"
+
+
+def pending_job_id(record_uri: str) -> str:
+    """The job id a pending_record() URI names."""
+    return record_uri.rsplit("/", 1)[-1].removesuffix(".json")
 
 
 def job_paths(bucket: str, job_id: str, filename: str, operation: str) -> JobPaths:
@@ -317,9 +325,11 @@ def open_direct_upload(adapters, bucket: str, limits: UploadLimits, owner: str, 
         raise UploadTooLarge(f"the upload ({size} bytes) is larger than the limit of {limits.max_size} bytes")
     job_id = new_job_id()
     paths = job_paths(bucket, job_id, name, operation)
-    record = {"owner": owner, "operation": operation, "filename": name, "size": size, "opened": utc_now()}
-    adapters.blobs.write_bytes(paths.pending, json.dumps(record).encode(), "application/json")
     url = adapters.blobs.start_session(paths.input, size=size)
+    # The session is kept so that an upload never confirmed can be ended when it expires.
+    record = {"owner": owner, "operation": operation, "filename": name, "size": size, "opened": utc_now(),
+              "session": url}
+    adapters.blobs.write_bytes(pending_record(bucket, job_id), json.dumps(record).encode(), "application/json")
     return {"job_id": job_id, "upload_url": url}
 
 
@@ -328,23 +338,27 @@ def complete_direct_upload(adapters, bucket: str, limits: UploadLimits, owner: s
     """The client says its direct upload is done: check the object, then submit its job. The
     pipeline counts the frequency table itself (the bytes never passed through here)."""
     prefix = job_prefix(bucket, job_id)
+    if not JOB_ID_PATTERN.fullmatch(job_id or ""):
+        raise LookupError(f"no such upload: {job_id}")
     try:
-        record = json.loads(b"".join(adapters.blobs.read_chunks(prefix + PENDING_NAME)))
+        record = json.loads(b"".join(adapters.blobs.read_chunks(pending_record(bucket, job_id))))
     except FileNotFoundError:
         record = None
     if record is None or record.get("owner") != owner:
-        raise LookupError(f"no such upload: {job_id}")  # another owner's looks like none at all
+        # Another owner's looks like none at all; so does one that expired unconfirmed.
+        raise LookupError(f"no such upload: {job_id} (never opened, already confirmed or expired)")
     paths = job_paths(bucket, job_id, record["filename"], record["operation"])
     size = adapters.blobs.size(paths.input)
     if size is None:
         raise UploadIncomplete(f"the upload of {job_id} has not finished: send the rest to its upload_url")
     if size > limits.max_size:
         adapters.blobs.delete_prefix(prefix)
+        adapters.blobs.delete_prefix(pending_record(bucket, job_id))
         raise UploadTooLarge(f"the upload ({size} bytes) is larger than the limit of {limits.max_size} bytes")
     request = JobRequest(job_id, record["operation"], paths.input, paths.output, owner=owner,
                          requested_at=utc_now(), trace_context=trace_context)
     status = submit_request(adapters, request)
-    adapters.blobs.delete_prefix(paths.pending)
+    adapters.blobs.delete_prefix(pending_record(bucket, job_id))
     return status
 
 

@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 
 from adapters.jobs import JobState, TransitionRefused
 from adapters import tracing
-from services import access, jobs, keys, uploads
+from services import access, identity, jobs, keys, multipart, uploads
 from services.http.tracing import TraceJobRequests
 
 __all__ = ["HttpSettings", "create_app"]
@@ -35,6 +35,8 @@ class HttpSettings:
     limits: uploads.UploadLimits = uploads.UploadLimits()
     keepalive: float = 15.0  # seconds between SSE comments on a quiet event stream
     key_cache_seconds: float = 60.0  # how long a found API key's owner is remembered
+    # Google-signed identity tokens (behind Cloud Run) besides API keys: services.identity.IdTokens.
+    id_tokens: Any = None
 
 
 class ApiError(Exception):
@@ -74,6 +76,7 @@ class JobView(BaseModel):
     times: dict[str, str]
     heartbeat: Optional[str] = None
     updated: Optional[str] = None
+    deleted: Optional[str] = None
     owner: str
     status_url: str
     result_url: str
@@ -104,6 +107,7 @@ def _errors(*codes: int) -> dict[int, dict[str, Any]]:
 # Failures of service functions -> (status, headers); the message is the exception's own.
 _STATUS_OF: list[tuple[type[BaseException], int]] = [
     (keys.Unauthenticated, 401),
+    (identity.CertificatesUnavailable, 503),
     (access.JobNotFound, 404),
     (PermissionError, 403),
     (LookupError, 404),
@@ -128,6 +132,7 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
     app.add_middleware(TraceJobRequests)
     api_keys = keys.CachedKeys(adapters.keys, settings.key_cache_seconds)
     status_reads = access.StatusReads(adapters.status)
+    app.router.on_shutdown.append(api_keys.close)  # its listener of revoked keys
 
     def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
@@ -171,7 +176,8 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
         # thread (a store read): under load, every thread hop per request counts.
         owner = keys.remembered_owner(api_keys, authorization)
         if owner is None:
-            owner = await anyio.to_thread.run_sync(keys.authenticate, api_keys, authorization)
+            owner = await anyio.to_thread.run_sync(keys.authenticate, api_keys, authorization,
+                                                   settings.id_tokens)
         return owner
 
     def base(request: Request) -> str:
@@ -184,6 +190,10 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
 
     upload_body = {"requestBody": {"required": True, "content": {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary",
+                                    "description": "the one file part; its filename names the file"}}}},
         "application/json": {"schema": StoredInput.model_json_schema()}}}}
 
     @app.post("/v1/jobs", status_code=202, response_model=JobAccepted, openapi_extra=upload_body,
@@ -193,7 +203,8 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
                          filename: Optional[str] = Query(None, max_length=1024, pattern=uploads.FILENAME_PATTERN,
                                                          description="the file's name (its last path component is kept)"),
                          owner: str = Depends(owner_of)):
-        """Submit a job: the raw file as the body (streamed to storage), or JSON naming a stored object."""
+        """Submit a job: the raw file as the body, or a multipart/form-data body with one file part
+        (either streamed to storage as it arrives), or JSON naming a stored object."""
         trace = _traceparent(request.headers.get("traceparent"))
         if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
             try:
@@ -210,8 +221,13 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
         except ValueError:
             raise ApiError(400, "Content-Length is not a number")
         try:
+            body = request.stream()
+            if multipart.is_multipart(request.headers.get("content-type")):
+                part_name, body = await multipart.file_upload(body, request.headers["content-type"], declared,
+                                                              settings.limits)
+                filename, declared = filename or part_name, None
             status = await uploads.submit_upload(adapters, settings.bucket, settings.limits, slots, owner,
-                                                 operation, filename, request.stream(), declared, trace)
+                                                 operation, filename, body, declared, trace)
         except ClientDisconnect:
             log.info("client of %s went away mid-upload; nothing kept", owner)
             raise ApiError(400, "the client disconnected before the end of the body")
@@ -258,9 +274,16 @@ def create_app(adapters, settings: HttpSettings) -> FastAPI:
 
     @app.delete("/v1/jobs/{job_id}", response_model=JobView, responses=_errors(401, 404), tags=["manager"])
     async def delete_job(request: Request, job_id: str, owner: str = Depends(owner_of)):
-        """Cancels the job if it is queued or running, and deletes its objects."""
-        status = await anyio.to_thread.run_sync(
-            access.cancel_and_delete, adapters, settings.bucket, owner, job_id)
+        """Deletes the job: cancels it if it is queued or running, deletes its objects, and from
+        then on it is gone from the list and answers 404. The answer is its last status."""
+        status = await anyio.to_thread.run_sync(access.delete_owned, adapters, settings.bucket, owner, job_id)
+        return access.public_status(status, base(request))
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=JobView, responses=_errors(401, 404, 409),
+              tags=["manager"])
+    async def cancel_job(request: Request, job_id: str, owner: str = Depends(owner_of)):
+        """Cancels a queued or running job and keeps it (409 once it has finished)."""
+        status = await anyio.to_thread.run_sync(access.cancel_owned, adapters.status, owner, job_id)
         return access.public_status(status, base(request))
 
     @app.get("/v1/jobs/{job_id}/result", tags=["manager"],

@@ -16,9 +16,20 @@ def app_from_env() -> FastAPI:
     settings = Settings.from_env()
     configure_tracing(settings, "dcas-manager")
     adapters = bootstrap(settings)
-    app = create_app(adapters, HttpSettings(settings.bucket, UploadLimits.from_env()))
+    app = create_app(adapters, HttpSettings(settings.bucket, UploadLimits.from_env(), id_tokens=id_tokens_from_env()))
     app.router.on_shutdown.append(adapters.close)
     return app
+
+
+def id_tokens_from_env(environ=None):
+    """DCAS_ID_TOKEN_AUDIENCE (the service's URL) turns on Google-signed identity tokens;
+    DCAS_ID_TOKEN_CERTS_URL replaces Google's certificates URL (tests, other issuers' mirrors)."""
+    import os
+
+    from services.identity import GOOGLE_CERTS_URL, IdTokens
+    env = os.environ if environ is None else environ
+    audience = env.get("DCAS_ID_TOKEN_AUDIENCE")
+    return IdTokens(audience, env.get("DCAS_ID_TOKEN_CERTS_URL") or GOOGLE_CERTS_URL) if audience else None
 
 
 def _return_large_buffers_to_the_system(threshold: int = 256 * 1024) -> None:

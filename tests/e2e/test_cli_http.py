@@ -104,3 +104,18 @@ def test_another_owners_job_is_not_found_for_the_cli_either(server, tmp_path):
     job_id = dcas("submit", str(source), "--server", server.url, "--key", server.key)[1].strip()
     code, _, err = dcas("fetch", job_id, "-o", str(tmp_path / "o"), "--server", server.url, "--key", other)
     assert code == 1 and "404" in err
+
+
+def test_cancel_of_a_finished_job_is_one_error_line_and_delete_removes_it(server, tmp_path):
+    source = tmp_path / "done.txt"
+    source.write_bytes(b"done " * 100)
+    login = ["--server", server.url, "--key", server.key]
+    job_id = dcas("submit", str(source), "--wait", *login)[1].strip().splitlines()[-1]
+    code, _, err = dcas("cancel", job_id, *login)
+    assert code == 1 and err.startswith("dcas: error: the server answered 409") and "SUCCEEDED" in err
+    code, out, _ = dcas("status", job_id, *login)
+    assert code == 0 and "SUCCEEDED" in out
+    assert dcas("delete", job_id, *login)[:2] == (0, f"{job_id}: deleted (it was SUCCEEDED)\n")
+    code, _, err = dcas("status", job_id, *login)
+    assert code == 1 and "404" in err and len(err.splitlines()) == 1
+    assert job_id not in dcas("jobs", *login)[1]

@@ -1,6 +1,7 @@
 """`dcas stack up/down` and the job commands as real processes: exports, live services, a watched pipeline, nothing left behind."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -34,6 +35,12 @@ def clean_env(runtime: Path) -> dict[str, str]:
 def dcas(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
+
+
+def in_process(*args: str) -> tuple[int, str, str]:
+    from services.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    return main(list(args), stdout=out, stderr=err), out.getvalue(), err.getvalue()
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -124,7 +131,7 @@ def test_every_service_of_the_stack_answers(stack, monkeypatch):
     assert FirestoreStatusStore(stack.exports["GOOGLE_CLOUD_PROJECT"]).get("no-such-job") is None
 
 
-def test_the_manager_answers_with_the_demo_key_the_stack_exports(stack):
+def test_the_manager_answers_with_the_demo_key_the_stack_exports(stack, monkeypatch):
     import httpx
     server, key = stack.exports["DCAS_SERVER"], stack.exports["DCAS_API_KEY"]
     assert httpx.get(f"{server}/v1/jobs", headers={"Authorization": f"Bearer {key}"}).json()["jobs"] == []
@@ -134,6 +141,20 @@ def test_the_manager_answers_with_the_demo_key_the_stack_exports(stack):
     other = made.stdout.strip()
     assert other.startswith("dcas_") and other != key
     assert httpx.get(f"{server}/v1/jobs", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+    # Listing and revoking in this process (a `dcas` subprocess costs seconds), against the
+    # stack's Firestore; the Manager had the key in its cache, its listener must make it forget.
+    for name, value in stack.exports.items():
+        monkeypatch.setenv(name, value)
+    code, listed, _ = in_process("keys", "list", "eve")
+    [line] = listed.splitlines()
+    assert code == 0 and line.split()[1] == "eve" and other not in listed
+    assert in_process("keys", "revoke", line.split()[0]) == (0, f"revoked {line.split()[0]} of eve\n", "")
+    deadline = time.monotonic() + 5
+    while httpx.get(f"{server}/v1/jobs", headers={"Authorization": f"Bearer {other}"}).status_code != 401:
+        assert time.monotonic() < deadline, "the revoked key still works"
+        time.sleep(0.05)
+    code, _, err = in_process("keys", "revoke", "eve")
+    assert code == 1 and err.startswith("dcas: error: no key has the id 'eve'") and len(err.splitlines()) == 1
 
 
 def test_the_pipeline_gets_the_stacks_environment(stack):

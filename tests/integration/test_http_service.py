@@ -148,6 +148,24 @@ def test_a_client_that_stalls_mid_upload_is_cut_off(adapters, server):
     assert app.state.slots.in_use == 0 and adapters.status.list_jobs("sam")[0] == []
 
 
+def test_a_multipart_upload_from_a_file_streams_its_part_into_storage(adapters, server, tmp_path):
+    url, _ = server
+    key = keys.create_key(adapters.keys, "ann")
+    data = np.random.default_rng(2).integers(0, 60, 2**20 + 9, dtype=np.uint8).tobytes()
+    path = tmp_path / "form.bin"
+    path.write_bytes(data)
+    with path.open("rb") as file:  # httpx reads the file as it sends the body
+        response = httpx.post(f"{url}/v1/jobs", params={"operation": "compress"}, files={"file": ("form.bin", file)},
+                              data={"note": "a field beside the file"},
+                              headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    assert response.status_code == 202, response.text
+    [message] = pull(adapters.settings.jobs_subscription, 1)
+    assert message.job_id == response.json()["job_id"] and message.input_uri.endswith("/in/form.bin")
+    assert b"".join(adapters.blobs.read_chunks(message.input_uri)) == data
+    table = decode_frequency_table(b"".join(adapters.blobs.read_chunks(message.table_uri)))
+    np.testing.assert_array_equal(table, codec.histogram(data))
+
+
 def pull(subscription: str, expected: int):
     from google.cloud import pubsub_v1
     from adapters.messages import decode_job_message

@@ -146,3 +146,47 @@ def test_stale_jobs_are_the_long_queued_and_the_running_without_a_recent_heartbe
     store.record_progress("running-silent", 1, chunks_done=1, chunks_total=2, bytes_in=1, bytes_out=1)
     stale = {s.job_id for s in store.stale_jobs(queued_before=cut, heartbeat_before=cut)}
     assert stale == {"queued-long"}
+
+
+def test_a_deleted_running_job_is_cancelled_and_hidden_from_the_list_until_purged(store):
+    queued(store, "run")
+    store.transition("run", JobState.RUNNING, 1)
+    queued(store, "done")
+    store.transition("done", JobState.RUNNING, 1)
+    store.transition("done", JobState.SUCCEEDED, 1, output="gs://b/done.dcz")
+    queued(store, "kept")
+    deleted = store.mark_deleted("run")
+    assert deleted.state is JobState.CANCELLED and deleted.deleted and JobState.CANCELLED.value in deleted.times
+    assert store.mark_deleted("done").state is JobState.SUCCEEDED  # a finished job keeps how it ended
+    assert store.mark_deleted("run") is None and store.mark_deleted("missing") is None
+    with pytest.raises(TransitionRefused):  # the worker still running it finds it finished
+        store.transition("run", JobState.SUCCEEDED, 1)
+    assert [s.job_id for s in store.list_jobs("ann")[0]] == ["kept"]
+    assert store.list_jobs("ann", state=JobState.SUCCEEDED) == ([], None)
+    assert store.get("run").deleted == deleted.deleted
+    cut = utc_now()
+    assert sorted(s.job_id for s in store.deleted_jobs(cut)) == ["done", "run"]
+    assert store.deleted_jobs(deleted.deleted) == []  # strictly before
+    store.purge("run")
+    assert store.get("run") is None and [s.job_id for s in store.deleted_jobs(cut)] == ["done"]
+
+
+def test_a_page_of_jobs_skips_deleted_ones_and_still_fills_up(store):
+    for i in range(6):
+        queued(store, f"ann-{i}")
+        time.sleep(0.002)
+    for i in (5, 4, 3):
+        store.mark_deleted(f"ann-{i}")
+    page, cursor = store.list_jobs("ann", limit=2)
+    assert [s.job_id for s in page] == ["ann-2", "ann-1"] and cursor == "ann-1"
+    assert [s.job_id for s in store.list_jobs("ann", limit=2, cursor=cursor)[0]] == ["ann-0"]
+
+
+def test_a_cursor_keeps_its_place_after_its_job_was_deleted(store):
+    for i in range(3):
+        queued(store, f"ann-{i}")
+        time.sleep(0.002)
+    page, cursor = store.list_jobs("ann", limit=1)
+    assert cursor == "ann-2"
+    store.mark_deleted("ann-2")
+    assert [s.job_id for s in store.list_jobs("ann", cursor=cursor)[0]] == ["ann-1", "ann-0"]

@@ -256,21 +256,54 @@ def test_metadata_is_served_for_compress_jobs_only(adapters, client):
     assert adapters.queue.messages[-1].table_uri is None
 
 
-def test_delete_cancels_a_queued_job_and_removes_its_objects(adapters, client):
+def test_delete_cancels_a_queued_job_removes_its_objects_and_the_job_is_gone(adapters, client):
     headers = auth(adapters)
     job_id = upload(client, headers).json()["job_id"]
     assert any(job_id in uri for uri in adapters.blobs.objects)
     response = client.delete(f"/v1/jobs/{job_id}", headers=headers)
     assert response.status_code == 200 and response.json()["state"] == "CANCELLED"
     assert not any(job_id in uri for uri in adapters.blobs.objects)
+    assert client.get(f"/v1/jobs/{job_id}", headers=headers).status_code == 404
+    assert client.get("/v1/jobs", headers=headers).json()["jobs"] == []
+    # The worker that claims its message later finds it finished.
+    assert adapters.status.get(job_id).state is JobState.CANCELLED
 
 
-def test_delete_of_a_finished_job_keeps_its_state_and_removes_its_result(adapters, client):
+def test_a_deleted_finished_job_disappears_from_the_list_and_answers_404_everywhere(adapters, client):
+    headers = auth(adapters)
+    kept, job_id = (upload(client, headers).json()["job_id"] for _ in range(2))
+    run_job(adapters, job_id)
+    response = client.delete(f"/v1/jobs/{job_id}", headers=headers)
+    assert response.status_code == 200 and response.json()["state"] == "SUCCEEDED"
+    assert [j["job_id"] for j in client.get("/v1/jobs", headers=headers).json()["jobs"]] == [kept]
+    assert client.get("/v1/jobs", params={"state": "SUCCEEDED"}, headers=headers).json()["jobs"] == []
+    for path in ("", "/result", "/metadata", "/events"):
+        assert client.get(f"/v1/jobs/{job_id}{path}", headers=headers).status_code == 404, path
+    assert client.delete(f"/v1/jobs/{job_id}", headers=headers).status_code == 404
+    assert not any(job_id in uri for uri in adapters.blobs.objects)
+    assert any(kept in uri for uri in adapters.blobs.objects)
+
+
+def test_paging_goes_on_when_the_job_holding_the_cursor_was_deleted_meanwhile(adapters, client):
+    headers = auth(adapters)
+    ids = [upload(client, headers).json()["job_id"] for _ in range(3)]
+    first = client.get("/v1/jobs", params={"limit": 1}, headers=headers).json()
+    assert first["next_cursor"] == ids[2]
+    client.delete(f"/v1/jobs/{ids[2]}", headers=headers)
+    rest = client.get("/v1/jobs", params={"limit": 5, "cursor": first["next_cursor"]}, headers=headers)
+    assert rest.status_code == 200 and [j["job_id"] for j in rest.json()["jobs"]] == [ids[1], ids[0]]
+
+
+def test_cancel_stops_a_queued_job_keeps_it_listed_and_refuses_a_finished_one(adapters, client):
     headers = auth(adapters)
     job_id = upload(client, headers).json()["job_id"]
-    run_job(adapters, job_id)
-    assert client.delete(f"/v1/jobs/{job_id}", headers=headers).json()["state"] == "SUCCEEDED"
-    assert client.get(f"/v1/jobs/{job_id}/result", headers=headers).status_code == 409
+    response = client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
+    assert response.status_code == 200 and response.json()["state"] == "CANCELLED"
+    assert client.get(f"/v1/jobs/{job_id}", headers=headers).json()["state"] == "CANCELLED"
+    assert any(job_id in uri for uri in adapters.blobs.objects)
+    again = client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
+    assert again.status_code == 409 and "CANCELLED" in again.json()["error"]
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=auth(adapters, "bob")).status_code == 404
 
 
 def test_a_json_body_submits_a_job_on_an_object_of_the_owners_folder(adapters, client):
@@ -419,6 +452,48 @@ def test_a_found_key_is_remembered_for_its_ttl_and_an_unknown_one_not_at_all():
     assert cached.owner_of(keys.hash_key(key)) == "ann" and len(lookups) == 4
 
 
+def test_a_revoked_key_is_refused_at_once_though_the_manager_had_remembered_it(adapters, client):
+    key, other = (keys.create_key(adapters.keys, "ann") for _ in range(2))
+    for k in (key, other):
+        assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {k}"}).status_code == 200
+    [revoked] = keys.revoke(adapters.keys, keys.key_id(keys.hash_key(key)))
+    assert revoked.owner == "ann"
+    response = client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 401 and response.json()["error"] == "unknown API key"
+    assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+
+
+def test_revoking_an_owner_revokes_all_their_keys_and_nobody_elses(adapters):
+    ann = [keys.create_key(adapters.keys, "ann") for _ in range(2)]
+    bob = keys.create_key(adapters.keys, "bob")
+    assert [k.owner for k in keys.list_keys(adapters.keys)] == ["ann", "ann", "bob"]
+    listed = {k.key_id for k in keys.list_keys(adapters.keys, "ann")}
+    assert listed == {keys.key_id(keys.hash_key(k)) for k in ann} and not any(k in str(listed) for k in ann)
+    assert {k.key_id for k in keys.revoke(adapters.keys, "ann")} == listed
+    assert [keys.authenticate(adapters.keys, f"Bearer {k}") for k in [bob]] == ["bob"]
+    for k in ann:
+        with pytest.raises(keys.Unauthenticated):
+            keys.authenticate(adapters.keys, f"Bearer {k}")
+    with pytest.raises(LookupError, match="keys list"):
+        keys.revoke(adapters.keys, "ann")
+
+
+def test_a_lookup_that_overlaps_a_revocation_does_not_cache_the_revoked_key():
+    store = InMemoryKeyStore()
+    key = keys.create_key(store, "ann")
+    cached = keys.CachedKeys(store, ttl=60)
+    read = store.owner_of
+
+    def slow_read(key_hash):
+        owner = read(key_hash)  # read before the revocation lands
+        keys.revoke(store, "ann")
+        return owner
+    store.owner_of = slow_read
+    assert cached.owner_of(keys.hash_key(key)) == "ann"
+    store.owner_of = read
+    assert cached.owner_of(keys.hash_key(key)) is None
+
+
 def test_a_job_carries_the_callers_trace_context_or_a_new_one(adapters, client):
     headers = auth(adapters)
     parent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
@@ -463,7 +538,7 @@ def test_a_direct_upload_goes_to_storage_without_us_and_is_queued_when_confirmed
     assert accepted.status_code == 202 and accepted.json()["job_id"] == body["job_id"]
     [message] = adapters.queue.messages
     assert message.input_uri.endswith(f"/jobs/{body['job_id']}/in/huge.log") and message.table_uri is None
-    assert not any(uri.endswith("/upload.json") for uri in adapters.blobs.objects)
+    assert not any("/uploads/" in uri for uri in adapters.blobs.objects)
     assert client.post(confirm, headers=headers).status_code == 404  # confirmed once
 
 

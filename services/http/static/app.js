@@ -238,15 +238,16 @@ async function download(job) {
 }
 
 async function removeJob(job) {
+  // A running job is cancelled (and stays listed); a finished one is deleted with its files.
   try {
-    const response = await api(`/v1/jobs/${job.job_id}`, { method: "DELETE" });
-    const after = await response.json();
     if (TERMINAL.has(job.state)) {
+      await api(`/v1/jobs/${job.job_id}`, { method: "DELETE" });
       rows.get(job.job_id)?.remove();
       rows.delete(job.job_id);
       $("#empty").hidden = rows.size > 0;
     } else {
-      showJob(after);
+      const response = await api(`/v1/jobs/${job.job_id}/cancel`, { method: "POST" });
+      showJob(await response.json());
     }
   } catch (e) {
     $("#app-error").textContent = e.message;
