@@ -20,9 +20,11 @@ from codec.container import (
     read_exactly, read_seek_table, read_up_to, seek_table_bytes, trailer_size,
 )
 from codec.errors import FormatError
+from codec.chunk import shared_table_wins
 from codec.huffman import histogram
 
-__all__ = ["default_threads", "compress_stream", "decompress_stream", "file_histogram"]
+__all__ = ["default_threads", "compress_stream", "compress_with_file_table", "decompress_stream",
+           "file_histogram"]
 
 Progress = Callable[[int], None]
 
@@ -235,9 +237,12 @@ class _Appender:
 _NO_DIRECT_FD = -1  # staging goes on, through the file's own fd
 
 
-def _encode(index: int, data, shared_histogram):
+def _encode(index: int, data, shared_histogram, counts=None):
     _hook(index)
-    header, payload, entry = encode_frame_parts(data, shared_histogram)
+    # A file that grew since its chunks were counted has more of them: compress_with_file_table
+    # notices by the number of chunks.
+    row = counts[index] if counts is not None and index < counts.shape[0] else None
+    header, payload, entry = encode_frame_parts(data, shared_histogram, row)
     if payload is data:  # stored: the payload is the input buffer, which the reader reuses
         payload = bytes(data)
     return header, payload, entry
@@ -253,11 +258,11 @@ class _ThreadBuffers(threading.local):
         return self.buffer[:size]
 
 
-def _read_and_encode(index: int, fd: int, offset: int, length: int, shared_histogram, buffers):
+def _read_and_encode(index: int, fd: int, offset: int, length: int, shared_histogram, buffers, counts):
     data = buffers.get(length)
     if _fileio.pread_into(fd, data, offset) != length:
         raise _input_changed()
-    return _encode(index, data, shared_histogram)
+    return _encode(index, data, shared_histogram, counts)
 
 
 def _input_changed() -> OSError:
@@ -306,11 +311,18 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUN
     `progress(original_bytes_done)` is called from this thread as chunks are written (workers write
     them, in order: _InOrder).
     """
+    return _compress_stream(src, dst, chunk_size, threads, progress, shared_histogram)
+
+
+def _compress_stream(src: BinaryIO, dst: BinaryIO, chunk_size: int, threads: int, progress: Progress | None,
+                     shared_histogram, counts: np.ndarray | None = None) -> dict:
+    """compress_stream; with `counts` (uint32[chunks, 256], a regular `src` only) each chunk's byte
+    histogram goes into its row."""
     header = header_bytes(chunk_size)
     _fileio.widen_pipe(dst)
     out = _Appender(dst)
     try:
-        stats = _compress(src, out, header, chunk_size, threads, progress, shared_histogram)
+        stats = _compress(src, out, header, chunk_size, threads, progress, shared_histogram, counts)
         out.finish()
     finally:
         out.close()
@@ -318,7 +330,7 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUN
 
 
 def _compress(src: BinaryIO, out: _Appender, header: bytes, chunk_size: int, threads: int,
-              progress: Progress | None, shared_histogram) -> dict:
+              progress: Progress | None, shared_histogram, counts: np.ndarray | None) -> dict:
     out.write(header)
     entries: list[ChunkEntry] = []
     done = [0, len(header)]  # original, compressed
@@ -350,7 +362,7 @@ def _compress(src: BinaryIO, out: _Appender, header: bytes, chunk_size: int, thr
             buffers = _ThreadBuffers()
             for index, offset in enumerate(range(start, end, chunk_size)):
                 pending.append(tasks.submit(in_order.run, _read_and_encode, index, fd, offset,
-                                            min(chunk_size, end - offset), shared_histogram, buffers))
+                                            min(chunk_size, end - offset), shared_histogram, buffers, counts))
                 while len(pending) >= tasks.window:
                     finish_oldest()
             src.seek(end)
@@ -371,6 +383,49 @@ def _compress(src: BinaryIO, out: _Appender, header: bytes, chunk_size: int, thr
     trailer = seek_table_bytes(entries)
     out.write(trailer)
     return {"original_size": done[0], "compressed_size": done[1] + len(trailer), "chunks": len(entries)}
+
+
+# Chunks whose byte counts compress_with_file_table keeps until the end, 1 KiB each (4 MiB for 16 GiB
+# of 4 MiB chunks); an input with more chunks is counted in a pass of its own first.
+MAX_CHECKED_CHUNKS = 4096
+
+
+def compress_with_file_table(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
+                             threads: int = 1, progress: Progress | None = None) -> dict:
+    """compress_stream of a regular file with its whole-file byte histogram as the shared table,
+    as the Beam pipeline codes a file (its first pass counts the file): the pipeline's bytes.
+    Returns the stats with `"frequencies"`, that histogram (uint64[256]).
+
+    The shared table changes only the chunks it beats their own table for, which on real data is
+    almost none (none in the 1 GB benchmark input): so the chunks are coded without it, in one pass
+    over `src`, keeping each chunk's byte counts (the encoder counts them anyway). Their sum is the
+    file's histogram; if a chunk would have taken the shared table after all, `dst` is truncated
+    back to where it stood and the file coded again with the table. Where `dst` cannot be rewound
+    (a pipe), or the file has more than MAX_CHECKED_CHUNKS chunks, the file is counted first
+    (file_histogram), a second read of every byte.
+    """
+    fd = _regular_fd(src)
+    if fd is None:
+        raise ValueError("compress_with_file_table needs a regular file (a pipe has no whole-file table)")
+    start = src.tell()
+    chunks = -(-max(os.fstat(fd).st_size - start, 0) // chunk_size)
+    at_end = _writable_at_end(dst)
+    if at_end is None or chunks > MAX_CHECKED_CHUNKS:
+        table = file_histogram(src, threads, chunk_size)
+        stats = _compress_stream(src, dst, chunk_size, threads, progress, table)
+        return {**stats, "frequencies": table}
+    counts = np.zeros((chunks, 256), dtype=np.uint32)
+    stats = _compress_stream(src, dst, chunk_size, threads, progress, None, counts)
+    if stats["chunks"] != chunks:
+        raise OSError("input file changed while it was read (its size changed)")
+    table = counts.sum(axis=0, dtype=np.uint64)
+    if not any(shared_table_wins(row, table) for row in counts):
+        return {**stats, "frequencies": table}
+    dst.seek(at_end[1])
+    dst.truncate()
+    src.seek(start)
+    stats = _compress_stream(src, dst, chunk_size, threads, progress, table)
+    return {**stats, "frequencies": table}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from samples import sample_text  # tests/ is on sys.path (conftest dir)
 
 import codec
 from codec import FormatError, _fileio, parallel
+from codec.chunk import shared_table_wins
 from codec.container import FRAME_HEADER_SIZE, frame_offsets, read_seek_table
 
 CHUNK = 16 * 1024
@@ -353,6 +354,63 @@ def test_compressing_from_a_pipe_widens_it_to_take_whole_chunks_in_few_reads(dat
         os.close(read_end)  # a feeder still writing gets EPIPE rather than blocking the join
         feeder.join()
     assert codec.decode(out.getvalue()) == data
+
+
+def two_pass_reference(data: bytes, threads: int) -> bytes:
+    """What the pipeline writes: the whole-file histogram first, then every chunk coded with it."""
+    out = io.BytesIO()
+    codec.compress_stream(io.BytesIO(data), out, chunk_size=CHUNK, threads=threads,
+                          shared_histogram=codec.histogram(data))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("threads", (1, 3))
+def test_a_file_no_chunk_of_which_takes_the_whole_file_table_is_read_once(threads, data, data_file, tmp_path,
+                                                                       monkeypatch):
+    table = codec.histogram(data)
+    assert not any(shared_table_wins(codec.histogram(data[i:i + CHUNK]), table) for i in range(0, len(data), CHUNK))
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the file was counted in a pass of its own")
+
+    monkeypatch.setattr(parallel, "file_histogram", no_second_pass)
+    with open(data_file, "rb") as src, open(tmp_path / "out.dcz", "wb") as dst:
+        stats = codec.compress_with_file_table(src, dst, chunk_size=CHUNK, threads=threads)
+    assert (tmp_path / "out.dcz").read_bytes() == two_pass_reference(data, threads)
+    assert stats["frequencies"].tolist() == table.tolist() and stats["chunks"] == 11
+
+
+@pytest.mark.parametrize("threads", (1, 3))
+def test_when_a_chunk_takes_the_whole_file_table_the_output_is_rewound_and_coded_again(threads, tmp_path,
+                                                                                      monkeypatch):
+    data = sample_text(13 * CHUNK - 100)  # text in small chunks: several take the file's table
+    table = codec.histogram(data)
+    assert any(shared_table_wins(codec.histogram(data[i:i + CHUNK]), table) for i in range(0, len(data), CHUNK))
+    expected = b"kept before" + two_pass_reference(data, threads)
+    tables_used = []
+    real_compress_stream = parallel._compress_stream
+
+    def spy(src, dst, chunk_size, threads, progress, shared_histogram, counts=None):
+        tables_used.append(shared_histogram is not None)
+        return real_compress_stream(src, dst, chunk_size, threads, progress, shared_histogram, counts)
+
+    monkeypatch.setattr(parallel, "_compress_stream", spy)
+    (tmp_path / "in.txt").write_bytes(data)
+    with open(tmp_path / "in.txt", "rb") as src, open(tmp_path / "out.dcz", "wb") as dst:
+        dst.write(b"kept before")
+        stats = codec.compress_with_file_table(src, dst, chunk_size=CHUNK, threads=threads)
+        assert dst.tell() == len(b"kept before") + stats["compressed_size"]
+    assert (tmp_path / "out.dcz").read_bytes() == expected
+    assert stats["frequencies"].tolist() == table.tolist()
+    assert tables_used == [False, True]  # one pass without the table, then one with it
+
+
+def test_an_output_that_cannot_be_rewound_gets_the_file_counted_first(data, data_file):
+    out = io.BytesIO()
+    with open(data_file, "rb") as src:
+        stats = codec.compress_with_file_table(src, out, chunk_size=CHUNK, threads=2)
+    assert out.getvalue() == two_pass_reference(data, 2)
+    assert stats["frequencies"].tolist() == codec.histogram(data).tolist()
 
 
 def test_thread_count_must_be_positive(data):
