@@ -11,7 +11,7 @@ _HOME = {
     "DEFAULT_CHUNK_SIZE": "sizes", "MAX_CHUNK_SIZE": "sizes",
     "ChunkEntry": "container", "encode_frame": "container", "decode_frame": "container",
     "read_seek_table": "container", "FormatError": "errors",
-    "default_threads": "parallel", "file_histogram": "parallel",
+    "default_threads": "parallel", "file_histogram": "parallel", "compress_with_file_table": "parallel",
     "encode": "stream", "decode": "stream", "compress_stream": "stream", "decompress_stream": "stream",
     "decode_range": "stream", "info": "stream", "verify": "stream",
 }
@@ -19,7 +19,7 @@ _HOME = {
 __all__ = [
     "FormatError", "histogram", "encode_chunk", "decode_chunk",
     "DEFAULT_CHUNK_SIZE", "MAX_CHUNK_SIZE", "ChunkEntry", "encode_frame", "decode_frame",
-    "read_seek_table", "default_threads", "file_histogram",
+    "read_seek_table", "default_threads", "file_histogram", "compress_with_file_table",
     "encode", "decode", "compress_stream", "decompress_stream", "decode_range", "info", "verify",
 ]
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from codec.chunk import decode_chunk, encode_chunk, histogram  # noqa: F401
     from codec.container import ChunkEntry, decode_frame, encode_frame, read_seek_table  # noqa: F401
     from codec.errors import FormatError  # noqa: F401
-    from codec.parallel import default_threads, file_histogram  # noqa: F401
+    from codec.parallel import compress_with_file_table, default_threads, file_histogram  # noqa: F401
     from codec.sizes import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE  # noqa: F401
     from codec.stream import (  # noqa: F401
         compress_stream, decode, decode_range, decompress_stream, encode, info, verify,

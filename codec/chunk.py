@@ -7,7 +7,8 @@ from codec import _kernels
 from codec.errors import FormatError
 from codec.huffman import MAX_CODE_LENGTH, code_lengths, coded_bits, histogram, table_bits
 
-__all__ = ["CODEC_STORED", "CODEC_HUFFMAN", "histogram", "encode_chunk", "decode_chunk", "decode_chunk_into"]
+__all__ = ["CODEC_STORED", "CODEC_HUFFMAN", "histogram", "encode_chunk", "decode_chunk", "decode_chunk_into",
+           "shared_table_wins"]
 
 CODEC_STORED = 0
 CODEC_HUFFMAN = 1
@@ -37,41 +38,56 @@ def _as_bytes_array(data) -> np.ndarray:
     return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
 
 
-def _chunk_table(own_counts: np.ndarray, shared_histogram: np.ndarray | None) -> np.ndarray:
-    """Code lengths of the chunk table: from the shared histogram when that is estimated at least as
-    small for this chunk (table included), else from the chunk's own histogram.
+def _chunk_table(own_counts: np.ndarray, shared_histogram: np.ndarray | None) -> tuple[np.ndarray, bool]:
+    """Code lengths of the chunk table, and whether they are the shared histogram's: from the shared
+    histogram when that is estimated at least as small for this chunk (table included), else from
+    the chunk's own histogram.
 
     Measured on the benchmark corpora, the chunk's own table nearly always wins (it is stored in the
     chunk either way and fits it best); checking keeps a shared histogram from making chunks larger."""
     own = code_lengths(own_counts, MAX_CODE_LENGTH)
     if shared_histogram is None:
-        return own
+        return own, False
     shared_counts = np.asarray(shared_histogram)
     if shared_counts.shape != (256,) or (shared_counts < 0).any():
         raise ValueError(f"shared_histogram must hold 256 non-negative counts, got {shared_counts!r}")
     shared = code_lengths(shared_counts.astype(np.int64), MAX_CODE_LENGTH)
     shared_bits = coded_bits(own_counts, shared)
     if shared_bits < 0:  # some byte of this chunk has no code in the shared table
-        return own
+        return own, False
     zero = np.zeros(256, dtype=np.uint8)
     if shared_bits + table_bits(shared, zero) <= coded_bits(own_counts, own) + table_bits(own, zero):
-        return shared
-    return own
+        return shared, True
+    return own, False
 
 
-def encode_chunk(data, shared_histogram: np.ndarray | None = None) -> tuple[int, bytes]:
+def shared_table_wins(counts: np.ndarray, shared_histogram: np.ndarray) -> bool:
+    """Whether a chunk with byte `counts` is coded with `shared_histogram`'s table; when it is not,
+    encode_chunk(data, shared_histogram) gives the bytes of encode_chunk(data) without one."""
+    return _chunk_table(np.asarray(counts, dtype=np.int64), shared_histogram)[1]
+
+
+def encode_chunk(data, shared_histogram: np.ndarray | None = None,
+                 counts: np.ndarray | None = None) -> tuple[int, bytes]:
     """Returns (codec_id, payload) for one chunk of original bytes; stored when Huffman is not smaller.
 
     `shared_histogram` (e.g. the file-level histogram) may seed the chunk table that blocks share
-    (see _chunk_table); a block holding a byte that a table gives no code never uses that table."""
+    (see _chunk_table); a block holding a byte that a table gives no code never uses that table.
+    `counts` (256 integers), if given, receives the chunk's byte histogram, which the encoder
+    counts anyway."""
     arr = _as_bytes_array(data)
     n = arr.shape[0]
     if n == 0:
+        if counts is not None:
+            counts[:] = 0
         return CODEC_STORED, b""
     if n > MAX_ORIGINAL_SIZE:
         raise ValueError(f"a chunk holds at most {MAX_ORIGINAL_SIZE} bytes, got {n}: use a smaller chunk size")
     hists = _kernels.leaf_histograms(arr, LEAF_SIZE)
-    chunk_lengths = _chunk_table(hists.sum(axis=0, dtype=np.int64), shared_histogram)
+    own_counts = hists.sum(axis=0, dtype=np.int64)
+    if counts is not None:
+        counts[:] = own_counts
+    chunk_lengths = _chunk_table(own_counts, shared_histogram)[0]
     has_chunk_table = bool(chunk_lengths.any())
     bounds = _kernels.plan_blocks(hists, chunk_lengths, has_chunk_table, _kernels.XLOGX,
                                   _kernels.TABLE_FIXED_BITS + _kernels.TABLE_TIME_BITS)

@@ -155,12 +155,13 @@ def encode_frame(data, shared_histogram=None) -> tuple[bytes, ChunkEntry]:
     return b"".join((header, payload)), entry
 
 
-def encode_frame_parts(data, shared_histogram=None) -> tuple[bytes, bytes, ChunkEntry]:
-    """`encode_frame` as (24-byte header, payload, entry), for writers that can skip the join."""
+def encode_frame_parts(data, shared_histogram=None, counts=None) -> tuple[bytes, bytes, ChunkEntry]:
+    """`encode_frame` as (24-byte header, payload, entry), for writers that can skip the join;
+    `counts` as in encode_chunk."""
     original_size = len(data)
     if not 1 <= original_size <= MAX_CHUNK_SIZE:
         raise ValueError(f"a chunk holds 1 to {MAX_CHUNK_SIZE} bytes, got {original_size}")
-    codec, payload = encode_chunk(data, shared_histogram)
+    codec, payload = encode_chunk(data, shared_histogram, counts)
     if codec != CODEC_STORED and len(payload) >= original_size:
         codec, payload = CODEC_STORED, data
     crc = crc32c(data)

@@ -20,9 +20,11 @@ from codec.container import (
     read_exactly, read_seek_table, read_up_to, seek_table_bytes, trailer_size,
 )
 from codec.errors import FormatError
+from codec.chunk import shared_table_wins
 from codec.huffman import histogram
 
-__all__ = ["default_threads", "compress_stream", "decompress_stream", "file_histogram"]
+__all__ = ["default_threads", "compress_stream", "compress_with_file_table", "decompress_stream",
+           "file_histogram"]
 
 Progress = Callable[[int], None]
 
@@ -37,6 +39,54 @@ def default_threads() -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Running tasks: a thread pool, or inline for one thread
+
+
+def window(threads: int) -> int:
+    """Chunks in flight at most (queued, being coded, or coded and waiting for their turn to be
+    written): one per worker and as many again queued, so that a worker finishing a chunk finds
+    the next one ready even while the oldest chunk is still running (a slower chunk, or its thread
+    descheduled on a busy machine). With one spare task, py-spy showed both workers idle ~30% of a
+    1 GB compress at load average 6. Inline (one thread), one at a time."""
+    return 1 if threads == 1 else 2 * threads
+
+
+class _InOrder:
+    """Hands results to `write` in index order, from whichever worker finishes the one that is due.
+
+    The calling thread used to write every chunk itself, woken once per chunk; on a loaded machine
+    that wake-up and the write after it stood between the workers and their next chunks. Here the
+    worker that finishes chunk k writes k and every later chunk already done, and a worker whose
+    chunk is not due yet leaves it and takes its next task (the window bounds how many wait).
+    `write` is called under a lock, one chunk at a time, in order; after a failed write, none."""
+
+    def __init__(self, write: Callable[[object], None]):
+        self._write = write
+        self._ready: dict[int, object] = {}
+        self._next = 0
+        self._lock = threading.Lock()
+        self._broken = False
+
+    def run(self, fn: Callable, index: int, *args) -> None:
+        """Runs `fn(index, *args)` (in a worker) and puts its result in line."""
+        self.put(index, fn(index, *args))
+
+    def put(self, index: int, result) -> None:
+        self._ready[index] = result
+        # The lock holder looks again after releasing it: a result left while it wrote is never stranded.
+        while self._next in self._ready and not self._broken:
+            if not self._lock.acquire(blocking=False):
+                return  # the holder writes this one too
+            try:
+                while self._next in self._ready and not self._broken:
+                    item = self._ready.pop(self._next)
+                    try:
+                        self._write(item)
+                    except BaseException:
+                        self._broken = True
+                        raise
+                    self._next += 1
+            finally:
+                self._lock.release()
 
 
 class _Inline:
@@ -66,8 +116,7 @@ class _Tasks:
         if threads < 1:
             raise ValueError(f"threads must be 1 or more, got {threads}")
         self.threads = threads
-        # Every worker busy and one task ready for the first to finish; inline, one at a time.
-        self.window = 1 if threads == 1 else threads + 1
+        self.window = window(threads)
         self._pool = _Inline() if threads == 1 else ThreadPoolExecutor(threads, thread_name_prefix="dcz")
         self._futures: set[Future] = set()
 
@@ -188,9 +237,12 @@ class _Appender:
 _NO_DIRECT_FD = -1  # staging goes on, through the file's own fd
 
 
-def _encode(index: int, data, shared_histogram):
+def _encode(index: int, data, shared_histogram, counts=None):
     _hook(index)
-    header, payload, entry = encode_frame_parts(data, shared_histogram)
+    # A file that grew since its chunks were counted has more of them: compress_with_file_table
+    # notices by the number of chunks.
+    row = counts[index] if counts is not None and index < counts.shape[0] else None
+    header, payload, entry = encode_frame_parts(data, shared_histogram, row)
     if payload is data:  # stored: the payload is the input buffer, which the reader reuses
         payload = bytes(data)
     return header, payload, entry
@@ -206,11 +258,11 @@ class _ThreadBuffers(threading.local):
         return self.buffer[:size]
 
 
-def _read_and_encode(index: int, fd: int, offset: int, length: int, shared_histogram, buffers):
+def _read_and_encode(index: int, fd: int, offset: int, length: int, shared_histogram, buffers, counts):
     data = buffers.get(length)
     if _fileio.pread_into(fd, data, offset) != length:
         raise _input_changed()
-    return _encode(index, data, shared_histogram)
+    return _encode(index, data, shared_histogram, counts)
 
 
 def _input_changed() -> OSError:
@@ -254,14 +306,23 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUN
 
     Frames are written in order, so `dst` may be a pipe, and the bytes are the same for every
     `threads`. A regular file is read by the workers with positional reads (no reader thread);
-    anything else (a pipe) by this thread, one chunk at a time. At most `threads + 1` chunks are in
-    flight, so memory stays near (threads + 2) chunks whatever the input size.
-    `progress(original_bytes_done)` is called after each chunk, from this thread.
+    anything else (a pipe) by this thread, one chunk at a time. At most `window(threads)` chunks are
+    in flight, so memory stays within a few chunks per thread whatever the input size.
+    `progress(original_bytes_done)` is called from this thread as chunks are written (workers write
+    them, in order: _InOrder).
     """
+    return _compress_stream(src, dst, chunk_size, threads, progress, shared_histogram)
+
+
+def _compress_stream(src: BinaryIO, dst: BinaryIO, chunk_size: int, threads: int, progress: Progress | None,
+                     shared_histogram, counts: np.ndarray | None = None) -> dict:
+    """compress_stream; with `counts` (uint32[chunks, 256], a regular `src` only) each chunk's byte
+    histogram goes into its row."""
     header = header_bytes(chunk_size)
+    _fileio.widen_pipe(dst)
     out = _Appender(dst)
     try:
-        stats = _compress(src, out, header, chunk_size, threads, progress, shared_histogram)
+        stats = _compress(src, out, header, chunk_size, threads, progress, shared_histogram, counts)
         out.finish()
     finally:
         out.close()
@@ -269,50 +330,102 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUN
 
 
 def _compress(src: BinaryIO, out: _Appender, header: bytes, chunk_size: int, threads: int,
-              progress: Progress | None, shared_histogram) -> dict:
+              progress: Progress | None, shared_histogram, counts: np.ndarray | None) -> dict:
     out.write(header)
     entries: list[ChunkEntry] = []
     done = [0, len(header)]  # original, compressed
 
-    def write(frame) -> None:
+    def write(frame) -> None:  # in a worker, in order (_InOrder)
         frame_header, payload, entry = frame
         out.write(frame_header)
         out.write(payload)
         entries.append(entry)
         done[0] += entry.original_size
         done[1] += entry.frame_size
-        if progress is not None:
-            progress(done[0])
+
+    in_order = _InOrder(write)
+    reported = 0
+
+    def finish_oldest() -> None:
+        nonlocal reported
+        pending.popleft().result()  # re-raises a worker's error here, in the calling thread
+        if progress is not None and done[0] != reported:
+            reported = done[0]
+            progress(reported)
 
     fd = _regular_fd(src)
+    pending: collections.deque[Future] = collections.deque()
     with _Tasks(threads) as tasks:
-        pending: collections.deque[Future] = collections.deque()
         if fd is not None:
             start = src.tell()
             end = os.fstat(fd).st_size
             buffers = _ThreadBuffers()
             for index, offset in enumerate(range(start, end, chunk_size)):
-                pending.append(tasks.submit(_read_and_encode, index, fd, offset,
-                                            min(chunk_size, end - offset), shared_histogram, buffers))
+                pending.append(tasks.submit(in_order.run, _read_and_encode, index, fd, offset,
+                                            min(chunk_size, end - offset), shared_histogram, buffers, counts))
                 while len(pending) >= tasks.window:
-                    write(pending.popleft().result())
+                    finish_oldest()
             src.seek(end)
         else:
+            _fileio.widen_pipe(src)
             index = 0
             while True:
                 chunk = read_up_to(src, chunk_size)
                 if not chunk:
                     break
-                pending.append(tasks.submit(_encode, index, chunk, shared_histogram))
+                pending.append(tasks.submit(in_order.run, _encode, index, chunk, shared_histogram))
                 del chunk
                 index += 1
                 while len(pending) >= tasks.window:
-                    write(pending.popleft().result())
+                    finish_oldest()
         while pending:
-            write(pending.popleft().result())
+            finish_oldest()
     trailer = seek_table_bytes(entries)
     out.write(trailer)
     return {"original_size": done[0], "compressed_size": done[1] + len(trailer), "chunks": len(entries)}
+
+
+# Chunks whose byte counts compress_with_file_table keeps until the end, 1 KiB each (4 MiB for 16 GiB
+# of 4 MiB chunks); an input with more chunks is counted in a pass of its own first.
+MAX_CHECKED_CHUNKS = 4096
+
+
+def compress_with_file_table(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
+                             threads: int = 1, progress: Progress | None = None) -> dict:
+    """compress_stream of a regular file with its whole-file byte histogram as the shared table,
+    as the Beam pipeline codes a file (its first pass counts the file): the pipeline's bytes.
+    Returns the stats with `"frequencies"`, that histogram (uint64[256]).
+
+    The shared table changes only the chunks it beats their own table for, which on real data is
+    almost none (none in the 1 GB benchmark input): so the chunks are coded without it, in one pass
+    over `src`, keeping each chunk's byte counts (the encoder counts them anyway). Their sum is the
+    file's histogram; if a chunk would have taken the shared table after all, `dst` is truncated
+    back to where it stood and the file coded again with the table. Where `dst` cannot be rewound
+    (a pipe), or the file has more than MAX_CHECKED_CHUNKS chunks, the file is counted first
+    (file_histogram), a second read of every byte.
+    """
+    fd = _regular_fd(src)
+    if fd is None:
+        raise ValueError("compress_with_file_table needs a regular file (a pipe has no whole-file table)")
+    start = src.tell()
+    chunks = -(-max(os.fstat(fd).st_size - start, 0) // chunk_size)
+    at_end = _writable_at_end(dst)
+    if at_end is None or chunks > MAX_CHECKED_CHUNKS:
+        table = file_histogram(src, threads, chunk_size)
+        stats = _compress_stream(src, dst, chunk_size, threads, progress, table)
+        return {**stats, "frequencies": table}
+    counts = np.zeros((chunks, 256), dtype=np.uint32)
+    stats = _compress_stream(src, dst, chunk_size, threads, progress, None, counts)
+    if stats["chunks"] != chunks:
+        raise OSError("input file changed while it was read (its size changed)")
+    table = counts.sum(axis=0, dtype=np.uint64)
+    if not any(shared_table_wins(row, table) for row in counts):
+        return {**stats, "frequencies": table}
+    dst.seek(at_end[1])
+    dst.truncate()
+    src.seek(start)
+    stats = _compress_stream(src, dst, chunk_size, threads, progress, table)
+    return {**stats, "frequencies": table}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,6 +452,8 @@ def decompress_stream(src: BinaryIO, dst: BinaryIO, max_size: int | None = None,
     at_end = _writable_at_end(dst) if expected is not None and src_fd is not None else None
     if at_end is not None:
         return _decompress_in_place(src_fd, dst, *at_end, expected, threads, progress)
+    _fileio.widen_pipe(src)
+    _fileio.widen_pipe(dst)
     return _decompress_in_order(src, dst, expected, max_size, threads, progress, max_chunk_size)
 
 
@@ -445,19 +560,26 @@ def _decompress_in_order(src: BinaryIO, dst: BinaryIO, expected: list[ChunkEntry
     parse_header(read_exactly(src, HEADER_SIZE, "file header"))
     seen: list[ChunkEntry] = []
     written = 0
+    reported = 0
 
-    def write(data: bytes) -> None:
+    def write(data: bytes) -> None:  # in a worker, in order (_InOrder)
         nonlocal written
         dst.write(data)
         written += len(data)
-        if progress is not None:
-            progress(written)
 
+    def finish_oldest() -> None:
+        nonlocal reported
+        pending.popleft().result()  # re-raises a worker's error here, in the calling thread
+        if progress is not None and written != reported:
+            reported = written
+            progress(reported)
+
+    pending: collections.deque[Future] = collections.deque()
     with _Tasks(threads) as tasks:
-        pending: collections.deque[Future] = collections.deque()
-        marker = _read_frames(src, expected, max_size, max_chunk_size, tasks, pending, write, seen)
+        marker = _read_frames(src, expected, max_size, max_chunk_size, tasks, pending, _InOrder(write),
+                              finish_oldest, seen)
         while pending:
-            write(pending.popleft().result())
+            finish_oldest()
     original_size = sum(entry.original_size for entry in seen)
     compressed_size = HEADER_SIZE + sum(entry.frame_size for entry in seen) + trailer_size(len(seen))
     table = marker + read_exactly(src, SEEK_ENTRY_SIZE * len(seen), "seek table")
@@ -471,10 +593,11 @@ def _decompress_in_order(src: BinaryIO, dst: BinaryIO, expected: list[ChunkEntry
 
 
 def _read_frames(src: BinaryIO, expected: list[ChunkEntry] | None, max_size: int | None,
-                 max_chunk_size: int, tasks: _Tasks, pending: collections.deque, write,
-                 seen: list[ChunkEntry]) -> bytes:
-    """Reads frames up to the seek table's marker (returned), hands each to a worker and writes the
-    decoded chunks in order as the window fills; appends each frame's entry to `seen`."""
+                 max_chunk_size: int, tasks: _Tasks, pending: collections.deque, in_order: _InOrder,
+                 finish_oldest: Callable[[], None], seen: list[ChunkEntry]) -> bytes:
+    """Reads frames up to the seek table's marker (returned) and hands each to a worker, which
+    decodes it and has it written in order (`in_order`); `finish_oldest` waits for the oldest task
+    in `pending` as the window fills. Appends each frame's entry to `seen`."""
     original_size = 0
     compressed_size = HEADER_SIZE
     while True:
@@ -496,15 +619,15 @@ def _read_frames(src: BinaryIO, expected: list[ChunkEntry] | None, max_size: int
         except FormatError:
             # As in a one-chunk-at-a-time reader, the good chunks before the fault reach `dst`.
             while pending:
-                write(pending.popleft().result())
+                finish_oldest()
             raise
-        pending.append(tasks.submit(_decode, len(seen), compressed_size, header, payload))
+        pending.append(tasks.submit(in_order.run, _decode, len(seen), compressed_size, header, payload))
         del payload
         seen.append(ChunkEntry(FRAME_HEADER_SIZE + header.payload_size, header.original_size, header.crc))
         original_size += header.original_size
         compressed_size += FRAME_HEADER_SIZE + header.payload_size
         while len(pending) >= tasks.window:
-            write(pending.popleft().result())
+            finish_oldest()
 
 
 # ---------------------------------------------------------------------------------------------

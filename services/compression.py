@@ -100,9 +100,10 @@ class LocalEngine:
     """Codes one local file or pipe in this process: `threads` workers run the codec's nogil
     kernels (codec.parallel), with no Beam import at all.
 
-    A regular input file is read twice, as the pipeline does: a histogram pass, then the encoders
-    with that whole-file table, so the container is byte for byte the pipeline's. A pipe cannot be
-    read twice and is coded without it (docs/format.md says what differs). Subclasses may replace
+    A regular input file is coded with its whole-file table, as the pipeline does, so the container
+    is byte for byte the pipeline's; unlike the pipeline, it is read once where the output can be
+    rewound (codec.compress_with_file_table). A pipe has no whole-file table and is coded without
+    it (docs/format.md says what differs). Subclasses may replace
     `compress` / `decompress`, which see the opened files.
     """
 
@@ -141,13 +142,12 @@ class LocalEngine:
 
     def compress(self, src: BinaryIO, dst: BinaryIO, *, chunk_size: int,
                  progress: Progress | None) -> dict:
-        table = None
         if _file_version(src) is not None:  # a regular file: the pipeline's whole-file table
-            table = codec.file_histogram(src, self.threads, chunk_size)
-        stats = codec.compress_stream(src, dst, chunk_size=chunk_size, progress=progress,
-                                      shared_histogram=table, threads=self.threads)
-        # The table goes into DST.meta.json (compress_file takes it out of the stats).
-        return stats if table is None else {**stats, "frequencies": table}
+            # Its stats carry the table, for DST.meta.json (compress_file takes it out of them).
+            return codec.compress_with_file_table(src, dst, chunk_size=chunk_size, progress=progress,
+                                                  threads=self.threads)
+        return codec.compress_stream(src, dst, chunk_size=chunk_size, progress=progress,
+                                     threads=self.threads)
 
     def decompress(self, src: BinaryIO, dst: BinaryIO, *, max_size: int | None,
                    progress: Progress | None) -> dict:

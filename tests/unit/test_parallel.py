@@ -1,6 +1,7 @@
 """Tests for codec/parallel.py: the same bytes for every thread count, bounded memory, prompt failures."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -14,6 +15,7 @@ from samples import sample_text  # tests/ is on sys.path (conftest dir)
 
 import codec
 from codec import FormatError, _fileio, parallel
+from codec.chunk import shared_table_wins
 from codec.container import FRAME_HEADER_SIZE, frame_offsets, read_seek_table
 
 CHUNK = 16 * 1024
@@ -233,14 +235,14 @@ def test_an_error_in_one_worker_stops_the_others_and_reaches_the_caller(threads,
     with pytest.raises(WorkerBroke):
         compress_file(data_file, tmp_path / "out.dcz", threads)
     assert threads_running() == []
-    assert max(started) <= 3 + threads + 1  # the window: no chunk far past the failure was started
+    assert max(started) <= 3 + parallel.window(threads)  # no chunk far past the failure was started
     for source in (lambda: open(tmp_path / "c.dcz", "rb"), lambda: Pipe(blob)):
         started.clear()
         with pytest.raises(WorkerBroke):
             with source() as src, open(tmp_path / "out", "wb") as dst:
                 codec.decompress_stream(src, dst, threads=threads)
         assert threads_running() == []
-        assert max(started) <= 3 + threads + 1
+        assert max(started) <= 3 + parallel.window(threads)
 
 
 def test_a_full_disk_in_an_in_place_write_stops_decompression(data, tmp_path, monkeypatch):
@@ -278,6 +280,137 @@ def test_a_full_disk_while_writing_frames_stops_compression(data):
     with pytest.raises(OSError, match="No space"):
         codec.compress_stream(Pipe(data), FullDisk(), chunk_size=CHUNK, threads=4)
     assert threads_running() == []
+
+
+@pytest.mark.parametrize("source", ("file", "pipe"))
+def test_a_slow_first_chunk_leaves_the_other_worker_chunks_to_code(source, data, data_file, monkeypatch):
+    # On a busy machine the oldest chunk's thread may be descheduled for a while: the other worker
+    # must find more chunks queued than the one it is coding, not sit idle until the oldest is done.
+    threads = 2
+    later_started = threading.Event()
+
+    def hold_chunk_zero(index: int) -> None:
+        if index == 0:
+            assert later_started.wait(10), "no later chunk started while chunk 0 was held"
+        elif index == 3:
+            later_started.set()
+
+    monkeypatch.setattr(parallel, "_before_chunk", hold_chunk_zero)
+    out = io.BytesIO()
+    with (open(data_file, "rb") if source == "file" else Pipe(data)) as src:
+        codec.compress_stream(src, out, chunk_size=CHUNK, threads=threads)
+    assert codec.decode(out.getvalue()) == data
+
+
+def test_results_finished_out_of_order_on_many_threads_are_written_once_each_in_order():
+    written: list[int] = []
+    in_order = parallel._InOrder(written.append)
+    order = list(range(400))
+    np.random.default_rng(3).shuffle(order)
+    workers = [threading.Thread(target=lambda part=order[k::4]: [in_order.put(i, i) for i in part])
+               for k in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert written == list(range(400))
+
+
+def test_after_a_failed_write_nothing_more_is_written():
+    written: list[int] = []
+
+    def write(item: int) -> None:
+        if item == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(item)
+
+    in_order = parallel._InOrder(write)
+    for index in (1, 0, 3):
+        in_order.put(index, index)
+    with pytest.raises(OSError):
+        in_order.put(2, 2)
+    in_order.put(4, 4)
+    assert written == [0, 1]
+
+
+def test_compressing_from_a_pipe_widens_it_to_take_whole_chunks_in_few_reads(data):
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("pipe sizes are a Linux call")
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), open(write_end, "wb") as f:
+            f.write(data)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        with open(read_end, "rb", closefd=False) as src:
+            out = io.BytesIO()
+            codec.compress_stream(src, out, chunk_size=CHUNK, threads=2)
+        assert fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) == _fileio.PIPE_SIZE
+    finally:
+        os.close(read_end)  # a feeder still writing gets EPIPE rather than blocking the join
+        feeder.join()
+    assert codec.decode(out.getvalue()) == data
+
+
+def two_pass_reference(data: bytes, threads: int) -> bytes:
+    """What the pipeline writes: the whole-file histogram first, then every chunk coded with it."""
+    out = io.BytesIO()
+    codec.compress_stream(io.BytesIO(data), out, chunk_size=CHUNK, threads=threads,
+                          shared_histogram=codec.histogram(data))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("threads", (1, 3))
+def test_a_file_no_chunk_of_which_takes_the_whole_file_table_is_read_once(threads, data, data_file, tmp_path,
+                                                                       monkeypatch):
+    table = codec.histogram(data)
+    assert not any(shared_table_wins(codec.histogram(data[i:i + CHUNK]), table) for i in range(0, len(data), CHUNK))
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the file was counted in a pass of its own")
+
+    monkeypatch.setattr(parallel, "file_histogram", no_second_pass)
+    with open(data_file, "rb") as src, open(tmp_path / "out.dcz", "wb") as dst:
+        stats = codec.compress_with_file_table(src, dst, chunk_size=CHUNK, threads=threads)
+    assert (tmp_path / "out.dcz").read_bytes() == two_pass_reference(data, threads)
+    assert stats["frequencies"].tolist() == table.tolist() and stats["chunks"] == 11
+
+
+@pytest.mark.parametrize("threads", (1, 3))
+def test_when_a_chunk_takes_the_whole_file_table_the_output_is_rewound_and_coded_again(threads, tmp_path,
+                                                                                      monkeypatch):
+    data = sample_text(13 * CHUNK - 100)  # text in small chunks: several take the file's table
+    table = codec.histogram(data)
+    assert any(shared_table_wins(codec.histogram(data[i:i + CHUNK]), table) for i in range(0, len(data), CHUNK))
+    expected = b"kept before" + two_pass_reference(data, threads)
+    tables_used = []
+    real_compress_stream = parallel._compress_stream
+
+    def spy(src, dst, chunk_size, threads, progress, shared_histogram, counts=None):
+        tables_used.append(shared_histogram is not None)
+        return real_compress_stream(src, dst, chunk_size, threads, progress, shared_histogram, counts)
+
+    monkeypatch.setattr(parallel, "_compress_stream", spy)
+    (tmp_path / "in.txt").write_bytes(data)
+    with open(tmp_path / "in.txt", "rb") as src, open(tmp_path / "out.dcz", "wb") as dst:
+        dst.write(b"kept before")
+        stats = codec.compress_with_file_table(src, dst, chunk_size=CHUNK, threads=threads)
+        assert dst.tell() == len(b"kept before") + stats["compressed_size"]
+    assert (tmp_path / "out.dcz").read_bytes() == expected
+    assert stats["frequencies"].tolist() == table.tolist()
+    assert tables_used == [False, True]  # one pass without the table, then one with it
+
+
+def test_an_output_that_cannot_be_rewound_gets_the_file_counted_first(data, data_file):
+    out = io.BytesIO()
+    with open(data_file, "rb") as src:
+        stats = codec.compress_with_file_table(src, out, chunk_size=CHUNK, threads=2)
+    assert out.getvalue() == two_pass_reference(data, 2)
+    assert stats["frequencies"].tolist() == codec.histogram(data).tolist()
 
 
 def test_thread_count_must_be_positive(data):
