@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from typing import Any
 
 from google.api_core import exceptions
@@ -128,11 +129,13 @@ class FirestoreStatusStore:
     def watch(self, job_id: str, callback) -> "_SnapshotWatch":
         """Calls `callback(JobStatus | None)` with the document now and after every change, on
         the listener's own thread, until the returned watch is closed (Firestore's on_snapshot)."""
+        watch = _SnapshotWatch(callback, read=lambda: self.get(job_id))
+
         def on_snapshot(snapshots, changes, read_time) -> None:
             for snapshot in snapshots:
-                callback(JobStatus.from_dict(snapshot.to_dict()) if snapshot.exists else None)
+                watch.deliver(JobStatus.from_dict(snapshot.to_dict()) if snapshot.exists else None)
         document = self._jobs.document(job_id)
-        return _SnapshotWatch(lambda: document.on_snapshot(on_snapshot)).start()
+        return watch.start(lambda: document.on_snapshot(on_snapshot))
 
     def close(self) -> None:
         self._client.close()
@@ -158,23 +161,41 @@ class FirestoreStatusStore:
 
 
 class _SnapshotWatch:
-    """A document listener that outlives its stream. The client library ends a listener for good
-    when the server cancels the stream (the emulator does so under load, with RST_STREAM); this
-    one then subscribes again, which delivers the document as it is now, so no state is missed
-    (a reader may see one twice)."""
+    """A document listener that outlives its stream and does not depend on it alone.
 
-    def __init__(self, subscribe, check_every: float = 0.5):
-        self._subscribe = subscribe
-        self._check_every = check_every
+    The client library ends a listener for good when the server cancels the stream (the emulator
+    does so under load, with RST_STREAM): this one then subscribes again. A listener can also stay
+    up and miss a change (the emulator did, in long test sessions, for a document created while
+    the listen target was being added): so the document is also read every `read_every` seconds.
+    Either way the document is delivered as it is now; `deliver` passes on only what is newer than
+    what it passed on before (by `updated`), so a reader sees the states in order, each once."""
+
+    def __init__(self, callback, read, check_every: float = 0.5, read_every: float = 5.0):
+        self._callback, self._read = callback, read
+        self._check_every, self._read_every = check_every, read_every
         self._closed = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()          # the listener's lifecycle
+        self._delivering = threading.Lock()    # one delivery at a time, in order
+        self._last: str | None = None          # `updated` of the last status passed on
         self.watch: Any = None
         self.resubscriptions = 0
+        self.reads = 0
 
-    def start(self) -> "_SnapshotWatch":
-        self.watch = self._subscribe()
+    def start(self, subscribe) -> "_SnapshotWatch":
+        self._subscribe = subscribe
+        self.watch = subscribe()
         threading.Thread(target=self._keep_alive, name="dcas-watch-keepalive", daemon=True).start()
         return self
+
+    def deliver(self, status: JobStatus | None) -> None:
+        with self._delivering:
+            if self._closed.is_set():
+                return
+            if status is not None:
+                if self._last is not None and (status.updated or "") <= self._last:
+                    return
+                self._last = status.updated or ""
+            self._callback(status)
 
     def close(self) -> None:
         with self._lock:
@@ -182,15 +203,24 @@ class _SnapshotWatch:
             self.watch.unsubscribe()
 
     def _keep_alive(self) -> None:
+        next_read = time.monotonic() + self._read_every
         while not self._closed.wait(self._check_every):
             with self._lock:
-                if self._closed.is_set() or self.watch.is_active:
-                    continue
+                if not self._closed.is_set() and not self.watch.is_active:
+                    try:
+                        self.watch = self._subscribe()
+                        self.resubscriptions += 1
+                    except exceptions.GoogleAPICallError:
+                        pass  # the next check tries again
+            if time.monotonic() >= next_read and not self._closed.is_set():
+                next_read = time.monotonic() + self._read_every
                 try:
-                    self.watch = self._subscribe()
-                    self.resubscriptions += 1
-                except exceptions.GoogleAPICallError:
-                    pass  # the next check tries again
+                    status = self._read()
+                except Exception:  # noqa: BLE001 - unreachable, or closed meanwhile: the next read tries again
+                    continue
+                self.reads += 1
+                if status is not None:
+                    self.deliver(status)
 
 
 @dataclasses.dataclass(frozen=True)
