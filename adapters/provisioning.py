@@ -164,8 +164,15 @@ def _read_subscription(subscription) -> dict:
     if raw.HasField("dead_letter_policy") and raw.dead_letter_policy.dead_letter_topic:
         dead_letter = {"dead_letter_topic": raw.dead_letter_policy.dead_letter_topic,
                        "max_delivery_attempts": raw.dead_letter_policy.max_delivery_attempts}
+    expires_after = None  # never: no ttl (Pub/Sub's default is 31 days without a subscriber)
+    if raw.HasField("expiration_policy") and raw.expiration_policy.HasField("ttl"):
+        expires_after = _seconds(raw.expiration_policy.ttl)
     return {"topic": raw.topic, "ack_deadline_seconds": raw.ack_deadline_seconds, "retry_policy": retry,
-            "dead_letter_policy": dead_letter}
+            "dead_letter_policy": dead_letter, "expires_after": expires_after}
+
+
+# Wanted settings that are not named as the Subscription field they set.
+_SUBSCRIPTION_FIELDS = {"expires_after": "expiration_policy"}
 
 
 def _subscription_fields(settings: Mapping[str, Any], names) -> dict:
@@ -174,7 +181,9 @@ def _subscription_fields(settings: Mapping[str, Any], names) -> dict:
         value = settings.get(name)
         if name == "retry_policy" and value is not None:
             value = {key: datetime.timedelta(seconds=seconds) for key, seconds in value.items()}
-        fields[name] = value
+        if name == "expires_after":
+            value = {} if value is None else {"ttl": datetime.timedelta(seconds=value)}
+        fields[_SUBSCRIPTION_FIELDS.get(name, name)] = value
     return fields
 
 
@@ -205,7 +214,7 @@ def _subscription(resource: Resource, dry_run: bool) -> Outcome:
             return Outcome(resource, WOULD_UPDATE, _describe(changes))
         fields = _subscription_fields(wanted, changes)
         subscriber.update_subscription(request={"subscription": {"name": resource.name, **fields},
-                                                "update_mask": {"paths": sorted(changes)}}, **_call())
+                                                "update_mask": {"paths": sorted(_SUBSCRIPTION_FIELDS.get(k, k) for k in changes)}}, **_call())
         return Outcome(resource, UPDATED, _describe(changes))
     finally:
         subscriber.close()

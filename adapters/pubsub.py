@@ -125,7 +125,8 @@ class PubSubResources:
         schema (Avro), the jobs topic bound to it (JSON encoding), the dead-letter topic, the
         pipeline's subscription (ack deadline, redelivery back-off, and a dead-letter policy for a
         message that keeps coming back undone), and the subscription where dead letters wait to
-        be read or replayed."""
+        be read or replayed. Neither subscription expires (`expires_after` None): Pub/Sub's
+        default deletes one after 31 days without a reader, and a quiet month must not lose them."""
         from adapters.provisioning import Resource
         return [
             Resource("schema", self.schema, {"type": "AVRO", "definition": schema_text()}),
@@ -136,10 +137,11 @@ class PubSubResources:
                 "retry_policy": {"minimum_backoff": float(retry_backoff[0]),
                                  "maximum_backoff": float(retry_backoff[1])},
                 "dead_letter_policy": {"dead_letter_topic": self.dead_letter_topic,
-                                       "max_delivery_attempts": max_delivery_attempts}}),
+                                       "max_delivery_attempts": max_delivery_attempts},
+                "expires_after": None}),
             Resource("subscription", self.dead_letter_subscription, {
                 "topic": self.dead_letter_topic, "ack_deadline_seconds": ack_deadline,
-                "retry_policy": None, "dead_letter_policy": None}),
+                "retry_policy": None, "dead_letter_policy": None, "expires_after": None}),
         ]
 
 

@@ -49,6 +49,8 @@ def test_the_pipelines_subscription_dead_letters_into_the_settings_dead_letter_t
     assert 5 <= pipeline["dead_letter_policy"]["max_delivery_attempts"] <= 100
     assert pipeline["retry_policy"]["minimum_backoff"] < pipeline["retry_policy"]["maximum_backoff"]
     assert plan[REAL.dead_letter_subscription].settings["topic"] == REAL.dead_letter_topic
+    # Pub/Sub's default deletes a subscription after 31 days without a reader: neither may expire.
+    assert pipeline["expires_after"] is None and plan[REAL.dead_letter_subscription].settings["expires_after"] is None
     assert plan[REAL.jobs_topic].settings == {"schema": "projects/dcas-prod/schemas/dcas-job-v1", "encoding": "JSON"}
 
 
