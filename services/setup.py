@@ -60,14 +60,15 @@ def lifecycle_rules(options: SetupOptions) -> list[dict]:
     (`jobs/<id>/out/.dcas-tmp/`) sit below a per-job folder no prefix can name; the pipeline
     removes them itself, and `jobs_retention_days` bounds whatever a killed attempt left there.
     """
-    from services.uploads import PENDING_NAME
+    from services.uploads import PENDING_DIR
     temp = [f"{TEMP_DIR_NAME}/"] + [f"{p.strip('/')}/{TEMP_DIR_NAME}/" for p in options.output_prefixes]
     jobs = _jobs_prefix()
     rules = [
         {"action": {"type": "Delete"}, "condition": {"age": options.temp_days, "matchesPrefix": temp}},
-        # A direct upload whose client never said it was complete: its pending record.
+        # A direct upload whose client never said it was complete: its pending record (a backstop:
+        # the reconciler's sweep ends such uploads, objects and session too, after DCAS_UPLOAD_TTL).
         {"action": {"type": "Delete"},
-         "condition": {"age": options.upload_days, "matchesPrefix": [jobs], "matchesSuffix": [f"/{PENDING_NAME}"]}},
+         "condition": {"age": options.upload_days, "matchesPrefix": [PENDING_DIR]}},
         {"action": {"type": "AbortIncompleteMultipartUpload"}, "condition": {"age": 1}},
     ]
     if options.jobs_retention_days is not None:

@@ -17,7 +17,7 @@ from services import jobs, setup
 from services.bootstrap import Adapters
 from services.config import Settings
 from services.reconciler import Action, run_reconciler
-from services.uploads import job_paths
+from services.uploads import job_paths, pending_record
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 REAL = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "dcas-prod", "DCAS_BUCKET": "dcas-prod-data"})
@@ -73,7 +73,7 @@ def test_the_lifecycle_rules_delete_the_temp_parts_the_code_writes_and_abandoned
     assert [r["condition"]["age"] for r in deleted_by(rules, root_part)] == [3]
     assert [r["condition"]["age"] for r in deleted_by(rules, prefixed_part)] == [3]
     paths = job_paths("b", "job1", "big.log", "compress")
-    assert [r["condition"]["age"] for r in deleted_by(rules, paths.pending)] == [5]
+    assert [r["condition"]["age"] for r in deleted_by(rules, pending_record("b", "job1"))] == [5]
     for kept in (paths.input, paths.table, paths.output, paths.metadata, "gs://b/dcz/2026-11/big.log.dcz",
                  "gs://b/owners/ann/upload.json"):
         assert deleted_by(rules, kept) == [], kept
