@@ -96,15 +96,13 @@ def enabled() -> bool:
 
 
 def span(name: str, parent: str | None = None, **attributes: Any):
-    """A span joining `parent` (a W3C traceparent) or, without one, the current span; a no-op when
-    tracing is off or there is nothing to join, so heartbeats and batch runs start no traces."""
+    """A span joining `parent` (a W3C traceparent) or, without a valid one, the current span; a
+    no-op when tracing is off or there is nothing to join, so heartbeats and batch runs start no traces."""
     tracer = _active_tracer()
     if tracer is None:
         return _NOOP
-    if parent:
-        context = extract(parent)
-        if context is None:
-            return _NOOP
+    context = extract(parent) if parent else None
+    if context is not None:
         return _started(tracer, name, context, attributes)
     from opentelemetry import trace
     if not trace.get_current_span().get_span_context().is_valid:

@@ -120,6 +120,9 @@ def test_one_job_is_one_trace_from_the_manager_through_the_pipeline_and_dcas_tra
     assert states == ["QUEUED", "RUNNING", "SUCCEEDED"]
     assert sum("dcas-" in line for line in lines[2:]) >= len(spans)
     assert dcas_here(monkeypatch, env, "trace", "job-nope")[1:] == ("", "dcas: error: no such job: job-nope\n")
+    logged = [json.loads(line[line.index("{"):]) for line in stack.stderr().splitlines()
+              if job_id in line and '"event"' in line]
+    assert {"job-claimed", "job-succeeded"} <= {entry["event"] for entry in logged if entry.get("trace_id") == trace_id}
 
 
 def test_a_corrupt_dcz_fails_with_the_pipelines_reason(stack, tmp_path):

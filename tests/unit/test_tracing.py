@@ -72,6 +72,11 @@ def test_a_span_with_nothing_to_join_is_not_recorded_so_heartbeats_start_no_trac
     with tracing.span("claim", parent="not a traceparent"):
         pass
     assert tracing.read_spans(str(spans_file)) == []
+    with tracing.span("claim", parent=PARENT):
+        with tracing.span("publish job message", parent="not a traceparent"):  # joins the current span instead
+            pass
+    inner, outer = _by_name(spans_file, "publish job message", "claim")
+    assert inner["parent_id"] == outer["span_id"]
 
 
 def test_a_span_on_a_pool_thread_joins_the_trace_it_is_given(spans_file):
