@@ -217,6 +217,7 @@ async def receive_upload(blobs, uri: str, chunks: AsyncIterator[bytes], limits: 
         # One chunk, allocated once: filled in place, so it never grows (a growing bytearray is
         # reallocated, briefly twice its size) and holds no more than a chunk.
         buffer = bytearray(limits.buffer_size)
+        window = memoryview(buffer)  # assigning into a bytearray's slice copies the value first
         filled = 0
         iterator = chunks.__aiter__()
         while True:
@@ -232,7 +233,7 @@ async def receive_upload(blobs, uri: str, chunks: AsyncIterator[bytes], limits: 
             rest = memoryview(chunk)
             while rest:
                 taken = min(len(rest), limits.buffer_size - filled)
-                buffer[filled:filled + taken] = rest[:taken]
+                window[filled:filled + taken] = rest[:taken]
                 filled += taken
                 rest = rest[taken:]
                 if filled == limits.buffer_size:
@@ -240,15 +241,15 @@ async def receive_upload(blobs, uri: str, chunks: AsyncIterator[bytes], limits: 
                     # chunks at most. Whole chunks only: the resumable upload sends each as it is.
                     if pending is not None:
                         await pending
-                    pending = asyncio.ensure_future(anyio.to_thread.run_sync(store, [bytes(buffer)]))
+                    pending = asyncio.ensure_future(anyio.to_thread.run_sync(store, [bytes(window)]))
                     filled = 0
         if pending is not None:
             await pending
             pending = None
         if filled:
-            with memoryview(buffer) as view:
-                held = [bytes(view[:filled])]
-            del buffer
+            held = [bytes(window[:filled])]
+            window.release()
+            del window, buffer
             await anyio.to_thread.run_sync(store, held)
         await anyio.to_thread.run_sync(upload.commit)
     except BaseException:

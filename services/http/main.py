@@ -32,18 +32,6 @@ def id_tokens_from_env(environ=None):
     return IdTokens(audience, env.get("DCAS_ID_TOKEN_CERTS_URL") or GOOGLE_CERTS_URL) if audience else None
 
 
-def _return_large_buffers_to_the_system(threshold: int = 256 * 1024) -> None:
-    """glibc raises its mmap threshold each time a large block is freed, after which upload
-    buffers come from the heap and stay in RSS when freed; a fixed threshold keeps every
-    buffer of 256 KiB and more in its own mapping, given back on free. No-op off glibc."""
-    try:
-        import ctypes
-        M_MMAP_THRESHOLD = -3
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold)
-    except (OSError, AttributeError):
-        pass
-
-
 def serve(host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
     import sys
 
@@ -51,7 +39,9 @@ def serve(host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning")
 
     from services.stack import configure_json_logging
     configure_json_logging(sys.stderr)  # JSON lines with the job id, like the stack's and the pipeline's
-    _return_large_buffers_to_the_system()
+    # glibc's own malloc thresholds, on purpose: a fixed low mmap threshold returned every freed
+    # upload chunk to the system, but each new one then page-faulted in afresh, which tripled the
+    # Manager's CPU per uploaded byte without lowering its peak RSS (docs/benchmarks.md).
     # One worker process: the upload limits and the event listeners live in it. h11 and the
     # default loop: no optional C extensions needed.
     uvicorn.run(app_from_env(), host=host, port=port, log_level=log_level, access_log=False,
