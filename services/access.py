@@ -33,7 +33,11 @@ class RangeNotSatisfiable(Exception):
 def owned_job(status_store, owner: str, job_id: str, *, deleted: bool = False) -> JobStatus:
     """The owner's job; JobNotFound for another owner's, a missing one, and (unless `deleted`) a
     deleted one."""
-    status = status_store.get(job_id) if _plausible_id(job_id) else None
+    return _visible(status_store.get(job_id) if _plausible_id(job_id) else None, owner, job_id, deleted)
+
+
+def _visible(status: JobStatus | None, owner: str, job_id: str, deleted: bool = False) -> JobStatus:
+    """`status` if `owner` may see it, else JobNotFound: the one ownership rule of every route."""
     if status is None or status.owner != owner or (status.deleted and not deleted):
         raise JobNotFound(f"no such job: {job_id}")
     return status
@@ -53,10 +57,7 @@ class StatusReads:
 
     async def owned(self, owner: str, job_id: str) -> JobStatus:
         """owned_job(), sharing reads."""
-        status = await self._read(job_id) if _plausible_id(job_id) else None
-        if status is None or status.owner != owner:
-            raise JobNotFound(f"no such job: {job_id}")
-        return status
+        return _visible(await self._read(job_id) if _plausible_id(job_id) else None, owner, job_id)
 
     async def _read(self, job_id: str) -> JobStatus | None:
         if job_id in self._reading:
