@@ -112,15 +112,16 @@ class Failure:
     error_type: str
     message: str
     attempt: int = 1  # the attempt that failed: only that attempt may mark the job FAILED
+    trace_context: str | None = None  # the job's traceparent, so its failure is reported in its trace
 
     @classmethod
     def of(cls, job_id: str, source: str, stage: str, error: BaseException | str,
-           attempt: int = 1) -> "Failure":
+           attempt: int = 1, trace_context: str | None = None) -> "Failure":
         if isinstance(error, BaseException):
             error_type, message = type(error).__name__, str(error)
         else:
             error_type, message = "Error", str(error)
-        return cls(job_id, source, stage, error_type, " ".join(message.split()), attempt)
+        return cls(job_id, source, stage, error_type, " ".join(message.split()), attempt, trace_context)
 
     @property
     def reason(self) -> str:

@@ -178,6 +178,18 @@ class _ReportFailureFn(beam.DoFn):
 
     def process(self, element):
         payload, failure = element if isinstance(element, tuple) else (None, element)
+        trace_context = failure.trace_context or (payload.trace_context if isinstance(payload, JobRequest) else None)
+        # The Failure is emitted after the span: a span must not stay open across a yield.
+        with tracing.span("report failure", parent=trace_context, job_id=failure.job_id, attempt=failure.attempt,
+                          stage=failure.stage, error_type=failure.error_type, message=failure.message) as span:
+            reported = self._report(payload, failure, trace_context)
+            if reported:
+                tracing.mark_error(span, failure.reason)
+        if reported:
+            yield failure
+
+    def _report(self, payload, failure: Failure, trace_context: str | None) -> bool:
+        """Marks the job FAILED and dead-letters it; False when the failure was not the job's first."""
         status = None
         if failure.job_id:
             try:
@@ -187,22 +199,20 @@ class _ReportFailureFn(beam.DoFn):
                 log_event("failure-not-recorded", failure.job_id, attempt=failure.attempt,
                           stage=failure.stage, reason=str(e))
                 if not isinstance(payload, bytes):  # the job already failed or finished: its dead letter is out
-                    return
+                    return False
             except Exception as e:  # noqa: BLE001 - still dead-letter it
                 log_event("failure-not-recorded", failure.job_id, level=logging.ERROR,
                           attempt=failure.attempt, error=repr(e))
         inc_counter("jobs-failed")
         if payload is None and status is not None and status.request:
             payload = _request_or_none(status.request)
-        trace_context = payload.trace_context if isinstance(payload, JobRequest) else None
+        if trace_context is None and isinstance(payload, JobRequest):
+            trace_context = payload.trace_context
         log_event("job-failed", failure.job_id, level=logging.ERROR, attempt=failure.attempt, source=failure.source,
                   stage=failure.stage, error_type=failure.error_type, message=failure.message,
                   trace_id=trace_id_of(trace_context))
-        with tracing.span("job failed", parent=trace_context, job_id=failure.job_id, attempt=failure.attempt,
-                          stage=failure.stage, error_type=failure.error_type, message=failure.message) as span:
-            tracing.mark_error(span, failure.reason)
-            self._dead_letter(payload, failure)
-        yield failure
+        self._dead_letter(payload, failure)
+        return True
 
     def _dead_letter(self, payload, failure: Failure) -> None:
         if payload is None:

@@ -58,7 +58,7 @@ class FileJob:
 
     def failure(self, stage: str, error: BaseException | str) -> Failure:
         """The dead-letter record of this file failing at `stage`."""
-        return Failure.of(self.job_id, self.source, stage, error, self.attempt)
+        return Failure.of(self.job_id, self.source, stage, error, self.attempt, self.trace_context)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +206,7 @@ def plan_request(request: JobRequest, single_input: bool) -> tuple[list[FileJob]
     pattern = request.input_uri
     if single_input and has_glob(pattern):
         return [], [Failure.of(request.job_id, pattern, "plan", ValueError(
-            "a job names one input object, not a pattern"), request.attempt)]
+            "a job names one input object, not a pattern"), request.attempt, request.trace_context)]
     try:
         matched = FileSystems.match([pattern])[0].metadata_list
         if not matched and (single_input or "*" not in pattern):
@@ -214,11 +214,11 @@ def plan_request(request: JobRequest, single_input: bool) -> tuple[list[FileJob]
     except Exception as e:  # noqa: BLE001 - a job's input that cannot be listed fails the job
         if not single_input:
             raise
-        return [], [Failure.of(request.job_id, pattern, "plan", e, request.attempt)]
+        return [], [Failure.of(request.job_id, pattern, "plan", e, request.attempt, request.trace_context)]
     names_file = output_is_file(pattern, request.output_uri)
     jobs, failures = plan_jobs(matched, request.output_uri, request.operation, names_file, request.job_id)
     jobs, vanished = pin_versions([for_request(job, request) for job in jobs])
-    failures = [dataclasses.replace(f, attempt=request.attempt) for f in failures]
+    failures = [dataclasses.replace(f, attempt=request.attempt, trace_context=request.trace_context) for f in failures]
     return jobs, failures + vanished
 
 

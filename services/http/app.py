@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from adapters.jobs import JobState, TransitionRefused
 from adapters import tracing
+from adapters.jobs import JobState, TransitionRefused
 from services import access, identity, jobs, keys, multipart, uploads
 from services.http.tracing import TraceJobRequests
 

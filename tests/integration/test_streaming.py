@@ -514,7 +514,8 @@ def test_traced_jobs_record_each_stage_as_spans_of_the_trace_their_message_carri
     assert {s["parent_id"] for s in stage_roots} == {"00f067aa0ba902b7"}  # each stage hangs off the Manager's span
 
     failing = tracing.read_spans(str(spans_file), tracing.trace_id_of(FAILING_TRACE))
-    [failed] = [s for s in failing if s["name"] == "job failed"]
+    [failed] = [s for s in failing if s["name"] == "report failure"]
     assert failed["status"] == "ERROR" and failed["attributes"]["stage"] == "plan"
     assert failed["attributes"]["error_type"] == "FileNotFoundError"
+    assert failed["parent_id"] == "b7ad6b7169203331"  # under the Manager's span of that job
     assert len(tracing.read_spans(str(spans_file))) == len(spans) + len(failing)  # the untraced job made none

@@ -158,10 +158,12 @@ def test_the_manager_starts_a_new_trace_for_a_caller_without_one(spans_file):
     assert root["trace_id"] == tracing.trace_id_of(request.trace_context)
 
 
-def test_a_job_request_keeps_its_trace_context_through_planning():
+def test_a_job_request_keeps_its_trace_context_through_planning_and_into_its_failures():
     from transforms.planning import FileJob, for_request
     request = JobRequest("job-1", "compress", "gs://b/in", "gs://b/out.dcz", trace_context=PARENT)
-    assert for_request(FileJob("gs://b/in", 3, "gs://b/out.dcz"), request).trace_context == PARENT
+    job = for_request(FileJob("gs://b/in", 3, "gs://b/out.dcz"), request)
+    assert job.trace_context == PARENT
+    assert job.failure("encode part 0", OSError("disk full")).trace_context == PARENT  # reported in the job's trace
 
 
 def test_log_lines_carry_the_trace_id_of_the_span_they_are_written_in(spans_file):
