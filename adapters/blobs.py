@@ -1,8 +1,11 @@
 """The BlobStore port on GCS: resumable uploads in chunks, ranged reads, deletes by prefix."""
 from __future__ import annotations
 
+import base64
 import collections
 import threading
+
+import google_crc32c
 
 from adapters.retries import gcs_retry
 
@@ -11,6 +14,7 @@ __all__ = ["GcsBlobStore", "UPLOAD_CHUNK_MULTIPLE"]
 # Resumable-upload chunks must be multiples of 256 KiB (all but the last).
 UPLOAD_CHUNK_MULTIPLE = 256 * 1024
 _READ_PIECE = 4 * 2**20
+_CRC_PIECE = 256 * 1024  # google_crc32c takes bytes only: a chunk is counted a copied piece at a time
 
 
 class GcsBlobStore:
@@ -88,8 +92,10 @@ class _GcsUpload:
     """One resumable upload: each full chunk is sent as it fills; the object appears at commit().
 
     Driven below google-cloud-storage's BlobWriter, which copies every byte twice on the way (into
-    its buffer, then out of it): a chunk written whole is sent as the very object it came in, so an
-    upload holds the chunk being sent and nothing more (the Manager's memory target)."""
+    its buffer, then out of it): a chunk written whole is sent from the caller's own buffer before
+    write() returns, so an upload holds no chunk of its own (the Manager's memory target). The
+    library's CRC32C wants bytes objects, so the content's CRC32C is counted here, in small
+    pieces, and checked against the object's when it is made."""
 
     def __init__(self, blob, chunk_size: int, content_type: str) -> None:
         self._blob, self._chunk_size, self._content_type = blob, chunk_size, content_type
@@ -98,13 +104,18 @@ class _GcsUpload:
         self._stream = _ChunkStream()
         self._session = None  # (ResumableUpload, transport), opened with the first chunk
         self._size = 0
+        self._crc = 0
         self._lock = threading.Lock()
         self._done = False
 
     def write(self, data: bytes) -> None:
         if self._done:
             raise ValueError("the upload is finished")
-        if len(data):
+        if not self._pieces and len(data) == self._chunk_size:
+            self._size += len(data)
+            self._send(data if isinstance(data, bytes) else memoryview(data).toreadonly())
+            return
+        if len(data):  # kept past write(): copied, the caller may reuse its buffer
             self._pieces.append(data if isinstance(data, bytes) else bytes(data))
             self._held += len(data)
             self._size += len(data)
@@ -116,9 +127,14 @@ class _GcsUpload:
             self._done = True
             # Shorter than a chunk (empty if the size is a multiple of it): the request that
             # declares the total and makes the object.
-            upload, transport = self._send(self._take(self._held))
+            response = self._send(self._take(self._held))
+            upload, transport = self._session
             if not upload.finished:
                 raise RuntimeError("the resumable upload did not finish with its last chunk")
+            stored = response.json().get("crc32c")
+            sent = base64.b64encode(self._crc.to_bytes(4, "big")).decode()
+            if stored is not None and stored != sent:
+                raise IOError(f"the stored object's CRC32C ({stored}) is not the uploaded bytes' ({sent})")
         return self._size
 
     def abort(self) -> None:
@@ -153,21 +169,24 @@ class _GcsUpload:
         self._held -= size
         return b"".join(parts)
 
-    def _send(self, chunk: bytes):
+    def _send(self, chunk):
+        """Sends one chunk (bytes or a read-only view); the response to its request."""
         if self._session is None:
             # The call BlobWriter makes (google-cloud-storage 3.17): the library's upload URL,
-            # headers, CRC32C and retries. if_generation_match=0: an upload never replaces an
-            # object (job folders are new anyway), which also makes retrying its last request safe.
+            # headers and retries. if_generation_match=0: an upload never replaces an object (job
+            # folders are new anyway), which also makes retrying its last request safe.
             self._session = self._blob._initiate_resumable_upload(
                 self._blob.bucket.client, self._stream, self._content_type, None,
-                chunk_size=self._chunk_size, if_generation_match=0, retry=gcs_retry())
+                chunk_size=self._chunk_size, if_generation_match=0, retry=gcs_retry(), checksum=None)
         upload, transport = self._session
+        view = memoryview(chunk)
+        for offset in range(0, len(view), _CRC_PIECE):
+            self._crc = google_crc32c.extend(self._crc, bytes(view[offset:offset + _CRC_PIECE]))
         self._stream.hold(chunk)
         try:
-            upload.transmit_next_chunk(transport)
+            return upload.transmit_next_chunk(transport)
         finally:
             self._stream.release()
-        return self._session
 
 
 class _ChunkStream:

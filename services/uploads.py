@@ -196,27 +196,23 @@ async def receive_upload(blobs, uri: str, chunks: AsyncIterator[bytes], limits: 
                          count: bool) -> tuple[int, np.ndarray | None]:
     """Streams `chunks` into a new object at `uri`; returns (size, byte histogram or None).
 
-    Memory is bounded by two buffers of `limits.buffer_size` (one resumable-upload chunk): one
-    filling from the client while the previous one is counted and sent on a worker thread. On any
-    error (too large, a stall, a client gone) the upload is aborted and nothing is left under `uri`.
+    Memory is one buffer of `limits.buffer_size` (one resumable-upload chunk), filled in place:
+    when full it is counted and sent as it is on a worker thread, and the client waits meanwhile
+    (nothing more is read). Uploads side by side keep storage busy; a second buffer per upload, to
+    read while sending, would double the Manager's memory. On any error (too large, a stall, a
+    client gone) the upload is aborted and nothing is left under `uri`.
     """
     upload = await anyio.to_thread.run_sync(blobs.open_upload, uri)
     histogram = np.zeros(256, dtype=np.uint64) if count else None
     size = 0
-    pending: asyncio.Task | None = None
 
-    def store(held: list[bytes]) -> None:
-        # The chunk comes in a list it is taken out of: the worker thread's call arguments would
-        # otherwise keep it alive a moment after the event loop has moved on to the next one.
-        piece = held.pop()
+    def store(piece) -> None:
         if histogram is not None:
             histogram.__iadd__(byte_histogram(piece))
         upload.write(piece)
 
     try:
-        # One chunk, allocated once: filled in place, so it never grows (a growing bytearray is
-        # reallocated, briefly twice its size) and holds no more than a chunk.
-        buffer = bytearray(limits.buffer_size)
+        buffer = bytearray(limits.buffer_size)  # allocated once: it never grows, never moves
         window = memoryview(buffer)  # assigning into a bytearray's slice copies the value first
         filled = 0
         iterator = chunks.__aiter__()
@@ -237,28 +233,13 @@ async def receive_upload(blobs, uri: str, chunks: AsyncIterator[bytes], limits: 
                 filled += taken
                 rest = rest[taken:]
                 if filled == limits.buffer_size:
-                    # The previous chunk is sent (and freed) before this one is copied out: two
-                    # chunks at most. Whole chunks only: the resumable upload sends each as it is.
-                    if pending is not None:
-                        await pending
-                    pending = asyncio.ensure_future(anyio.to_thread.run_sync(store, [bytes(window)]))
+                    # Whole chunks only: the resumable upload sends each as it is.
+                    await anyio.to_thread.run_sync(store, window.toreadonly())
                     filled = 0
-        if pending is not None:
-            await pending
-            pending = None
         if filled:
-            held = [bytes(window[:filled])]
-            window.release()
-            del window, buffer
-            await anyio.to_thread.run_sync(store, held)
+            await anyio.to_thread.run_sync(store, window[:filled].toreadonly())
         await anyio.to_thread.run_sync(upload.commit)
     except BaseException:
-        if pending is not None:
-            pending.cancel()
-            try:
-                await pending
-            except BaseException:  # noqa: BLE001 - the first error is the one reported
-                pass
         # Shielded: a cancelled request must still not leave a session or an object behind.
         await asyncio.shield(anyio.to_thread.run_sync(upload.abort))
         raise

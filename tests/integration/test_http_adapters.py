@@ -158,6 +158,8 @@ def test_an_upload_written_in_whole_chunks_holds_about_one_chunk_and_sends_it_un
     assert b"".join(blobs.read_chunks(uri)) == b"".join(pieces)
     # google-cloud-storage's BlobWriter copies each chunk into its buffer and out again (>= 2 chunks).
     assert peak < 1.5 * chunk, f"the upload allocated {peak} bytes at its peak for {chunk}-byte chunks"
+
+
 def test_the_cleanup_ends_an_abandoned_direct_upload_and_purges_a_deleted_job_on_the_emulators(
         blobs, gcs_bucket, firestore_emulator):
     import datetime
@@ -193,3 +195,21 @@ def test_the_cleanup_ends_an_abandoned_direct_upload_and_purges_a_deleted_job_on
         # fake-gcs-server does not implement that cancellation, so it is not asserted here.
     finally:
         status.close()
+
+
+def test_a_buffer_written_into_an_upload_may_be_reused_once_write_returns(blobs, gcs_dir):
+    chunk = 256 * 1024
+    uri = gcs_dir + "in/reused.bin"
+    buffer = bytearray(chunk)
+    upload = blobs.open_upload(uri)
+    expected = b""
+    for i in range(3):
+        buffer[:] = bytes([i + 1]) * chunk
+        upload.write(memoryview(buffer).toreadonly())  # a whole chunk: sent from the buffer itself
+        expected += bytes(buffer)
+    buffer[:1000] = b"x" * 1000
+    upload.write(memoryview(buffer)[:1000])  # less than a chunk: kept past write(), so copied
+    expected += b"x" * 1000
+    buffer[:1000] = b"y" * 1000
+    assert upload.commit() == len(expected)
+    assert b"".join(blobs.read_chunks(uri)) == expected

@@ -21,7 +21,7 @@ class _SizesOnly:
     def open_upload(self, uri: str):
         return self
 
-    def write(self, data: bytes) -> None:
+    def write(self, data) -> None:
         self.sent.append(len(data))
 
     def commit(self) -> int:
@@ -51,16 +51,16 @@ def _peak_while_receiving(pieces: list[bytes], count: bool):
     return size, histogram, blobs.sent, peak
 
 
-def test_an_upload_of_eight_chunks_holds_at_most_two_chunks_and_sends_whole_ones():
+def test_an_upload_of_eight_chunks_holds_one_chunk_and_sends_whole_ones():
     pieces = [bytes([i % 251]) * 65536 for i in range(8 * 16 + 3)]  # 8 chunks and 3 pieces, made before tracing
     size, histogram, sent, peak = _peak_while_receiving(pieces, count=False)
     assert size == sum(map(len, pieces)) and histogram is None
     assert sent == [CHUNK] * 8 + [3 * 65536]
-    assert peak < 2.25 * CHUNK, f"receiving held {peak} bytes at its peak for {CHUNK}-byte chunks"
+    assert peak < 1.25 * CHUNK, f"receiving held {peak} bytes at its peak for {CHUNK}-byte chunks"
 
 
 def test_counting_the_histogram_adds_well_under_a_chunk():
     pieces = [bytes(range(256)) * 256 for _ in range(4 * 16)]  # 4 chunks of every byte value
     size, histogram, sent, peak = _peak_while_receiving(pieces, count=True)
     assert np.array_equal(histogram, np.full(256, size // 256, dtype=np.uint64))
-    assert peak < 2.75 * CHUNK, f"receiving and counting held {peak} bytes at its peak"
+    assert peak < 1.75 * CHUNK, f"receiving and counting held {peak} bytes at its peak"
