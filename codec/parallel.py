@@ -400,9 +400,9 @@ def compress_with_file_table(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEF
     almost none (none in the 1 GB benchmark input): so the chunks are coded without it, in one pass
     over `src`, keeping each chunk's byte counts (the encoder counts them anyway). Their sum is the
     file's histogram; if a chunk would have taken the shared table after all, `dst` is truncated
-    back to where it stood and the file coded again with the table. Where `dst` cannot be rewound
-    (a pipe), or the file has more than MAX_CHECKED_CHUNKS chunks, the file is counted first
-    (file_histogram), a second read of every byte.
+    back to where it stood and the file coded again with the table (`progress` then counts from 0
+    again). Where `dst` cannot be rewound (a pipe), or the file has more than MAX_CHECKED_CHUNKS
+    chunks, the file is counted first (file_histogram), a second read of every byte.
     """
     fd = _regular_fd(src)
     if fd is None:

@@ -380,13 +380,14 @@ def test_a_file_no_chunk_of_which_takes_the_whole_file_table_is_read_once(thread
     assert stats["frequencies"].tolist() == table.tolist() and stats["chunks"] == 11
 
 
-@pytest.mark.parametrize("threads", (1, 3))
-def test_when_a_chunk_takes_the_whole_file_table_the_output_is_rewound_and_coded_again(threads, tmp_path,
+@pytest.mark.parametrize("threads, before", ((1, b"kept before"), (3, b"kept before"), (3, b"")))
+def test_when_a_chunk_takes_the_whole_file_table_the_output_is_rewound_and_coded_again(threads, before, tmp_path,
                                                                                       monkeypatch):
+    # With nothing before it, the output starts aligned and is written with direct I/O where it can be.
     data = sample_text(13 * CHUNK - 100)  # text in small chunks: several take the file's table
     table = codec.histogram(data)
     assert any(shared_table_wins(codec.histogram(data[i:i + CHUNK]), table) for i in range(0, len(data), CHUNK))
-    expected = b"kept before" + two_pass_reference(data, threads)
+    expected = before + two_pass_reference(data, threads)
     tables_used = []
     real_compress_stream = parallel._compress_stream
 
@@ -397,9 +398,9 @@ def test_when_a_chunk_takes_the_whole_file_table_the_output_is_rewound_and_coded
     monkeypatch.setattr(parallel, "_compress_stream", spy)
     (tmp_path / "in.txt").write_bytes(data)
     with open(tmp_path / "in.txt", "rb") as src, open(tmp_path / "out.dcz", "wb") as dst:
-        dst.write(b"kept before")
+        dst.write(before)
         stats = codec.compress_with_file_table(src, dst, chunk_size=CHUNK, threads=threads)
-        assert dst.tell() == len(b"kept before") + stats["compressed_size"]
+        assert dst.tell() == len(before) + stats["compressed_size"]
     assert (tmp_path / "out.dcz").read_bytes() == expected
     assert stats["frequencies"].tolist() == table.tolist()
     assert tables_used == [False, True]  # one pass without the table, then one with it
