@@ -54,24 +54,26 @@ def _size_argument(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _threads_argument(text: str) -> int:
-    try:
-        threads = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of threads: {text!r}") from None
-    if threads < 1:
-        raise argparse.ArgumentTypeError(f"threads must be 1 or more, got {threads}")
-    return threads
+def _number_argument(kind, what: str, allowed, rule: str):
+    """An argparse type for a number of `what` (`kind`: int or float) that `allowed` accepts;
+    `rule` is the message otherwise, formatted with the number as given (`{text}`) or read (`{value}`)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of {what}: {text!r}") from None
+        if not allowed(value):
+            raise argparse.ArgumentTypeError(rule.format(text=text, value=value))
+        return value
+    return parse
 
 
-def _workers_argument(text: str) -> int:
-    try:
-        workers = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
-    if workers < 0:
-        raise argparse.ArgumentTypeError(f"workers must be 0 (one per core) or more, got {workers}")
-    return workers
+_threads_argument = _number_argument(int, "threads", lambda n: n >= 1, "threads must be 1 or more, got {value}")
+_workers_argument = _number_argument(int, "workers", lambda n: n >= 0,
+                                     "workers must be 0 (one per core) or more, got {value}")
+_days_argument = _number_argument(int, "days", lambda n: n >= 1, "days must be 1 or more, got {value}")
+_seconds_argument = _number_argument(float, "seconds", lambda s: s > 0,
+                                     "the interval must be more than 0 seconds, got {text}")
 
 
 _ENGINE_NOTE = """\
@@ -283,26 +285,6 @@ def _add_job_commands(commands) -> None:
                     help="run CMD (a shell-quoted command line) instead of the streaming pipeline")
     actions.add_parser("down", help="stop the running local stack")
     actions.add_parser("env", help="print the running stack's export lines")
-
-
-def _days_argument(text: str) -> int:
-    try:
-        days = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
-    if days < 1:
-        raise argparse.ArgumentTypeError(f"days must be 1 or more, got {days}")
-    return days
-
-
-def _seconds_argument(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"the interval must be more than 0 seconds, got {text}")
-    return seconds
 
 
 def _add_operations_commands(commands) -> None:

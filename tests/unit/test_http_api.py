@@ -505,9 +505,9 @@ def test_a_job_carries_the_callers_trace_context_or_a_new_one(adapters, client):
     assert made.trace_context.startswith("00-") and made.trace_context != parent
 
 
-def test_an_upload_reaches_storage_in_whole_buffers_never_the_whole_file(adapters):
-    client = make_client(adapters, buffer_size=256 * 1024)
-    writes = []
+def record_write_sizes(adapters) -> list[int]:
+    """The sizes of the writes the in-memory blob store's uploads receive from now on, in order."""
+    writes: list[int] = []
     open_upload = adapters.blobs.open_upload
 
     def recording(uri, content_type="application/octet-stream"):
@@ -516,6 +516,12 @@ def test_an_upload_reaches_storage_in_whole_buffers_never_the_whole_file(adapter
         upload.write = lambda data: (writes.append(len(data)), write(data))[1]
         return upload
     adapters.blobs.open_upload = recording
+    return writes
+
+
+def test_an_upload_reaches_storage_in_whole_buffers_never_the_whole_file(adapters):
+    client = make_client(adapters, buffer_size=256 * 1024)
+    writes = record_write_sizes(adapters)
     data = bytes(range(256)) * 4000 + b"!"  # 1 MB: 3 whole buffers and a tail
     chunks = (data[i:i + 70_000] for i in range(0, len(data), 70_000))
     response = client.post("/v1/jobs", params={"operation": "compress", "filename": "f"}, content=chunks,

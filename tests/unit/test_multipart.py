@@ -15,6 +15,7 @@ from adapters.messages import decode_frequency_table
 from services import keys, multipart
 from services.http import HttpSettings, create_app
 from services.uploads import UploadLimits
+from test_http_api import record_write_sizes  # tests/unit is on sys.path (pytest prepend import mode)
 
 BUCKET = "bkt"
 BOUNDARY = "----dcas-test-boundary-7MA4YWxkTrZu0gW"
@@ -74,15 +75,7 @@ def test_a_filename_in_the_query_wins_over_the_parts(adapters):
 
 def test_a_large_multipart_body_reaches_storage_in_whole_buffers_as_it_streams(adapters):
     client, headers = client_and_headers(adapters)
-    writes = []
-    open_upload = adapters.blobs.open_upload
-
-    def recording(uri, content_type="application/octet-stream"):
-        upload = open_upload(uri, content_type)
-        write = upload.write
-        upload.write = lambda data: (writes.append(len(data)), write(data))[1]
-        return upload
-    adapters.blobs.open_upload = recording
+    writes = record_write_sizes(adapters)
     data = np.random.default_rng(7).integers(0, 256, 3 * 2**20 + 123, dtype=np.uint8).tobytes()
     whole = body(file_part("big.bin", data))
     pieces = (whole[i:i + 50_000] for i in range(0, len(whole), 50_000))
