@@ -68,6 +68,25 @@ def _serving(emulator):
         emulator.stop()
 
 
+@pytest.fixture
+def service_adapters(pubsub_emulator, firestore_emulator, gcs_bucket):
+    """The job service's adapters through bootstrap() on the three emulators, with a topic,
+    subscriptions and status collection of the test's own."""
+    from services.bootstrap import bootstrap, ensure_resources
+    from services.config import Settings
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings.from_env({**os.environ, "DCAS_BUCKET": gcs_bucket,
+                                  "DCAS_JOBS_TOPIC": f"jobs-{suffix}",
+                                  "DCAS_JOBS_SUBSCRIPTION": f"jobs-{suffix}-pipeline",
+                                  "DCAS_DEAD_LETTER_TOPIC": f"dead-{suffix}",
+                                  "DCAS_DEAD_LETTER_SUBSCRIPTION": f"dead-{suffix}",
+                                  "DCAS_STATUS_COLLECTION": f"jobs-{suffix}"})
+    ensure_resources(settings)
+    adapters = bootstrap(settings)
+    yield adapters
+    adapters.close()
+
+
 @pytest.fixture(scope="session")
 def gcs_bucket(gcs_emulator) -> str:
     """The name of an empty bucket in the session's fake-gcs-server."""

@@ -5,7 +5,6 @@ import json
 import os
 import socket
 import time
-import uuid
 
 import httpx
 import numpy as np
@@ -15,26 +14,15 @@ import codec
 from adapters.jobs import JobState
 from adapters.messages import decode_frequency_table
 from services import keys
-from services.bootstrap import bootstrap, ensure_resources
-from services.config import Settings
 from services.http import HttpSettings, create_app
 from services.uploads import UploadLimits
-from http_server import running_server  # tests/ is on sys.path
+from emulators import pull_job_messages  # tests/ is on sys.path
+from http_server import running_server
 
 
 @pytest.fixture
-def adapters(pubsub_emulator, firestore_emulator, gcs_bucket):
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings.from_env({**os.environ, "DCAS_BUCKET": gcs_bucket,
-                                  "DCAS_JOBS_TOPIC": f"jobs-{suffix}",
-                                  "DCAS_JOBS_SUBSCRIPTION": f"jobs-{suffix}-pipeline",
-                                  "DCAS_DEAD_LETTER_TOPIC": f"dead-{suffix}",
-                                  "DCAS_DEAD_LETTER_SUBSCRIPTION": f"dead-{suffix}",
-                                  "DCAS_STATUS_COLLECTION": f"jobs-{suffix}"})
-    ensure_resources(settings)
-    adapters = bootstrap(settings)
-    yield adapters
-    adapters.close()
+def adapters(service_adapters):
+    return service_adapters
 
 
 @pytest.fixture
@@ -54,7 +42,7 @@ def test_an_upload_lands_in_storage_with_its_table_and_its_job_is_queued(adapter
                           content=pieces, headers={"Authorization": f"Bearer {key}"}, timeout=60)
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
-    [message] = pull(adapters.settings.jobs_subscription, 1)
+    [message] = pull_job_messages(adapters.settings.jobs_subscription, 1)
     assert message.job_id == job_id and message.owner == "ann"
     assert b"".join(adapters.blobs.read_chunks(message.input_uri)) == data
     table = decode_frequency_table(b"".join(adapters.blobs.read_chunks(message.table_uri)))
@@ -99,7 +87,7 @@ def test_a_direct_upload_goes_straight_to_fake_gcs_and_its_job_is_queued_when_co
     assert put.status_code in (200, 201), put.text
     accepted = httpx.post(body["complete_url"], headers=headers)
     assert accepted.status_code == 202, accepted.text
-    [message] = pull(adapters.settings.jobs_subscription, 1)
+    [message] = pull_job_messages(adapters.settings.jobs_subscription, 1)
     assert message.job_id == body["job_id"]
     assert b"".join(adapters.blobs.read_chunks(message.input_uri)) == data
 
@@ -159,30 +147,11 @@ def test_a_multipart_upload_from_a_file_streams_its_part_into_storage(adapters, 
                               data={"note": "a field beside the file"},
                               headers={"Authorization": f"Bearer {key}"}, timeout=60)
     assert response.status_code == 202, response.text
-    [message] = pull(adapters.settings.jobs_subscription, 1)
+    [message] = pull_job_messages(adapters.settings.jobs_subscription, 1)
     assert message.job_id == response.json()["job_id"] and message.input_uri.endswith("/in/form.bin")
     assert b"".join(adapters.blobs.read_chunks(message.input_uri)) == data
     table = decode_frequency_table(b"".join(adapters.blobs.read_chunks(message.table_uri)))
     np.testing.assert_array_equal(table, codec.histogram(data))
-
-
-def pull(subscription: str, expected: int):
-    from google.cloud import pubsub_v1
-    from adapters.messages import decode_job_message
-    subscriber = pubsub_v1.SubscriberClient()
-    messages = []
-    try:
-        for _ in range(10):
-            response = subscriber.pull(subscription=subscription, max_messages=expected, timeout=5)
-            if response.received_messages:
-                subscriber.acknowledge(subscription=subscription,
-                                       ack_ids=[m.ack_id for m in response.received_messages])
-                messages += [decode_job_message(m.message.data) for m in response.received_messages]
-            if len(messages) >= expected:
-                break
-    finally:
-        subscriber.close()
-    return messages
 
 
 def _objects(bucket: str) -> list[str]:
