@@ -14,6 +14,14 @@ def _client(args):
     return ApiClient(args.server, args.key)
 
 
+def _manager_client(args, why: str):
+    """_client(), or a usage error saying `why` the command needs the Manager when no --server is given."""
+    from services.cli import UsageError
+    if not args.server:
+        raise UsageError(f"{why}: give --server URL (or DCAS_SERVER)")
+    return _client(args)
+
+
 def _bar(console, label: str, total: int | None, quiet: bool) -> ProgressBar:
     show = not quiet and console.stderr.isatty()
     console.progress = ProgressBar(label, total if show else None, console.stderr, enabled=show)
@@ -56,10 +64,7 @@ def submit_file(args, console) -> None:
 
 
 def status(args, console) -> None:
-    from services.cli import UsageError
-    if not args.server:
-        raise UsageError("--follow reads the job's events from the Manager: give --server URL (or DCAS_SERVER)")
-    with _client(args) as client:
+    with _manager_client(args, "--follow reads the job's events from the Manager") as client:
         if not args.follow:
             _print_status(client.status(args.job_id), args.json, console)
             return
@@ -74,21 +79,16 @@ def cancel(args, console) -> None:
 
 
 def delete(args, console) -> None:
-    from services.cli import UsageError
-    if not args.server:
-        raise UsageError("`dcas delete` asks the Manager: give --server URL (or DCAS_SERVER)")
-    with _client(args) as client:
+    with _manager_client(args, "`dcas delete` asks the Manager") as client:
         last = client.delete(args.job_id)
     print(f"{last['job_id']}: deleted (it was {last['state']})", file=console.stdout)
 
 
 def list_jobs(args, console) -> None:
     from services.cli import UsageError
-    if not args.server:
-        raise UsageError("`dcas jobs` asks the Manager: give --server URL (or DCAS_SERVER)")
-    if args.limit < 1:
-        raise UsageError(f"--limit must be 1 or more, got {args.limit}")
-    with _client(args) as client:
+    with _manager_client(args, "`dcas jobs` asks the Manager") as client:
+        if args.limit < 1:
+            raise UsageError(f"--limit must be 1 or more, got {args.limit}")
         for count, job in enumerate(client.jobs(args.state, args.limit), 1):
             if args.json:
                 print(json.dumps(job, sort_keys=True), file=console.stdout)
@@ -102,10 +102,7 @@ def list_jobs(args, console) -> None:
 
 
 def fetch(args, console) -> None:
-    from services.cli import UsageError
-    if not args.server:
-        raise UsageError("`dcas fetch` downloads from the Manager: give --server URL (or DCAS_SERVER)")
-    with _client(args) as client:
+    with _manager_client(args, "`dcas fetch` downloads from the Manager") as client:
         current = client.status(args.job_id)
         bar = _bar(console, "fetch", current.get("bytes_out") or None, args.quiet)
         size = client.fetch(args.job_id, args.output, progress=bar, overwrite=args.force)
