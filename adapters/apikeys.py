@@ -1,6 +1,9 @@
 """The KeyStore port on Firestore: one document per key hash, holding its owner; a listener reports revoked keys."""
 from __future__ import annotations
 
+import threading
+
+from adapters.firestore import KeptListener
 from adapters.jobs import utc_now
 from adapters.retries import CALL_TIMEOUT, firestore_retry
 
@@ -39,21 +42,36 @@ class FirestoreKeyStore:
         return True
 
     def watch_removals(self, callback) -> "_KeyWatch":
-        """A listener on the whole collection (one per process): its first snapshot lists every key
-        as added, later ones report the removed keys."""
-        def on_snapshot(snapshots, changes, read_time) -> None:
-            for change in changes:
-                if change.type.name == "REMOVED":
-                    callback(change.document.id)
-        return _KeyWatch(self._keys.on_snapshot(on_snapshot))
+        """A listener on the whole collection (one per process) that reports each key gone since
+        its last snapshot, including keys removed while its stream was down and subscribed again."""
+        return _KeyWatch(callback).start(self._keys.on_snapshot)
 
     def close(self) -> None:
         self._client.close()
 
 
 class _KeyWatch:
-    def __init__(self, watch) -> None:
-        self._watch = watch
+    """Compares each snapshot's set of keys with the last one's: a removal is whatever went missing.
+    Change events alone would lose a key removed between two subscriptions of a KeptListener."""
+
+    def __init__(self, callback) -> None:
+        self._callback = callback
+        self._lock = threading.Lock()
+        self._present: set[str] | None = None
+        self.listener: KeptListener | None = None
+
+    def start(self, on_snapshot) -> "_KeyWatch":
+        self.listener = KeptListener(lambda: on_snapshot(self.on_snapshot)).start()
+        return self
+
+    def on_snapshot(self, snapshots, changes, read_time) -> None:
+        present = {snapshot.id for snapshot in snapshots}
+        with self._lock:
+            removed = sorted(self._present - present) if self._present is not None else []
+            self._present = present
+        for key_hash in removed:
+            self._callback(key_hash)
 
     def close(self) -> None:
-        self._watch.unsubscribe()
+        if self.listener is not None:
+            self.listener.close()

@@ -12,7 +12,7 @@ from adapters import tracing
 from adapters.jobs import JobState, JobStatus, marked_deleted, transitioned, utc_now
 from adapters.retries import CALL_TIMEOUT, firestore_retry
 
-__all__ = ["COMPOSITE_INDEXES", "FirestoreStatusSpec", "FirestoreStatusStore"]
+__all__ = ["COMPOSITE_INDEXES", "FirestoreStatusSpec", "FirestoreStatusStore", "KeptListener"]
 
 # A transaction that loses a race is re-run (with a fresh read) this many times in all; one
 # writer per job document keeps races rare, so running out means something is wrong.
@@ -160,50 +160,40 @@ class FirestoreStatusStore:
         return run(self._client.transaction(max_attempts=_TRANSACTION_ATTEMPTS))
 
 
-class _SnapshotWatch:
-    """A document listener that outlives its stream and does not depend on it alone.
+class KeptListener:
+    """A Firestore listener that outlives its stream, with an optional poll beside it.
 
     The client library ends a listener for good when the server cancels the stream (the emulator
     does so under load, with RST_STREAM): this one then subscribes again. A listener can also stay
-    up and miss a change (the emulator did, in long test sessions, for a document created while
-    the listen target was being added): so the document is also read every `read_every` seconds.
-    Either way the document is delivered as it is now; `deliver` passes on only what is newer than
-    what it passed on before (by `updated`), so a reader sees the states in order, each once."""
+    up and miss a change (the emulator did, in long test sessions), so `poll`, if given, runs every
+    `poll_every` seconds on the same thread; whoever uses both makes their deliveries idempotent."""
 
-    def __init__(self, callback, read, check_every: float = 0.5, read_every: float = 5.0):
-        self._callback, self._read = callback, read
-        self._check_every, self._read_every = check_every, read_every
+    def __init__(self, subscribe, poll=None, check_every: float = 0.5, poll_every: float = 5.0):
+        self._subscribe, self._poll = subscribe, poll
+        self._check_every, self._poll_every = check_every, poll_every
         self._closed = threading.Event()
-        self._lock = threading.Lock()          # the listener's lifecycle
-        self._delivering = threading.Lock()    # one delivery at a time, in order
-        self._last: str | None = None          # `updated` of the last status passed on
+        self._lock = threading.Lock()  # the listener's lifecycle
         self.watch: Any = None
         self.resubscriptions = 0
-        self.reads = 0
+        self.polls = 0
 
-    def start(self, subscribe) -> "_SnapshotWatch":
-        self._subscribe = subscribe
-        self.watch = subscribe()
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def start(self) -> "KeptListener":
+        self.watch = self._subscribe()
         threading.Thread(target=self._keep_alive, name="dcas-watch-keepalive", daemon=True).start()
         return self
-
-    def deliver(self, status: JobStatus | None) -> None:
-        with self._delivering:
-            if self._closed.is_set():
-                return
-            if status is not None:
-                if self._last is not None and (status.updated or "") <= self._last:
-                    return
-                self._last = status.updated or ""
-            self._callback(status)
 
     def close(self) -> None:
         with self._lock:
             self._closed.set()
-            self.watch.unsubscribe()
+            if self.watch is not None:
+                self.watch.unsubscribe()
 
     def _keep_alive(self) -> None:
-        next_read = time.monotonic() + self._read_every
+        next_poll = time.monotonic() + self._poll_every
         while not self._closed.wait(self._check_every):
             with self._lock:
                 if not self._closed.is_set() and not self.watch.is_active:
@@ -212,15 +202,63 @@ class _SnapshotWatch:
                         self.resubscriptions += 1
                     except exceptions.GoogleAPICallError:
                         pass  # the next check tries again
-            if time.monotonic() >= next_read and not self._closed.is_set():
-                next_read = time.monotonic() + self._read_every
+            if self._poll is not None and time.monotonic() >= next_poll and not self._closed.is_set():
+                next_poll = time.monotonic() + self._poll_every
                 try:
-                    status = self._read()
-                except Exception:  # noqa: BLE001 - unreachable, or closed meanwhile: the next read tries again
+                    self._poll()
+                except Exception:  # noqa: BLE001 - unreachable, or closed meanwhile: the next poll tries again
                     continue
-                self.reads += 1
-                if status is not None:
-                    self.deliver(status)
+                self.polls += 1
+
+
+class _SnapshotWatch:
+    """A job document's listener (a KeptListener) that also reads the document every `read_every`
+    seconds. Either way the document is delivered as it is now; `deliver` passes on only what is
+    newer than what it passed on before (by `updated`), so a reader sees the states in order, each
+    once, whichever path brought them."""
+
+    def __init__(self, callback, read, check_every: float = 0.5, read_every: float = 5.0):
+        self._callback, self._read = callback, read
+        self._check_every, self._read_every = check_every, read_every
+        self._delivering = threading.Lock()    # one delivery at a time, in order
+        self._last: str | None = None          # `updated` of the last status passed on
+        self._listener: KeptListener | None = None
+
+    @property
+    def resubscriptions(self) -> int:
+        return self._listener.resubscriptions if self._listener else 0
+
+    @property
+    def reads(self) -> int:
+        return self._listener.polls if self._listener else 0
+
+    @property
+    def watch(self) -> Any:
+        return self._listener.watch if self._listener else None
+
+    def start(self, subscribe) -> "_SnapshotWatch":
+        self._listener = KeptListener(subscribe, self._read_and_deliver, self._check_every, self._read_every)
+        self._listener.start()
+        return self
+
+    def deliver(self, status: JobStatus | None) -> None:
+        with self._delivering:
+            if self._listener is not None and self._listener.closed:
+                return
+            if status is not None:
+                if self._last is not None and (status.updated or "") <= self._last:
+                    return
+                self._last = status.updated or ""
+            self._callback(status)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+
+    def _read_and_deliver(self) -> None:
+        status = self._read()
+        if status is not None:
+            self.deliver(status)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -118,7 +118,7 @@ class CachedKeys:
     forgotten as soon as the store's listener reports it (watch_removals), so it is refused at once
     by every process; `ttl` only bounds how long a missed report could keep it working."""
 
-    def __init__(self, store: KeyStore, ttl: float = 60.0, max_entries: int = 10_000,
+    def __init__(self, store: KeyStore, ttl: float = 10.0, max_entries: int = 10_000,
                  clock=time.monotonic) -> None:
         self._store, self._ttl, self._max, self._clock = store, ttl, max_entries, clock
         self._owners: dict[str, tuple[str, float]] = {}

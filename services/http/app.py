@@ -34,7 +34,7 @@ class HttpSettings:
     bucket: str
     limits: uploads.UploadLimits = uploads.UploadLimits()
     keepalive: float = 15.0  # seconds between SSE comments on a quiet event stream
-    key_cache_seconds: float = 60.0  # how long a found API key's owner is remembered
+    key_cache_seconds: float = 10.0  # how long a found API key's owner is remembered (bounds a missed revocation)
     # Google-signed identity tokens (behind Cloud Run) besides API keys: services.identity.IdTokens.
     id_tokens: Any = None
 

@@ -149,7 +149,8 @@ def test_the_manager_answers_with_the_demo_key_the_stack_exports(stack, monkeypa
     [line] = listed.splitlines()
     assert code == 0 and line.split()[1] == "eve" and other not in listed
     assert in_process("keys", "revoke", line.split()[0]) == (0, f"revoked {line.split()[0]} of eve\n", "")
-    deadline = time.monotonic() + 5
+    # At once by the Manager's listener; within its 10 s key cache if the listener missed it.
+    deadline = time.monotonic() + 15
     while httpx.get(f"{server}/v1/jobs", headers={"Authorization": f"Bearer {other}"}).status_code != 401:
         assert time.monotonic() < deadline, "the revoked key still works"
         time.sleep(0.05)

@@ -90,6 +90,31 @@ def test_a_key_revoked_by_another_process_is_forgotten_by_a_managers_cache_at_on
         admin.close()
 
 
+def test_a_key_revoked_while_the_key_listeners_stream_was_down_is_still_forgotten(firestore_emulator):
+    from adapters.apikeys import FirestoreKeyStore
+    from services import keys
+    collection = f"keys-{uuid.uuid4().hex[:8]}"
+    manager, admin = FirestoreKeyStore("dcas-test", collection), FirestoreKeyStore("dcas-test", collection)
+    key = keys.create_key(admin, "ann")
+    cached = keys.CachedKeys(manager, ttl=3600)
+    try:
+        assert keys.authenticate(cached, f"Bearer {key}") == "ann"
+        deadline = time.monotonic() + 30  # the listener's first snapshot, which lists the key
+        while keys.hash_key(key) not in (cached._watch._present or ()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        cached._watch.listener.watch.close()  # what the library does when the stream is cancelled
+        keys.revoke(admin, "ann")
+        deadline = time.monotonic() + 10
+        while cached.remembered(keys.hash_key(key)) is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cached.remembered(keys.hash_key(key)) is None
+        assert cached._watch.listener.resubscriptions >= 1
+    finally:
+        cached.close()
+        manager.close()
+        admin.close()
+
+
 def test_a_firestore_listener_sees_each_state_of_a_job(firestore_emulator):
     from adapters.firestore import FirestoreStatusSpec
     store = FirestoreStatusSpec("dcas-test", f"jobs-{uuid.uuid4().hex[:12]}").open()

@@ -73,3 +73,36 @@ def test_a_watch_subscribes_again_when_its_listener_has_ended_and_stops_when_clo
     assert len(listeners) == 2 and listeners[-1].unsubscribed
     time.sleep(0.05)
     assert len(listeners) == 2
+
+
+class _Key:
+    def __init__(self, key_id: str):
+        self.id = key_id
+
+
+def test_a_key_watch_reports_a_key_removed_while_its_listener_was_subscribing_again():
+    from adapters.apikeys import _KeyWatch
+    removed: list[str] = []
+    listeners: list[tuple[_Listener, object]] = []
+
+    def on_snapshot(callback) -> _Listener:
+        listeners.append((_Listener(active=bool(listeners)), callback))  # the first stream ends at once
+        return listeners[-1][0]
+
+    watch = _KeyWatch(removed.append)
+    watch.start(on_snapshot)
+    watch.listener._check_every = 0.01
+    try:
+        first_callback = listeners[0][1]
+        first_callback([_Key("a"), _Key("b"), _Key("c")], [], None)
+        assert removed == []
+        assert _wait_for(lambda: len(listeners) == 2)
+        # The new subscription's first snapshot lists what is there now, with every key "added":
+        # what went missing in between was removed.
+        listeners[1][1]([_Key("c")], [], None)
+        assert removed == ["a", "b"]
+        listeners[1][1]([], [], None)
+        assert removed == ["a", "b", "c"]
+    finally:
+        watch.close()
+    assert listeners[-1][0].unsubscribed
