@@ -49,7 +49,9 @@ def test_a_compress_and_a_decompress_job_succeed_with_exact_bytes_and_metadata(s
     assert codec.decode(container) == data
     meta = json.loads(bucket.blob("flow/in.txt.dcz.meta.json").download_as_bytes())
     assert (meta["og_size"], meta["cp_size"]) == (len(data), len(container))
-    status = json.loads(dcas("status", job_id, "--json", env=stack.client_env()).stdout)
+    shown = dcas("status", job_id, "--json", env=stack.client_env())
+    assert shown.returncode == 0, shown.stderr  # once, under heavy load, it printed nothing: say why
+    status = json.loads(shown.stdout)
     assert status["state"] == "SUCCEEDED" and status["chunks_done"] == status["chunks_total"] > 1
 
     restored = dcas("submit", f"gs://{name}/flow/in.txt.dcz", f"gs://{name}/flow/copy.txt", "--decompress",
