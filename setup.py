@@ -36,6 +36,8 @@ DEV_REQUIRES = [
     # The OpenAPI document checked against the live app; the web page driven in Debian's chromium.
     "schemathesis>=4,<5",
     "selenium>=4.20,<5",
+    # What the image installs for DCAS_TRACE_EXPORTER=gcp, so its start without credentials is tested too.
+    *CLOUDTRACE_REQUIRES,
 ]
 
 setup(
