@@ -58,11 +58,15 @@ def apply_resource(resource: Resource, dry_run: bool = False, iam=None) -> Outco
     if resource.kind in IAM_KINDS:
         if resource.settings.get("emulator"):
             return Outcome(resource, SKIPPED, "skipped on the emulator (no IAM there)")
+        own = None
         if iam is None:
             from adapters.iam import GoogleIam
-            iam = GoogleIam()
-        apply = _IAM_APPLIERS[resource.kind]
-        outcome = apply(resource, dry_run, iam)
+            iam = own = GoogleIam()
+        try:
+            outcome = _IAM_APPLIERS[resource.kind](resource, dry_run, iam)
+        finally:
+            if own is not None:
+                own.close()
     else:
         try:
             apply = _APPLIERS[resource.kind]
