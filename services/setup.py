@@ -7,13 +7,14 @@ from typing import Callable, Iterable, Sequence
 
 from adapters.firestore import COMPOSITE_INDEXES
 from adapters.local_files import TEMP_DIR_NAME
-from adapters.provisioning import Outcome, Resource, apply_resource
+from adapters.ports import IamAdmin
+from adapters.provisioning import FAILED, IAM_KINDS, Outcome, Resource, apply_resource, iam_command
 from adapters.pubsub import (DEFAULT_ACK_DEADLINE, DEFAULT_MAX_DELIVERY_ATTEMPTS, DEFAULT_RETRY_BACKOFF,
                              PubSubResources)
 from services.config import Settings
 
-__all__ = ["IDENTITIES", "PUBSUB_KINDS", "SetupOptions", "apply", "firestore_indexes_json", "format_outcome",
-           "lifecycle_rules", "plan", "summary"]
+__all__ = ["IDENTITIES", "PUBSUB_KINDS", "SETUP_ROLES", "SetupOptions", "apply", "failed", "firestore_indexes_json",
+           "format_outcome", "lifecycle_rules", "plan", "summary"]
 
 PUBSUB_KINDS = ("schema", "topic", "subscription")
 # The Kubernetes namespace the services and the reconciler run in (deploy/k8s), for Workload Identity.
@@ -92,17 +93,28 @@ def firestore_indexes_json(collection: str = "jobs") -> dict:
 IDENTITIES: dict[str, dict] = {
     "dcas-http": {"runs": "the Manager and Status services", "k8s": "dcas-http",
                   "roles": [("roles/storage.objectAdmin", "bucket"), ("roles/pubsub.publisher", "topic"),
-                            ("roles/datastore.user", "project")]},
+                            ("roles/datastore.user", "project"), ("roles/cloudtrace.agent", "project")]},
     "dcas-dataflow": {"runs": "Dataflow workers and launcher of both pipelines", "k8s": None,
                       "roles": [("roles/dataflow.worker", "project"), ("roles/storage.objectAdmin", "bucket"),
                                 ("roles/pubsub.subscriber", "subscription"), ("roles/pubsub.viewer", "subscription"),
-                                ("roles/pubsub.publisher", "dead-letter-topic"), ("roles/datastore.user", "project")]},
+                                ("roles/pubsub.publisher", "dead-letter-topic"), ("roles/datastore.user", "project"),
+                                ("roles/cloudtrace.agent", "project")]},
     "dcas-reconciler": {"runs": "the reconciler (dcas reconcile)", "k8s": "dcas-reconciler",
+                        # No roles/cloudtrace.agent: the reconciler records no spans.
                         "roles": [("roles/pubsub.publisher", "topic"), ("roles/datastore.user", "project")]},
     "pubsub-agent": {"runs": "Pub/Sub's own service agent: forwards undeliverable messages", "k8s": None,
                      "roles": [("roles/pubsub.publisher", "dead-letter-topic"),
                                ("roles/pubsub.subscriber", "subscription")]},
 }
+
+# What the person (or CI identity) running `dcas setup` needs to apply each scope's IAM: named in
+# a permission-denied line, and listed in docs/operations.md.
+SETUP_ROLES: dict[str, str] = {
+    "service-account": "roles/iam.serviceAccountAdmin", "project": "roles/resourcemanager.projectIamAdmin",
+    "bucket": "roles/storage.admin", "topic": "roles/pubsub.admin", "dead-letter-topic": "roles/pubsub.admin",
+    "subscription": "roles/pubsub.admin", "workload-identity": "roles/iam.serviceAccountAdmin",
+}
+_PUBSUB_AGENT = "serviceAccount:service-{project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
 
 def _iam(settings: Settings, emulator: bool) -> list[Resource]:
@@ -110,42 +122,55 @@ def _iam(settings: Settings, emulator: bool) -> list[Resource]:
     names = _pubsub_names(settings)
     q = shlex.quote
 
+    def email(account: str) -> str:
+        return f"{account}@{project}.iam.gserviceaccount.com"
+
     def member(account: str) -> str:
+        return _PUBSUB_AGENT if account == "pubsub-agent" else f"serviceAccount:{email(account)}"
+
+    def shell_member(account: str) -> str:
         if account == "pubsub-agent":
             return (f'"serviceAccount:service-$(gcloud projects describe {q(project)} --format=\'value(projectNumber)\')'
                     '@gcp-sa-pubsub.iam.gserviceaccount.com"')
-        return f"serviceAccount:{account}@{project}.iam.gserviceaccount.com"
+        return member(account)
 
-    def binding(scope: str, role: str, who: str) -> str:
+    def command(scope: str, role: str, who: str) -> str:
         tail = f"--member {who} --role {role}"
         if scope == "project":
             return f"gcloud projects add-iam-policy-binding {q(project)} {tail} --condition=None"
         if scope == "bucket":
             return f"gcloud storage buckets add-iam-policy-binding gs://{settings.bucket} {tail}"
         if scope in ("topic", "dead-letter-topic"):
-            topic = names.topic if scope == "topic" else names.dead_letter_topic
-            return f"gcloud pubsub topics add-iam-policy-binding {topic} {tail}"
+            return f"gcloud pubsub topics add-iam-policy-binding {policy_of[scope]} {tail}"
         return f"gcloud pubsub subscriptions add-iam-policy-binding {names.subscription} {tail}"
 
-    scope_names = {"project": f"projects/{project}", "bucket": f"gs://{settings.bucket}", "topic": names.topic,
-                   "dead-letter-topic": names.dead_letter_topic, "subscription": names.subscription}
+    # Where each scope's policy lives (adapters.ports.IamAdmin names), and how a line names it.
+    policy_of = {"project": f"projects/{project}", "bucket": f"gs://{settings.bucket}", "topic": names.topic,
+                 "dead-letter-topic": names.dead_letter_topic, "subscription": names.subscription}
     resources = []
     for account, identity in IDENTITIES.items():
         if account != "pubsub-agent":
-            resources.append(Resource("service-account", f"{account}@{project}.iam.gserviceaccount.com", {
-                "emulator": emulator, "command": f"gcloud iam service-accounts create {account} "
-                f"--project {q(project)} --display-name {q('DCaS: ' + identity['runs'])}"}))
+            display = "DCaS: " + identity["runs"]
+            resources.append(Resource("service-account", email(account), {
+                "emulator": emulator, "project": project, "account_id": account, "display_name": display,
+                "admin_role": SETUP_ROLES["service-account"],
+                "command": f"gcloud iam service-accounts create {account} --project {q(project)} "
+                           f"--display-name {q(display)}"}))
         for role, scope in identity["roles"]:
-            resources.append(Resource("iam-binding", f"{role} on {scope_names[scope]} for {account}", {
-                "emulator": emulator, "command": binding(scope, role, member(account))}))
+            resources.append(Resource("iam-binding", f"{role} on {policy_of[scope]} for {account}", {
+                "emulator": emulator, "project": project, "resource": policy_of[scope], "role": role,
+                "member": member(account), "admin_role": SETUP_ROLES[scope],
+                "command": command(scope, role, shell_member(account))}))
         if identity["k8s"]:
-            email = f"{account}@{project}.iam.gserviceaccount.com"
             who = f"serviceAccount:{project}.svc.id.goog[{K8S_NAMESPACE}/{identity['k8s']}]"
-            resources.append(Resource("iam-binding", f"roles/iam.workloadIdentityUser on {email} for "
+            resources.append(Resource("iam-binding", f"roles/iam.workloadIdentityUser on {email(account)} for "
                                       f"{K8S_NAMESPACE}/{identity['k8s']}", {
-                                          "emulator": emulator,
-                                          "command": f"gcloud iam service-accounts add-iam-policy-binding {email} "
-                                                     f"--project {q(project)} --member {q(who)} "
+                                          "emulator": emulator, "project": project,
+                                          "resource": f"projects/{project}/serviceAccounts/{email(account)}",
+                                          "role": "roles/iam.workloadIdentityUser", "member": who,
+                                          "admin_role": SETUP_ROLES["workload-identity"],
+                                          "command": f"gcloud iam service-accounts add-iam-policy-binding "
+                                                     f"{email(account)} --project {q(project)} --member {q(who)} "
                                                      "--role roles/iam.workloadIdentityUser"}))
     return resources
 
@@ -176,16 +201,63 @@ def plan(settings: Settings, options: SetupOptions = SetupOptions(), *, iam: boo
 
 
 def apply(resources: Iterable[Resource], *, dry_run: bool = False,
-          on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+          on_outcome: Callable[[Outcome], None] | None = None, iam: IamAdmin | None = None,
+          print_iam: bool = False) -> list[Outcome]:
     """Applies each resource in order (adapters.provisioning.apply_resource); `on_outcome` hears
-    of each as soon as it is done. A resource that cannot be fixed raises ProvisioningError."""
+    of each as soon as it is done. A resource that cannot be fixed raises ProvisioningError.
+
+    Service accounts and IAM bindings go through `iam` (Google Cloud's when None), or are printed
+    as gcloud commands with `print_iam`; one that fails (permission denied, no credentials) is a
+    FAILED outcome saying why, and the others are still applied.
+    """
+    own = None
+    if iam is None and not print_iam:
+        from adapters.iam import GoogleIam
+        iam = own = GoogleIam()
     outcomes = []
-    for resource in resources:
-        outcome = apply_resource(resource, dry_run=dry_run)
-        if on_outcome is not None:
-            on_outcome(outcome)
-        outcomes.append(outcome)
+    try:
+        for resource in resources:
+            if resource.kind not in IAM_KINDS:
+                outcome = apply_resource(resource, dry_run=dry_run)
+            elif print_iam:
+                outcome = iam_command(resource)
+            else:
+                try:
+                    outcome = apply_resource(resource, dry_run=dry_run, iam=iam)
+                except _iam_errors() as e:
+                    outcome = Outcome(resource, FAILED, _why(resource, e))
+            if on_outcome is not None:
+                on_outcome(outcome)
+            outcomes.append(outcome)
+    finally:
+        if own is not None:
+            own.close()
     return outcomes
+
+
+def _iam_errors() -> tuple[type[Exception], ...]:
+    import requests
+    from google.api_core import exceptions
+    from google.auth import exceptions as auth
+    return exceptions.GoogleAPICallError, exceptions.RetryError, auth.GoogleAuthError, requests.RequestException
+
+
+def _why(resource: Resource, error: Exception) -> str:
+    """One line: what the API said, and for a refusal, the role that would have allowed it."""
+    from google.api_core import exceptions
+    from google.auth import exceptions as auth
+    if isinstance(error, auth.DefaultCredentialsError):
+        return "no Google credentials: run `gcloud auth application-default login`"
+    text = " ".join(str(error).split())
+    text = text if len(text) <= 240 else text[:237] + "..."
+    if isinstance(error, exceptions.Forbidden):
+        return f"{text}; applying it needs {resource.settings['admin_role']} (or --print-iam for the commands)"
+    return text
+
+
+def failed(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """The outcomes of resources that could not be applied."""
+    return [outcome for outcome in outcomes if outcome.action == FAILED]
 
 
 def format_outcome(outcome: Outcome) -> str:

@@ -7,7 +7,8 @@ from services.emulators import (fake_gcs_server_binary, start_fake_gcs_server, s
 from services.processes import EmulatorProcess, free_port, http_ready, start_emulator
 
 __all__ = ["EmulatorProcess", "fake_gcs_server_binary", "free_port", "http_ready", "pull_job_messages",
-           "start_emulator", "start_fake_gcs_server", "start_firestore_emulator", "start_pubsub_emulator"]
+           "start_emulator", "start_fake_gcs_server", "start_firestore_emulator", "start_gcp_storage_emulator",
+           "start_pubsub_emulator"]
 
 
 def pull_job_messages(subscription: str, expected: int) -> list:
@@ -30,3 +31,22 @@ def pull_job_messages(subscription: str, expected: int) -> list:
     finally:
         subscriber.close()
     return messages
+
+
+def start_gcp_storage_emulator() -> EmulatorProcess:
+    """gcp-storage-emulator (in memory), the one GCS emulator that keeps bucket IAM policies
+    (fake-gcs-server answers 404): only for the tests of bucket policies. .env holds its
+    STORAGE_EMULATOR_HOST, for a test to set while it runs (the session's fake-gcs-server keeps
+    the variable otherwise)."""
+    import shutil
+    import sys
+    from pathlib import Path
+    binary = shutil.which("gcp-storage-emulator", path=str(Path(sys.executable).parent)) or shutil.which(
+        "gcp-storage-emulator")
+    if binary is None:
+        raise RuntimeError("gcp-storage-emulator is not installed: pip install -e '.[dev]'")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    return start_emulator("gcp-storage-emulator",
+                          [binary, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+                          http_ready(f"{url}/storage/v1/b"), client_env={"STORAGE_EMULATOR_HOST": url})

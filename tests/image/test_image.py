@@ -104,6 +104,16 @@ def test_the_dcas_command_works_in_the_container(shared_dir):
     run_in_image("dcas", "verify", "/data/a.dcz", "-q", options=volume)
 
 
+
+def test_spans_go_to_cloud_trace_by_default_and_without_credentials_tracing_is_off_after_one_warning():
+    assert "DCAS_TRACE_EXPORTER=gcp" in image_config("Env")
+    done = run_in_image("-c", "from adapters import tracing; tracing.configure_from_env('dcas-test'); "
+                              "print(tracing.enabled())", entrypoint="python")
+    assert done.stdout.split() == ["False"]
+    [warning] = done.stderr.splitlines()
+    assert warning.startswith("tracing is off: DCAS_TRACE_EXPORTER=gcp needs Google credentials")
+
+
 def test_an_unknown_role_is_refused_with_the_list_of_roles():
     done = run_in_image("compressor", check=False)
     assert done.returncode == 64

@@ -85,3 +85,12 @@ def test_every_template_has_the_pipeline_module_its_image_launches_with_pipeline
     assert templates == ["batch", "streaming"]
     for name in templates:
         assert (ROOT / "pipelines" / f"{name}.py").is_file(), name
+
+
+def test_the_image_installs_the_cloud_trace_exporter_and_sends_spans_to_cloud_trace_by_default():
+    from adapters.tracing import EXPORTERS, exporter_from_env
+    assert '"/tmp/dcas-deps[cloudtrace]"' in DOCKERFILE and "cloudtrace" in SETUP
+    assert re.search(r"python -c \"import opentelemetry\.exporter\.cloud_trace\"", DOCKERFILE)
+    (value,) = re.findall(r"^\s+DCAS_TRACE_EXPORTER=(\S+)$", DOCKERFILE, re.MULTILINE)
+    assert value == "gcp" and value in EXPORTERS
+    assert exporter_from_env({"DCAS_TRACE_EXPORTER": value}) == ("gcp", None)

@@ -127,6 +127,18 @@ def test_every_component_has_its_own_account_with_scoped_roles_and_no_broad_one(
     assert reconciler == {"roles/pubsub.publisher", "roles/datastore.user"}
 
 
+def test_the_identities_whose_processes_export_spans_may_write_them_to_cloud_trace_and_no_other():
+    tracers = {account for account, identity in setup.IDENTITIES.items()
+               if ("roles/cloudtrace.agent", "project") in identity["roles"]}
+    assert tracers == {"dcas-http", "dcas-dataflow"}  # the Manager/Status services and the pipelines' workers
+
+
+def test_each_iam_resource_names_the_role_its_applier_needs_and_the_doc_lists_them():
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    for resource in (r for r in setup.plan(REAL) if r.kind in provisioning.IAM_KINDS):
+        assert resource.settings["admin_role"] in doc, resource.name
+
+
 def test_the_operations_doc_lists_each_account_with_the_roles_setup_grants():
     doc = (ROOT / "docs" / "operations.md").read_text()
     rows = {line.split("|")[1].strip(" `"): line for line in doc.splitlines() if line.startswith("| `")}
@@ -136,13 +148,13 @@ def test_the_operations_doc_lists_each_account_with_the_roles_setup_grants():
             assert role in row, (account, role)
 
 
-def test_on_the_emulators_iam_and_indexes_are_skipped_and_said_so_and_on_a_project_iam_is_a_gcloud_command():
+def test_on_the_emulators_iam_and_indexes_are_skipped_and_said_so_and_on_a_project_iam_prints_as_gcloud_commands():
     local = [r for r in setup.plan(LOCAL) if r.kind in ("service-account", "iam-binding", "firestore-indexes")]
     outcomes = [provisioning.apply_resource(r) for r in local]
     assert {o.action for o in outcomes} == {"skipped"}
     assert all("skipped on the emulator" in o.detail for o in outcomes)
     real = [r for r in setup.plan(REAL) if r.kind in ("service-account", "iam-binding")]
-    for outcome in (provisioning.apply_resource(r, dry_run=True) for r in real):
+    for outcome in (provisioning.iam_command(r) for r in real):
         assert outcome.action == "manual" and outcome.detail.startswith("run: gcloud ")
         assert "dcas-prod" in outcome.detail
 

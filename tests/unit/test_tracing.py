@@ -129,6 +129,25 @@ def test_settings_choose_the_exporter_and_a_trace_file_alone_means_the_file_expo
         Settings.from_env({"DCAS_TRACE_EXPORTER": "file"})
 
 
+
+def test_cloud_trace_without_google_credentials_is_one_warning_and_tracing_off_not_a_crash(tmp_path, monkeypatch,
+                                                                                          caplog):
+    # What the image (DCAS_TRACE_EXPORTER=gcp) meets when run off GCP: no metadata server, no key file.
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
+    caplog.set_level("WARNING", logger="dcas.tracing")
+    try:
+        tracing.configure_from_env("dcas-manager", {"DCAS_TRACE_EXPORTER": "gcp"}, project="dcas-prod")
+        assert not tracing.enabled()
+        with tracing.root_span("POST /v1/jobs") as span:
+            assert span is None
+    finally:
+        tracing.configure("none")
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert record.getMessage().startswith("tracing is off: DCAS_TRACE_EXPORTER=gcp needs Google credentials")
+    assert "no-such-key.json" in record.getMessage()
+
+
 def manager():
     adapters = types.SimpleNamespace(queue=InMemoryJobQueue(), status=InMemoryStatusStore(),
                                      blobs=InMemoryBlobStore(), keys=InMemoryKeyStore())
