@@ -74,9 +74,15 @@ def dcas_command(mode: str, src: Path, dst: Path, engine: str, workers: int) -> 
     return argv + (["--workers", str(workers)] if engine == "beam" else ["--threads", str(workers)])
 
 
-def measure(src: Path, work_dir: Path, engine: str = "beam", workers: int = 2) -> list[tuple[str, dict]]:
+def measure(src: Path, directory: Path, engine: str = "beam", workers: int = 2) -> list[tuple[str, dict]]:
     """`[(mode, figures)]` for compress then decompress of `src` (figures per byte of each run's
-    own input: the original file, then its container), with the output/input ratio for scale."""
+    own input: the original file, then its container), with the output/input ratio for scale.
+    Works in a temp folder under `directory`, which it removes."""
+    with tempfile.TemporaryDirectory(dir=directory) as work:
+        return _measure(src, Path(work), engine, workers)
+
+
+def _measure(src: Path, work_dir: Path, engine: str, workers: int) -> list[tuple[str, dict]]:
     tiny = work_dir / "tiny.txt"
     tiny.write_bytes(b"hello\n")
     packed, unpacked = work_dir / "io.dcz", work_dir / "io.out"
@@ -110,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     src = args.input or corpora.build(corpora.MACHINE_MIX, args.size * MiB)[0]
-    with tempfile.TemporaryDirectory(dir=src.parent) as work:  # the input's filesystem, as a user's run
-        rows = measure(src, Path(work), args.engine, args.workers)
+    rows = measure(src, src.parent, args.engine, args.workers)  # the input's filesystem, as a user's run
     print(render(rows, f"dcas --engine {args.engine}, {src.stat().st_size / MiB:.0f} MiB:"))
     return 0
 
