@@ -1,6 +1,7 @@
 """Compress mode's worker step: each part reads its own chunks, encodes them and writes one part object."""
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import time
@@ -13,7 +14,7 @@ from codec.chunk import shared_table_wins
 from adapters import cancellation, storage, tracing
 from transforms.failures import FAILED
 from transforms.observability import log_event, record_distribution
-from transforms.threads import PooledFn
+from transforms.threads import PooledFn, pool_size
 from transforms.planning import FileJob, Spread, chunk_count, chunk_descriptors, part_path
 
 __all__ = ["PartTask", "PartRecord", "part_tasks", "encode_part", "tasks_with_table", "tasks_to_count",
@@ -111,7 +112,7 @@ def file_table(records) -> np.ndarray:
     return table
 
 
-def with_file_table(job: FileJob, records) -> tuple[np.ndarray, list[PartRecord]]:
+def with_file_table(job: FileJob, records, threads: int = 0) -> tuple[np.ndarray, list[PartRecord]]:
     """`(table, records)` for a file whose parts were coded without a shared table, counting
     (EncodeParts.Counting): its whole-file histogram, and the records of its parts coded as if the
     encoders had been given it, which is how the two-pass pipeline and the in-process engine code a
@@ -119,20 +120,24 @@ def with_file_table(job: FileJob, records) -> tuple[np.ndarray, list[PartRecord]
 
     A chunk's bytes change with the table only where the table beats the chunk's own
     (shared_table_wins), which on real data is almost never: only the parts holding such a chunk
-    are read and coded again, here, with the table (the other chunks come out the same).
+    are read and coded again, here, with the table (the other chunks come out the same), on
+    `threads` threads (0 = one per core: the kernels release the GIL).
     """
     records = sorted(records, key=lambda record: record.index)
     table = file_table(records)
+    again = [record for record in records
+             if any(shared_table_wins(row, table) for row in chunk_counts(record))]
+    if not again:
+        return table, records
     tasks = part_tasks(job, job.chunk_size)
-    redone = []
-    for record in records:
-        if not any(shared_table_wins(row, table) for row in chunk_counts(record)):
-            redone.append(record)
-            continue
-        task = tasks[record.index]
+
+    def encode_again(record: PartRecord) -> PartRecord:
         with tracing.span("encode part again", parent=job.trace_context, job_id=job.job_id, part=record.index):
-            redone.append(encode_part(task, job.chunk_size, table, record.path)[0])
-    return table, redone
+            return encode_part(tasks[record.index], job.chunk_size, table, record.path)[0]
+
+    with concurrent.futures.ThreadPoolExecutor(min(pool_size(threads), len(again)), "dcas-again") as pool:
+        coded = dict(zip((record.index for record in again), pool.map(encode_again, again)))
+    return table, [coded.get(record.index, record) for record in records]
 
 
 def tasks_with_table(keyed_table) -> list[tuple[PartTask, object]]:
