@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks import corpora
+from benchmarks import corpora, io_bytes
 from benchmarks.run import OUT_DIR, conditions, write_docs_section
 
 GB = 10**9  # the input: 1 GB of real data (the machine holds a little more than that)
@@ -461,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
                 beam[size_gb] = run_rounds(beam_steps(), src, repeats, WORK_DIR)
                 sections.append((f" ({size_gb} GB, beam)", beam[size_gb]))
                 block = report(run, manifest, sections, beam, not args.no_docs)
+                if size_gb == 1:  # what the pipeline reads and writes per input byte (issue 8)
+                    print(io_bytes.render(io_bytes.measure(src, WORK_DIR, "beam", THREADS),
+                                          f"dcas --engine beam --workers {THREADS}, {size_gb} GB:"),
+                          file=sys.stderr, flush=True)
         finally:
             if delete_after:
                 src.unlink(missing_ok=True)

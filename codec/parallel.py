@@ -273,8 +273,8 @@ def file_histogram(src: BinaryIO, threads: int = 1, chunk_size: int = DEFAULT_CH
     """The byte histogram (uint64[256]) of a regular file from its current position to its end,
     counted by `threads` threads with positional reads; the position does not move.
 
-    This is the whole-file table the Beam pipeline's first pass computes: given as
-    `shared_histogram`, it makes `compress_stream` write the pipeline's bytes."""
+    This is the whole-file table the Beam pipelines code with: given as `shared_histogram`, it
+    makes `compress_stream` write the pipeline's bytes."""
     fd = _regular_fd(src)
     if fd is None:
         raise ValueError("file_histogram needs a regular file it can read twice (not a pipe)")
@@ -393,7 +393,7 @@ MAX_CHECKED_CHUNKS = 4096
 def compress_with_file_table(src: BinaryIO, dst: BinaryIO, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
                              threads: int = 1, progress: Progress | None = None) -> dict:
     """compress_stream of a regular file with its whole-file byte histogram as the shared table,
-    as the Beam pipeline codes a file (its first pass counts the file): the pipeline's bytes.
+    as the Beam pipelines code a file: the pipeline's bytes.
     Returns the stats with `"frequencies"`, that histogram (uint64[256]).
 
     The shared table changes only the chunks it beats their own table for, which on real data is

@@ -24,9 +24,8 @@ from transforms.assemble import PublishContainers, PublishDecoded
 from transforms.decode import DecodeParts, ReadSeekTables, decode_part_tasks
 from transforms.encode import EncodeParts
 from transforms.failures import WriteFailures, started, temp_dir_item
-from transforms.frequencies import FrequencyTables
 from transforms.observability import METRICS_NAMESPACE, log_event, new_job_id
-from transforms.planning import COMPRESS, MODES, FileJob, PlanChunks, PlanFiles, Spread, output_is_file
+from transforms.planning import COMPRESS, MODES, FileJob, PlanFiles, Spread, output_is_file
 
 __all__ = ["IN_PROCESS_BELOW", "LOCAL_RUNNING_MODE", "parse_size", "parse_args", "validate_args", "default_failures_path",
            "job_request", "build_pipeline", "new_pipeline", "run", "run_job", "main"]
@@ -128,10 +127,10 @@ def default_failures_path(output: str, output_names_file: bool, job_id: str) -> 
 
 
 def _build_compress(jobs, known):
-    chunks = jobs | "Plan chunks" >> PlanChunks()
-    tables, count_failures = chunks | "Frequency tables" >> FrequencyTables()
-    records, encode_failures = tables | "Encode" >> EncodeParts()
-    return ((jobs, records, (count_failures, encode_failures), tables)
+    # One read of each input: the encoders count while they code (EncodeParts.Counting), and
+    # publication makes the file's table from their counts.
+    records, encode_failures = jobs | "Encode" >> EncodeParts.Counting()
+    return ((jobs, records, (encode_failures,))
             | "Publish" >> PublishContainers(overwrite=not known.keep_existing))
 
 
@@ -170,7 +169,8 @@ def build_pipeline(pipeline: beam.Pipeline, known: argparse.Namespace, job_id: s
     its settings (chunk size, job id) through every later step, as the service's jobs do.
     Every GroupByKey and every Flatten of several inputs ends a stage, and the local runner runs
     stages one after the other at ~20-85 ms each before any work, so the graph has as few as the
-    job allows: compress has 7 (6-byte file, 2 worker threads: 15 bundles in 1.9 s before).
+    job allows: compress spreads the parts, encodes them and groups their records per file (the
+    encoders count the bytes, so no pass of its own does, with its two groupings).
     """
     names_file = output_is_file(known.input, known.output)
     # Impulse and a Map rather than beam.Create: Create adds two transforms and infers a coder from

@@ -15,7 +15,7 @@ from codec import container
 from adapters import cancellation, metadata, storage
 from adapters.jobs import Failure
 from transforms.decode import ContainerJob, decoded_temp_path, decodes_in_place
-from transforms.encode import PartRecord
+from transforms.encode import PartRecord, with_file_table
 from transforms.failures import FAILED, combined_failure, failure_reason
 from transforms.observability import inc_counter, log_event
 from transforms.planning import METADATA_SUFFIX, FileJob, chunk_count, part_path
@@ -104,6 +104,9 @@ def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: s
                       overwrite: bool = True, checkpoint=cancellation.check) -> FileResult:
     """Writes header and trailer objects, the metadata, then publishes header+parts+trailer atomically.
 
+    `table` None with parts that kept their chunks' counts (EncodeParts.Counting): the file's table
+    is their sum, and the parts that table changes are coded again first (with_file_table).
+
     Idempotent: a retried bundle that runs this again after an earlier attempt published the file
     (and so deleted its parts) finds the container in place and reports it, instead of failing.
     If the container cannot be published, the metadata beside it is what it was before (an older
@@ -115,6 +118,8 @@ def publish_container(job: FileJob, records, chunk_size: int, table, temp_dir: s
     """
     started = time.perf_counter()
     parts = ordered_parts(job.source, records, len(storage.plan_parts(chunk_count(job.size, chunk_size))))
+    if table is None and parts and all(part.counts for part in parts):  # EncodeParts.Counting: one read
+        table, parts = with_file_table(job, parts)
     entries = [entry for part in parts for entry in part.entries]
     compressed_size = (container.HEADER_SIZE + sum(e.frame_size for e in entries)
                        + container.trailer_size(len(entries)))
@@ -378,21 +383,22 @@ def _failure_by_file(failed: Failure):
 
 @dataclasses.dataclass
 class PublishContainers(beam.PTransform):
-    """`(jobs, records, failures, tables)` -> `(results, failures)`: a `.dcz` per fully encoded file.
+    """`(jobs, records, failures[, tables])` -> `(results, failures)`: a `.dcz` per fully encoded file.
 
     `failures` is a sequence of the stages' Failure PCollections; `tables` are the
-    `(job_key, uint64[256])` frequency tables, written into each file's metadata. `overwrite=False`
+    `(job_key, uint64[256])` frequency tables, written into each file's metadata; without them, the
+    records come from EncodeParts.Counting (publish_container sums their counts). `overwrite=False`
     fails a file whose output (or its metadata) exists instead of replacing it.
     """
 
     overwrite: bool = True
 
     def expand(self, inputs):
-        jobs, records, failures, tables = inputs
+        jobs, records, failures, *tables = inputs
+        by_file = [("jobs", jobs, _job_by_file), ("records", records, _record_by_file),
+                   *(("tables", table, _table_by_file) for table in tables)]
         published = (
-            _group_per_file([("jobs", jobs, _job_by_file), ("records", records, _record_by_file),
-                             ("tables", tables, _table_by_file),
-                             *(("failures", failed, _failure_by_file) for failed in failures)])
+            _group_per_file([*by_file, *(("failures", failed, _failure_by_file) for failed in failures)])
             | "Publish container" >> beam.ParDo(
                 _PublishContainerFn(self.overwrite)).with_outputs(
                     FAILED, main="results"))

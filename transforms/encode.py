@@ -1,21 +1,28 @@
 """Compress mode's worker step: each part reads its own chunks, encodes them and writes one part object."""
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import time
 
 import apache_beam as beam
+import numpy as np
 
 from codec import container
+from codec.chunk import shared_table_wins
 from adapters import cancellation, storage, tracing
 from transforms.failures import FAILED
 from transforms.observability import log_event, record_distribution
-from transforms.threads import PooledFn
+from transforms.threads import PooledFn, pool_size
 from transforms.planning import FileJob, Spread, chunk_count, chunk_descriptors, part_path
 
-__all__ = ["PartTask", "PartRecord", "part_tasks", "encode_part", "tasks_with_table", "encode_task",
-           "part_outputs", "EncodeParts"]
+__all__ = ["PartTask", "PartRecord", "part_tasks", "encode_part", "tasks_with_table", "tasks_to_count",
+           "encode_task", "chunk_counts", "file_table", "with_file_table", "part_outputs", "EncodeParts"]
+
+_SYMBOLS = 256
+# Chunk byte counts in a PartRecord: one row of 256 per chunk. A chunk holds at most 2^30 bytes.
+_COUNT_TYPE = np.dtype("<u4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +40,9 @@ class PartRecord:
     """What a worker reports about one part object it wrote: small, so it can go through the runner.
 
     `entries` are the part's seek-table entries in order (compress mode; empty on decompress);
-    `job_id` and `attempt` say which attempt of which job wrote it.
+    `job_id` and `attempt` say which attempt of which job wrote it. `counts` (compress mode, when
+    the part was coded without a shared table: EncodeParts.Counting) holds each chunk's byte
+    histogram, uint32 little-endian, 1 KiB a chunk (chunk_counts reads it).
     """
 
     source: str
@@ -46,6 +55,7 @@ class PartRecord:
     entries: tuple[container.ChunkEntry, ...] = ()
     job_id: str = ""
     attempt: int = 1
+    counts: bytes = b""
 
 
 def part_tasks(job: FileJob, chunk_size: int) -> list[PartTask]:
@@ -54,14 +64,17 @@ def part_tasks(job: FileJob, chunk_size: int) -> list[PartTask]:
             for index, (start, stop) in enumerate(storage.plan_parts(chunk_count(job.size, chunk_size)))]
 
 
-def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) -> tuple[PartRecord, list[float]]:
+def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str,
+                count: bool = False) -> tuple[PartRecord, list[float]]:
     """Encodes the task's chunks one at a time into the part object at `path`.
 
     Holds one chunk and its frame in memory at a time, whatever the file or part size. Returns the
-    record and the encode time of each chunk in milliseconds.
+    record and the encode time of each chunk in milliseconds. `count`: the record keeps each chunk's
+    byte histogram, which the encoder takes anyway.
     """
     started = time.perf_counter()
     entries, encode_ms = [], []
+    counts = np.zeros((task.chunk_stop - task.chunk_start if count else 0, _SYMBOLS), dtype=_COUNT_TYPE)
     bytes_in = bytes_out = 0
     with storage.open_write(path) as out:
         for chunk in chunk_descriptors(task.job.source, task.job.size, chunk_size,
@@ -71,7 +84,8 @@ def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) ->
                 data = storage.read_range(chunk.source, chunk.offset, chunk.length, chunk.version)
                 encode_started = time.perf_counter()
                 # Header and payload written apart: joining them would copy every compressed byte once more.
-                frame_header, payload, entry = container.encode_frame_parts(data, shared_histogram)
+                row = counts[len(entries)] if count else None
+                frame_header, payload, entry = container.encode_frame_parts(data, shared_histogram, row)
                 encode_ms.append((time.perf_counter() - encode_started) * 1000)
                 out.write(frame_header)
                 out.write(payload)
@@ -80,8 +94,50 @@ def encode_part(task: PartTask, chunk_size: int, shared_histogram, path: str) ->
             bytes_in += entry.original_size
             bytes_out += entry.frame_size
     record = PartRecord(task.job.source, task.index, path, len(entries), bytes_in, bytes_out,
-                        time.perf_counter() - started, tuple(entries), task.job.job_id, task.job.attempt)
+                        time.perf_counter() - started, tuple(entries), task.job.job_id, task.job.attempt,
+                        counts.tobytes())
     return record, encode_ms
+
+
+def chunk_counts(record: PartRecord) -> np.ndarray:
+    """The byte histograms of a counted part's chunks, one row of 256 per chunk."""
+    return np.frombuffer(record.counts, dtype=_COUNT_TYPE).reshape(-1, _SYMBOLS)
+
+
+def file_table(records) -> np.ndarray:
+    """A file's byte histogram (uint64[256]) from its counted parts: the sum of their chunks'."""
+    table = np.zeros(_SYMBOLS, dtype=np.uint64)
+    for record in records:
+        table += chunk_counts(record).sum(axis=0, dtype=np.uint64)
+    return table
+
+
+def with_file_table(job: FileJob, records, threads: int = 0) -> tuple[np.ndarray, list[PartRecord]]:
+    """`(table, records)` for a file whose parts were coded without a shared table, counting
+    (EncodeParts.Counting): its whole-file histogram, and the records of its parts coded as if the
+    encoders had been given it, which is how the two-pass pipeline and the in-process engine code a
+    file (docs/format.md).
+
+    A chunk's bytes change with the table only where the table beats the chunk's own
+    (shared_table_wins), which on real data is almost never: only the parts holding such a chunk
+    are read and coded again, here, with the table (the other chunks come out the same), on
+    `threads` threads (0 = one per core: the kernels release the GIL).
+    """
+    records = sorted(records, key=lambda record: record.index)
+    table = file_table(records)
+    again = [record for record in records
+             if any(shared_table_wins(row, table) for row in chunk_counts(record))]
+    if not again:
+        return table, records
+    tasks = part_tasks(job, job.chunk_size)
+
+    def encode_again(record: PartRecord) -> PartRecord:
+        with tracing.span("encode part again", parent=job.trace_context, job_id=job.job_id, part=record.index):
+            return encode_part(tasks[record.index], job.chunk_size, table, record.path)[0]
+
+    with concurrent.futures.ThreadPoolExecutor(min(pool_size(threads), len(again)), "dcas-again") as pool:
+        coded = dict(zip((record.index for record in again), pool.map(encode_again, again)))
+    return table, [coded.get(record.index, record) for record in records]
 
 
 def tasks_with_table(keyed_table) -> list[tuple[PartTask, object]]:
@@ -91,16 +147,21 @@ def tasks_with_table(keyed_table) -> list[tuple[PartTask, object]]:
     return [(task, table) for task in part_tasks(job, job.chunk_size)]
 
 
-def encode_task(task_and_table):
+def tasks_to_count(job: FileJob) -> list[tuple[PartTask, None]]:
+    """Each of the file's part tasks, with no table: its encoders count the chunks (EncodeParts.Counting)."""
+    return [(task, None) for task in part_tasks(job, job.chunk_size)]
+
+
+def encode_task(task_and_table, count: bool = False):
     """(PartTask, table) -> `(PartRecord, encode ms per chunk)` written to the part's temp object, or
-    `(Failure, [])` with that object removed. Never raises."""
+    `(Failure, [])` with that object removed. Never raises. `count` as in encode_part."""
     task, table = task_and_table
     job = task.job
     path = part_path(job.temp_dir, job.destination, task.index)
     try:
         with tracing.span("encode part", parent=job.trace_context, job_id=job.job_id, part=task.index,
                           chunks=task.chunk_stop - task.chunk_start):
-            return encode_part(task, job.chunk_size, table, path)
+            return encode_part(task, job.chunk_size, table, path, count)
     except Exception as e:  # noqa: BLE001 - any error fails this file only
         cancellation.stop_on_write_error(e)
         storage.delete([path])
@@ -126,10 +187,15 @@ def part_outputs(outcome, verb: str):
 
 
 class _EncodePartFn(PooledFn):
-    """(PartTask, table) -> PartRecord; a failure removes the part object and goes to FAILED."""
+    """(PartTask, table) -> PartRecord; a failure removes the part object and goes to FAILED.
+    `count`: the records keep their chunks' byte counts (encode_part)."""
+
+    def __init__(self, threads: int = 1, count: bool = False):
+        super().__init__(threads)
+        self._count = count
 
     def work(self, task_and_table):
-        return encode_task(task_and_table)
+        return encode_task(task_and_table, self._count)
 
     def outputs(self, task_and_table, outcome):
         return part_outputs(outcome, "encode")
@@ -152,11 +218,26 @@ class EncodeParts(beam.PTransform):
     threads: int = 1
 
     def expand(self, tables):
-        tasks = tables | "Plan parts" >> beam.FlatMap(tasks_with_table)
-        if self.spread:
-            tasks = tasks | "Spread parts" >> Spread(_part_key)
-        encoded = (
-            tasks
-            | "Encode part" >> beam.ParDo(_EncodePartFn(self.threads)).with_outputs(
-                FAILED, main="records"))
-        return encoded.records, encoded[FAILED]
+        return _encode(tables | "Plan parts" >> beam.FlatMap(tasks_with_table), self.spread, self.threads)
+
+    @dataclasses.dataclass
+    class Counting(beam.PTransform):
+        """FileJobs -> `(records, failures)`: every part of each file encoded with its chunks' own
+        tables, each record keeping its chunks' byte counts, so the file is read once: publication
+        sums them into the file's table and codes again only the parts it changes (with_file_table).
+        What FrequencyTables then EncodeParts write, without a pass that only counts."""
+
+        spread: bool = True
+        threads: int = 1
+
+        def expand(self, jobs):
+            return _encode(jobs | "Plan parts" >> beam.FlatMap(tasks_to_count), self.spread, self.threads,
+                           count=True)
+
+
+def _encode(tasks, spread: bool, threads: int, count: bool = False):
+    if spread:
+        tasks = tasks | "Spread parts" >> Spread(_part_key)
+    encoded = (tasks
+               | "Encode part" >> beam.ParDo(_EncodePartFn(threads, count)).with_outputs(FAILED, main="records"))
+    return encoded.records, encoded[FAILED]

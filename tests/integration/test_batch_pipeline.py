@@ -12,6 +12,7 @@ import codec
 from codec import container
 from pipelines.batch import run_job
 from transforms.assemble import METADATA_SUFFIX
+from adapters import storage
 from adapters.storage import TEMP_DIR_NAME
 
 CHUNK_SIZE = 64 * 1024
@@ -87,6 +88,24 @@ def test_compressed_files_are_the_bytes_codec_encode_writes_and_codec_decode_rea
         blob = read(root / "dcz" / f"{name}.dcz")
         assert codec.decode(blob) == data, name
         assert blob == codec.encode(data, CHUNK_SIZE, shared_histogram=codec.histogram(data)), name
+
+
+def test_compressing_reads_each_input_byte_once(tmp_path, monkeypatch):
+    data = text_bytes(5 * CHUNK_SIZE + 7, seed=4)
+    write_inputs(tmp_path, {"in.txt": data})
+    source = str(tmp_path / "in.txt")
+    read_from_source = []
+    read_range = storage.read_range
+
+    def counted(path, offset, length, version=None):
+        if path == source:
+            read_from_source.append(length)
+        return read_range(path, offset, length, version)
+
+    monkeypatch.setattr(storage, "read_range", counted)
+    run_job(source, str(tmp_path / "in.dcz"), "compress", chunk_size=CHUNK_SIZE, extra_args=IN_PROCESS)
+    assert codec.decode(read(tmp_path / "in.dcz")) == data
+    assert sum(read_from_source) == len(data)
 
 
 @pytest.mark.slow

@@ -25,7 +25,9 @@ from transforms.decode import (
     ContainerJob, DecodePartTask, decode_part, decode_part_in_place, decode_part_tasks, decoded_temp_path,
     read_container_table,
 )
-from transforms.encode import PartRecord, PartTask, encode_part, part_tasks, tasks_with_table
+from transforms.encode import (
+    PartRecord, PartTask, encode_part, file_table, part_tasks, tasks_with_table, with_file_table,
+)
 from transforms.failures import combined_failure, failures_csv, finish_job, started, temp_dir_item
 from transforms.frequencies import FrequencyTableCombineFn, FrequencyTables, job_key
 from transforms.planning import (
@@ -210,6 +212,44 @@ def test_encoded_parts_concatenate_into_the_container_codec_encode_writes(tmp_pa
     assert blob == codec.encode(data, chunk_size, shared_histogram=table)
     assert sum(r.bytes_in for r in records) == len(data)
     assert sum(r.bytes_out for r in records) == len(body)
+
+
+def table_sensitive_bytes(size: int) -> bytes:
+    """Bytes spread evenly over 128 values: some small chunks take the whole-file table over their own."""
+    return np.random.default_rng(1).integers(0, 128, size).astype(np.uint8).tobytes()
+
+
+def counted_parts(tmp_path, data: bytes, chunk_size: int):
+    job = FileJob(write(tmp_path / "in", data), len(data), str(tmp_path / "in.dcz"), chunk_size=chunk_size)
+    records = [encode_part(task, chunk_size, None, str(tmp_path / f"part-{task.index}"), count=True)[0]
+               for task in part_tasks(job, chunk_size)]
+    return job, records
+
+
+def concatenated(records, chunk_size: int) -> bytes:
+    body = b"".join(open(r.path, "rb").read() for r in records)
+    return (container.header_bytes(chunk_size) + body
+            + container.seek_table_bytes([e for r in records for e in r.entries]))
+
+
+def test_counted_parts_give_the_files_table_and_the_bytes_of_coding_with_it(tmp_path):
+    data, chunk_size = table_sensitive_bytes(8 * 4096 + 5), 4096
+    job, records = counted_parts(tmp_path, data, chunk_size)
+    assert concatenated(records, chunk_size) == codec.encode(data, chunk_size)  # coded without the table
+    table, settled = with_file_table(job, reversed(records))
+    np.testing.assert_array_equal(table, codec.histogram(data))
+    assert concatenated(settled, chunk_size) == codec.encode(data, chunk_size, shared_histogram=table)
+    assert codec.encode(data, chunk_size, shared_histogram=table) != codec.encode(data, chunk_size)
+
+
+def test_counted_parts_the_files_table_does_not_change_are_kept_without_a_second_read(tmp_path):
+    data, chunk_size = sample_bytes(10_000, seed=2), 1_024
+    job, records = counted_parts(tmp_path, data, chunk_size)
+    os.remove(job.source)  # nothing may be read again
+    table, settled = with_file_table(job, records)
+    np.testing.assert_array_equal(file_table(records), codec.histogram(data))
+    assert settled == records
+    assert concatenated(settled, chunk_size) == codec.encode(data, chunk_size, shared_histogram=table)
 
 
 def test_part_tasks_respect_the_part_plan_of_storage():

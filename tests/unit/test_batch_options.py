@@ -147,7 +147,7 @@ def beam_temp_dir(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("mode, stages, boundaries", [
-    ("compress", ["Plan files", "Plan chunks", "Frequency tables", "Encode", "Publish", "Report failures"], 7),
+    ("compress", ["Plan files", "Encode", "Publish", "Report failures"], 5),
     ("decompress", ["Plan files", "Seek tables", "Plan parts", "Spread parts", "Decode", "Publish",
                     "Report failures"], 5),
 ])
