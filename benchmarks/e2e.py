@@ -106,7 +106,26 @@ def _status_kib(status: str, key: str) -> int:
 
 
 def process_tree(root: int) -> list[int]:
-    """`root` and all its descendants, from the parent pids in /proc/*/stat."""
+    """`root` and all its descendants. Walked down from `root` through /proc/PID/task/TID/children
+    (a few reads per sample, where scanning every /proc/*/stat cost ~1.7 ms of CPU each time, taken
+    from the very cores a 2-thread run is measured on); by parent pids where the kernel lacks them."""
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
+        return _process_tree_by_parents(root)
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # gone meanwhile
+        for tid in threads:
+            children = _read_proc(pid, f"task/{tid}/children")
+            todo.extend(int(child) for child in (children or "").split())
+    return tree
+
+
+def _process_tree_by_parents(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

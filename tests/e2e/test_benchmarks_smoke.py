@@ -1,6 +1,7 @@
 """Smoke tests of the benchmark harness on small synthetic data, so the benchmark code cannot rot."""
 from __future__ import annotations
 
+import os
 import sys
 import zlib
 from pathlib import Path
@@ -257,3 +258,23 @@ def test_pigz_commands_sync_their_output_as_dcas_fsyncs_its_own():
     assert 'pigz -H -p "$0" -c "$1" > "$2" && sync "$2"' in command.argv[2]
     assert e2e.pigz_decompress(Path("a.gz"), Path("a")).argv[2].endswith('&& sync "$1"')
     assert e2e.dcas_pipe(Path("in"), Path("out")).argv[2].endswith('&& sync "$3"')
+
+
+def test_the_process_tree_walked_down_from_the_root_is_the_one_found_by_parent_pids():
+    import subprocess
+    import time
+    shell = subprocess.Popen(["sh", "-c", "sleep 5 & (sleep 5 & wait) & wait"])
+    try:
+        deadline = time.monotonic() + 5
+        while len(e2e._process_tree_by_parents(shell.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        tree = e2e.process_tree(shell.pid)
+        assert len(tree) == 4 and tree[0] == shell.pid  # sh, a sleep, a subshell and its sleep
+        assert sorted(tree) == sorted(e2e._process_tree_by_parents(shell.pid))
+    finally:
+        for pid in reversed(e2e.process_tree(shell.pid)):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        shell.wait()
