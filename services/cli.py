@@ -725,13 +725,17 @@ def _main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
                     EXIT_FAILURE)
 
 
+_SERVICE_ERRORS = (("services.jobs", "JobError"), ("services.stack", "StackError"),
+                   ("adapters.provisioning", "ProvisioningError"))
+
+
 def _service_errors() -> tuple[type[Exception], ...]:
-    """The job service's and the stack's errors (both one line for a person), imported only when
-    a failure is being reported."""
-    from adapters.provisioning import ProvisioningError
-    from services.jobs import JobError
-    from services.stack import StackError
-    return JobError, StackError, ProvisioningError
+    """The job service's, the stack's and setup's errors (one line for a person) whose modules are
+    loaded: an error whose module was never imported cannot be the one being reported. Looked up,
+    never imported here: a Ctrl-C during start-up can leave a module half-imported, and importing
+    again while reporting the interrupt would fail with a traceback."""
+    loaded = (getattr(sys.modules.get(module), name, None) for module, name in _SERVICE_ERRORS)
+    return tuple(error for error in loaded if error is not None)
 
 
 def _terminate_like_interrupt() -> None:
