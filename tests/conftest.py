@@ -31,6 +31,16 @@ def gcs_emulator():
         yield emulator
 
 
+@pytest.fixture
+def spans_file(tmp_path):
+    """Tracing on, to a JSON-lines file, for one test; off again afterwards."""
+    from adapters import tracing
+    path = tmp_path / "spans.jsonl"
+    tracing.configure("file", str(path), service="dcas-test")
+    yield path
+    tracing.configure("none")
+
+
 # One project for the session's Pub/Sub and Firestore emulators (ids of 6+ characters).
 TEST_PROJECT = "dcas-test"
 

@@ -484,14 +484,6 @@ def test_a_job_cancelled_while_it_runs_publishes_nothing(tmp_path, service):
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-@pytest.fixture
-def spans_file(tmp_path):
-    path = tmp_path / "spans.jsonl"
-    tracing.configure("file", str(path), service="dcas-pipeline")
-    yield path
-    tracing.configure("none")
-
-
 FAILING_TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 

@@ -19,15 +19,6 @@ PARENT = "00-" + "4bf92f3577b34da6a3ce929d0e0e4736" + "-" + "00f067aa0ba902b7" +
 
 
 @pytest.fixture
-def spans_file(tmp_path):
-    """Tracing on, to a JSON-lines file, for one test; off again afterwards."""
-    path = tmp_path / "spans.jsonl"
-    tracing.configure("file", str(path), service="dcas-test")
-    yield path
-    tracing.configure("none")
-
-
-@pytest.fixture
 def tracing_off():
     tracing.configure("none")
     yield
