@@ -9,8 +9,6 @@ from transforms.encode import EncodeParts as EncodeParts
 from transforms.failures import FAILED as FAILED
 from transforms.failures import WriteFailures as WriteFailures
 from transforms.frequencies import FrequencyTableCombineFn as FrequencyTableCombineFn
-from transforms.frequencies import FrequencyTables as FrequencyTables
-from transforms.planning import PlanChunks as PlanChunks
 from transforms.planning import PlanFiles as PlanFiles
 from transforms.planning import Spread as Spread
 from transforms.frequencies import CountBytes as CountBytes
@@ -23,7 +21,7 @@ from transforms.perjob import CountTables as CountTables
 from transforms.threads import PooledFn as PooledFn
 
 __all__ = [
-    "PlanFiles", "PlanChunks", "Spread", "FrequencyTableCombineFn", "FrequencyTables", "EncodeParts",
+    "PlanFiles", "Spread", "FrequencyTableCombineFn", "EncodeParts",
     "ReadSeekTables", "DecodeParts", "PublishContainers", "PublishDecoded", "WriteFailures", "FAILED",
     "CountBytes", "ParseJobMessages", "ClaimJobs", "ReadGivenTables", "ReportFailures", "CountTables",
     "AssembleJobs", "PooledFn",

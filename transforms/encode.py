@@ -225,7 +225,7 @@ class EncodeParts(beam.PTransform):
         """FileJobs -> `(records, failures)`: every part of each file encoded with its chunks' own
         tables, each record keeping its chunks' byte counts, so the file is read once: publication
         sums them into the file's table and codes again only the parts it changes (with_file_table).
-        What FrequencyTables then EncodeParts write, without a pass that only counts."""
+        What a counting pass then EncodeParts would write, without that pass."""
 
         spread: bool = True
         threads: int = 1

@@ -14,8 +14,7 @@ from transforms.failures import FAILED
 from transforms.planning import FileJob
 from transforms.threads import PooledFn
 
-__all__ = ["FrequencyTableCombineFn", "chunk_histogram", "histogram_or_failure", "job_key", "CountBytes",
-           "FrequencyTables"]
+__all__ = ["FrequencyTableCombineFn", "chunk_histogram", "histogram_or_failure", "job_key", "CountBytes"]
 
 _SYMBOLS = 256
 
@@ -77,12 +76,8 @@ def histogram_or_failure(job_and_chunk):
 
 @beam.typehints.with_output_types(typing.Tuple[typing.Any, typing.Any])
 class _ChunkHistogramFn(PooledFn):
-    """(job, ChunkDescriptor) -> (job_key, histogram), or (job_key, (chunk index, histogram)) when
-    `indexed`; a read error goes to FAILED and the others go on."""
-
-    def __init__(self, threads: int = 1, indexed: bool = False):
-        super().__init__(threads)
-        self._indexed = indexed
+    """(job, ChunkDescriptor) -> (job_key, (chunk index, histogram)); a read error goes to FAILED
+    and the others go on."""
 
     def work(self, job_and_chunk):
         return histogram_or_failure(job_and_chunk)
@@ -91,7 +86,7 @@ class _ChunkHistogramFn(PooledFn):
         if isinstance(outcome, Failure):
             return [beam.pvalue.TaggedOutput(FAILED, outcome)]
         job, chunk = job_and_chunk
-        return [(job_key(job), (chunk.index, outcome) if self._indexed else outcome)]
+        return [(job_key(job), (chunk.index, outcome))]
 
 
 @dataclasses.dataclass
@@ -105,21 +100,6 @@ class CountBytes(beam.PTransform):
     threads: int = 1
 
     def expand(self, chunks):
-        counted = chunks | "Count bytes" >> beam.ParDo(_ChunkHistogramFn(self.threads, indexed=True)).with_outputs(
+        counted = chunks | "Count bytes" >> beam.ParDo(_ChunkHistogramFn(self.threads)).with_outputs(
             FAILED, main="histograms")
         return counted.histograms, counted[FAILED]
-
-
-@dataclasses.dataclass
-class FrequencyTables(beam.PTransform):
-    """`(job, chunk)` pairs -> `(tables, failures)`: `tables` holds one `(job_key, uint64[256])` per non-empty file.
-
-    Keyed by the whole FileJob (job_key) rather than by its path: the encoders' tasks are made from the table's key, with no join against the
-    jobs (a join costs two stages on the local runner).
-    """
-
-    def expand(self, chunks):
-        counted = chunks | "Count bytes" >> beam.ParDo(_ChunkHistogramFn()).with_outputs(
-            FAILED, main="histograms")
-        tables = counted.histograms | "Sum per file" >> beam.CombinePerKey(FrequencyTableCombineFn())
-        return tables, counted[FAILED]

@@ -189,8 +189,8 @@ def _keyed_histogram(keyed):
 
 @dataclasses.dataclass
 class CountTables(beam.PTransform):
-    """`(job_key, (chunk index, histogram))` -> `(job_key, table)` per job, in per-job state
-    (what FrequencyTables does with a CombinePerKey in batch)."""
+    """`(job_key, (chunk index, histogram))` -> `(job_key, table)` per job, summed with
+    FrequencyTableCombineFn in per-job state (each chunk counted once)."""
 
     timeout: float = DEFAULT_TIMEOUT
 

@@ -20,7 +20,7 @@ __all__ = [
     "FileJob", "ChunkDescriptor",
     "has_glob", "output_is_file", "destination_for", "plan_jobs", "pin_versions", "for_request", "chunk_count",
     "chunk_descriptors",
-    "part_path", "plan_request", "job_chunks", "PlanFiles", "Spread", "PlanChunks",
+    "part_path", "plan_request", "job_chunks", "PlanFiles", "Spread",
 ]
 
 MODES = OPERATIONS
@@ -281,21 +281,8 @@ class Spread(beam.PTransform):
                 | "Ungroup" >> beam.FlatMap(lambda keyed: keyed[1]))
 
 
-def _chunk_key(job_and_chunk) -> tuple[str, int]:
-    return job_and_chunk[1].source, job_and_chunk[1].index
-
-
 def job_chunks(job: FileJob):
     """`(job, chunk)` for each chunk of the job's file, cut at the job's chunk size; lazily."""
     return ((job, chunk) for chunk in chunk_descriptors(job.source, job.size, job.chunk_size,
                                                         version=job.version))
 
-
-class PlanChunks(beam.PTransform):
-    """FileJob -> `(job, chunk)` for each of its ChunkDescriptors, spread across workers."""
-
-    def expand(self, jobs):
-        return (
-            jobs
-            | "Cut into chunks" >> beam.FlatMap(job_chunks)
-            | "Spread chunks" >> Spread(_chunk_key))

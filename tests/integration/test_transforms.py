@@ -29,10 +29,10 @@ from transforms.encode import (
     PartRecord, PartTask, encode_part, file_table, part_tasks, tasks_with_table, with_file_table,
 )
 from transforms.failures import combined_failure, failures_csv, finish_job, started, temp_dir_item
-from transforms.frequencies import FrequencyTableCombineFn, FrequencyTables, job_key
+from transforms.frequencies import CountBytes, FrequencyTableCombineFn, job_key
 from transforms.planning import (
-    ChunkDescriptor, FileJob, PlanChunks, PlanFiles, Spread, chunk_count, chunk_descriptors, destination_for,
-    pin_versions, plan_jobs,
+    ChunkDescriptor, FileJob, PlanFiles, Spread, chunk_count, chunk_descriptors, destination_for,
+    job_chunks, pin_versions, plan_jobs,
 )
 
 
@@ -106,13 +106,12 @@ def test_plan_files_names_outputs_and_fails_inputs_that_would_share_one(tmp_path
                     label="check:failures")
 
 
-def test_plan_chunks_emits_every_chunk_of_every_file_at_its_jobs_chunk_size():
+def test_job_chunks_are_every_chunk_of_every_file_at_its_jobs_chunk_size():
     jobs = [FileJob("a", 25, "a.dcz", chunk_size=10), FileJob("b", 0, "b.dcz", chunk_size=10),
             FileJob("c", 10, "c.dcz", chunk_size=10)]
-    with local_pipeline() as p:
-        chunks = p | beam.Create(jobs) | PlanChunks()
-        assert_that(chunks, equal_to([(jobs[0], ChunkDescriptor("a", 0, 0, 10)), (jobs[0], ChunkDescriptor("a", 1, 10, 10)),
-                                      (jobs[0], ChunkDescriptor("a", 2, 20, 5)), (jobs[2], ChunkDescriptor("c", 0, 0, 10))]))
+    chunks = [pair for job in jobs for pair in job_chunks(job)]
+    assert chunks == [(jobs[0], ChunkDescriptor("a", 0, 0, 10)), (jobs[0], ChunkDescriptor("a", 1, 10, 10)),
+                      (jobs[0], ChunkDescriptor("a", 2, 20, 5)), (jobs[2], ChunkDescriptor("c", 0, 0, 10))]
 
 
 def test_plan_jobs_fails_an_input_whose_output_cannot_be_named_and_keeps_the_others():
@@ -170,17 +169,17 @@ def test_extracted_table_does_not_change_when_its_accumulator_does():
     assert table[ord("z")] == 0 and table[ord("a")] == 2
 
 
-def test_frequency_tables_sum_chunk_histograms_per_file(tmp_path):
+def test_count_bytes_gives_each_chunks_histogram_under_its_files_key(tmp_path):
     a, b = sample_bytes(5_000, seed=1), b"hello"
     path_a, path_b = write(tmp_path / "a", a), write(tmp_path / "b", b)
     job_a, job_b = FileJob(path_a, len(a), "a.dcz"), FileJob(path_b, len(b), "b.dcz")
     chunks = [*((job_a, c) for c in chunk_descriptors(path_a, len(a), 1_000)),
               *((job_b, c) for c in chunk_descriptors(path_b, len(b), 1_000))]
+    expected = [(job_a, i, codec.histogram(a[i * 1_000:(i + 1) * 1_000]).tolist()) for i in range(5)]
     with local_pipeline() as p:
-        tables, failures = p | beam.Create(chunks) | FrequencyTables()
-        as_lists = tables | beam.MapTuple(lambda key, table: (FileJob(*key), table.tolist()))
-        assert_that(as_lists, equal_to([(job_a, codec.histogram(a).tolist()),
-                                        (job_b, codec.histogram(b).tolist())]), label="check:tables")
+        histograms, failures = p | beam.Create(chunks) | CountBytes()
+        as_lists = histograms | beam.MapTuple(lambda key, counted: (FileJob(*key), counted[0], counted[1].tolist()))
+        assert_that(as_lists, equal_to([*expected, (job_b, 0, codec.histogram(b).tolist())]), label="check:histograms")
         assert_that(failures, equal_to([]), label="check:failures")
 
 
@@ -189,9 +188,9 @@ def test_a_chunk_that_cannot_be_read_fails_its_file_and_not_the_others(tmp_path)
     chunks = [(FileJob(path, 10, "x.dcz"), ChunkDescriptor(path, 0, 0, 10)),
               (FileJob(path + ".gone", 10, "y.dcz"), ChunkDescriptor(path + ".gone", 0, 0, 10))]
     with local_pipeline() as p:
-        tables, failures = p | beam.Create(chunks) | FrequencyTables()
-        assert_that(tables | "Table files" >> beam.MapTuple(lambda key, _: key[0]), equal_to([path]),
-                    label="check:tables")
+        histograms, failures = p | beam.Create(chunks) | CountBytes()
+        assert_that(histograms | "Counted files" >> beam.MapTuple(lambda key, _: key[0]), equal_to([path]),
+                    label="check:histograms")
         assert_that(failures | "Failed files" >> beam.Map(lambda f: f.source), equal_to([path + ".gone"]),
                     label="check:failures")
 
