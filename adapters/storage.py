@@ -17,7 +17,8 @@ from adapters import cancellation, local_files
 from adapters.local_files import TEMP_DIR_NAME
 # Positional and direct writes live in the codec, which the in-process engine uses without Beam.
 from codec._fileio import (  # noqa: F401 - re-exported
-    DIRECT_IO_ALIGNMENT, aligned_buffer, direct_io_allows, open_direct, pwrite_all, start_writeback,
+    DIRECT_IO_ALIGNMENT, ThreadBuffers, aligned_buffer, direct_io_allows, open_direct, pread_into, pwrite_all,
+    start_writeback,
 )
 
 __all__ = [
@@ -45,6 +46,8 @@ __all__ = [
     "stored_crc32c",
     "bucket_exists",
     "read_range",
+    "read_range_into",
+    "ThreadBuffers",
     "remove_temp_dir",
     "temp_dir_for", "remove_job_temp_dir",
 ]
@@ -249,6 +252,26 @@ def prepare_temp_dir(temp_dir: str) -> None:
     another user owns or may write into (local_files.UnsafeTempDirError); gs:// needs nothing."""
     if "://" not in temp_dir:
         local_files.ensure_temp_dir(temp_dir)
+
+
+def read_range_into(path: str, offset: int, buffer, version: str | None = None):
+    """`read_range` into `buffer` (a writable byte buffer), all of it: errors as read_range's; returns `buffer`.
+
+    A local file is read straight into the buffer, so a caller that keeps one buffer per thread
+    (ThreadBuffers) touches no fresh memory per chunk; another store's bytes are copied in."""
+    view = memoryview(buffer).cast("B")
+    if "://" in path:
+        view[:] = read_range(path, offset, len(view), version)
+        return buffer
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got offset={offset!r}")
+    with open(path, "rb", buffering=0) as f:
+        got = pread_into(f.fileno(), view, offset)
+        if version is not None and local_files.local_version(os.fstat(f.fileno())) != version:
+            raise InputChangedError(f"{path} changed while the job was reading it")
+    if got != len(view):
+        raise EOFError(f"{path}: wanted {len(view)} bytes at offset {offset}, but the object ends after {got}")
+    return buffer
 
 
 def open_write(path: str) -> BinaryIO:

@@ -4,11 +4,12 @@ from __future__ import annotations
 import mmap
 import os
 import stat
+import threading
 
 import numpy as np
 
 __all__ = ["DIRECT_IO_ALIGNMENT", "open_direct", "reopen_direct", "direct_io_allows", "aligned_buffer",
-           "pwrite_all", "pread_into", "start_writeback", "widen_pipe"]
+           "pwrite_all", "pread_into", "ThreadBuffers", "start_writeback", "widen_pipe"]
 
 # Direct I/O: offsets, lengths and buffer addresses must be multiples of the device's logical block
 # size; 4096 covers both 512-byte and 4 KiB devices.
@@ -79,6 +80,17 @@ def pread_into(fd: int, buffer, offset: int) -> int:
             break
         got += n
     return got
+
+
+class ThreadBuffers(threading.local):
+    """One reusable read buffer per thread: reading each chunk into fresh memory costs a page fault
+    per 4 KiB, which the kernel spends zeroing pages the read then overwrites."""
+    buffer: np.ndarray | None = None
+
+    def get(self, size: int) -> np.ndarray:
+        if self.buffer is None or self.buffer.shape[0] < size:
+            self.buffer = np.empty(size, dtype=np.uint8)
+        return self.buffer[:size]
 
 
 def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:

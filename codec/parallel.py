@@ -248,16 +248,6 @@ def _encode(index: int, data, shared_histogram, counts=None):
     return header, payload, entry
 
 
-class _ThreadBuffers(threading.local):
-    """One reusable read buffer per worker thread (no fresh allocation per chunk)."""
-    buffer: np.ndarray | None = None
-
-    def get(self, size: int) -> np.ndarray:
-        if self.buffer is None or self.buffer.shape[0] < size:
-            self.buffer = np.empty(size, dtype=np.uint8)
-        return self.buffer[:size]
-
-
 def _read_and_encode(index: int, fd: int, offset: int, length: int, shared_histogram, buffers, counts):
     data = buffers.get(length)
     if _fileio.pread_into(fd, data, offset) != length:
@@ -280,7 +270,7 @@ def file_histogram(src: BinaryIO, threads: int = 1, chunk_size: int = DEFAULT_CH
         raise ValueError("file_histogram needs a regular file it can read twice (not a pipe)")
     start = src.tell()
     size = os.fstat(fd).st_size - start
-    buffers = _ThreadBuffers()
+    buffers = _fileio.ThreadBuffers()
 
     def count(offset: int, length: int):
         data = buffers.get(length)
@@ -359,7 +349,7 @@ def _compress(src: BinaryIO, out: _Appender, header: bytes, chunk_size: int, thr
         if fd is not None:
             start = src.tell()
             end = os.fstat(fd).st_size
-            buffers = _ThreadBuffers()
+            buffers = _fileio.ThreadBuffers()
             for index, offset in enumerate(range(start, end, chunk_size)):
                 pending.append(tasks.submit(in_order.run, _read_and_encode, index, fd, offset,
                                             min(chunk_size, end - offset), shared_histogram, buffers, counts))
@@ -497,7 +487,7 @@ def _decompress_in_place(src_fd: int, dst: BinaryIO, dst_fd: int, base: int, ent
     offsets, positions = frame_offsets(entries), original_offsets(entries)
     total = sum(entry.original_size for entry in entries)
     largest = max((entry.original_size for entry in entries), default=0)
-    frames = _ThreadBuffers()
+    frames = _fileio.ThreadBuffers()
     buffers = threading.local()
     os.ftruncate(dst_fd, base + total)
     writer = _Writer(dst_fd)

@@ -95,14 +95,20 @@ def test_compressing_reads_each_input_byte_once(tmp_path, monkeypatch):
     write_inputs(tmp_path, {"in.txt": data})
     source = str(tmp_path / "in.txt")
     read_from_source = []
-    read_range = storage.read_range
+    read_range, read_range_into = storage.read_range, storage.read_range_into
 
     def counted(path, offset, length, version=None):
         if path == source:
             read_from_source.append(length)
         return read_range(path, offset, length, version)
 
+    def counted_into(path, offset, buffer, version=None):
+        if path == source:
+            read_from_source.append(len(buffer))
+        return read_range_into(path, offset, buffer, version)
+
     monkeypatch.setattr(storage, "read_range", counted)
+    monkeypatch.setattr(storage, "read_range_into", counted_into)
     run_job(source, str(tmp_path / "in.dcz"), "compress", chunk_size=CHUNK_SIZE, extra_args=IN_PROCESS)
     assert codec.decode(read(tmp_path / "in.dcz")) == data
     assert sum(read_from_source) == len(data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import pytest
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -183,6 +184,32 @@ def test_reads_of_the_version_taken_at_planning_succeed_until_the_object_is_repl
     with pytest.raises(storage.InputChangedError, match="input.bin"):
         storage.read_range(path, 10, 5, version)
     assert storage.read_range(path, 10, 5) == b"abcde"  # without a version, whatever is there now
+
+
+def test_read_range_into_fills_the_buffer_with_the_bytes_asked_for(base_dir):
+    data = bytes(range(256)) * 40
+    path = write(base_dir + "data.bin", data)
+    for offset, length in [(0, 1), (0, len(data)), (1000, 4000), (len(data) - 7, 7)]:
+        buffer = np.zeros(length, dtype=np.uint8)
+        assert storage.read_range_into(path, offset, buffer) is buffer
+        assert buffer.tobytes() == data[offset:offset + length]
+    into = bytearray(3)
+    storage.read_range_into(path, 2, into)
+    assert into == data[2:5]
+
+
+def test_read_range_into_fails_as_read_range_does(base_dir):
+    path = write(base_dir + "input.bin", b"0123456789" * 10)
+    with pytest.raises(EOFError, match="input.bin"):
+        storage.read_range_into(path, 95, bytearray(6))
+    version = storage.input_version(path)
+    storage.read_range_into(path, 0, bytearray(5), version)
+    time.sleep(0.01)
+    write(path, b"abcdefghij" * 10)
+    with pytest.raises(storage.InputChangedError, match="input.bin"):
+        storage.read_range_into(path, 0, bytearray(5), version)
+    with pytest.raises(FileNotFoundError):
+        storage.read_range_into(base_dir + "missing.bin", 0, bytearray(1))
 
 
 def test_the_version_of_a_missing_object_is_file_not_found(base_dir):

@@ -417,3 +417,16 @@ def test_an_output_that_cannot_be_rewound_gets_the_file_counted_first(data, data
 def test_thread_count_must_be_positive(data):
     with pytest.raises(ValueError, match="threads"):
         codec.compress_stream(io.BytesIO(data), io.BytesIO(), threads=0)
+
+
+def test_thread_buffers_give_each_thread_one_buffer_that_it_reuses():
+    buffers = _fileio.ThreadBuffers()
+    first = buffers.get(1000)
+    assert first.shape == (1000,) and first.dtype == np.uint8
+    assert np.shares_memory(buffers.get(600), first)  # smaller: the same memory again
+    other = []
+    thread = threading.Thread(target=lambda: other.append(buffers.get(1000)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(other[0], first)
+    assert buffers.get(2000).shape == (2000,)  # larger: a new buffer, kept from now on
