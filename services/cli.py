@@ -1,6 +1,7 @@
 """The `dcas` command line: a thin argparse front end over `services.compression`, `services.jobs` and `services.stack`."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -661,6 +662,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         # Interpreter shutdown (joining threads, flushing) is no place for a traceback either.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Shutdown's garbage collections would walk every object the imports made (Beam, numba):
+        # ~0.5 s of a Beam run, ~0.1 s of a local one. Frozen, they are left for the exit to free.
+        gc.freeze()
 
 
 def _main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,

@@ -1,7 +1,8 @@
-"""The CLI's error contract where reporting an error could itself fail."""
+"""The CLI's error contract where reporting an error could itself fail, and what it does as a program."""
 from __future__ import annotations
 
 import io
+import signal
 import sys
 import types
 
@@ -27,3 +28,20 @@ def test_the_service_errors_reported_are_those_of_the_modules_loaded(monkeypatch
     monkeypatch.delitem(sys.modules, "services.stack", raising=False)
     errors = cli._service_errors()
     assert JobError in errors and all(error.__module__ != "services.stack" for error in errors)
+
+
+def test_as_a_program_it_leaves_the_objects_of_its_imports_to_the_exit_and_as_a_library_it_does_not(monkeypatch):
+    # Shutdown's garbage collections would walk every object Beam's and numba's imports made.
+    frozen = []
+    monkeypatch.setattr(cli.gc, "freeze", lambda: frozen.append(True))
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["info", "missing.dcz"], stdout=out, stderr=err) != 0
+    assert not frozen
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli, "_AS_PROGRAM", True)
+    try:
+        assert cli.main(["info", "missing.dcz"], stdout=out, stderr=err) != 0
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    assert frozen == [True]
