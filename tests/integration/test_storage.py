@@ -1,6 +1,8 @@
 """Tests of the storage adapter: the pure plans, and every operation on local paths and on gs:// (fake-gcs-server)."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import time
 
@@ -342,6 +344,69 @@ def test_copying_a_range_stops_where_a_short_source_ends(tmp_path, in_kernel):
     (tmp_path / "source").write_bytes(b"abc")
     with open(tmp_path / "source", "rb") as src, open(tmp_path / "out", "wb") as dst:
         assert storage._copy_range(src.fileno(), dst.fileno(), 0, 10, in_kernel=in_kernel) == 3
+
+
+def random_parts(directory, sizes: list[int]) -> tuple[list[str], bytes]:
+    rng = np.random.default_rng(7)
+    contents = [rng.integers(0, 256, size, dtype=np.uint8).tobytes() for size in sizes]
+    paths = []
+    for i, content in enumerate(contents):
+        (directory / f"part{i}").write_bytes(content)
+        paths.append(str(directory / f"part{i}"))
+    return paths, b"".join(contents)
+
+
+@pytest.fixture
+def recorded_writes(tmp_path, monkeypatch):
+    """Publication's writes as (direct?, bytes, offset), through 8 KiB stages; skips where the file
+    system has no direct I/O (tmpfs)."""
+    (tmp_path / "probe").touch()
+    probe = storage.open_direct(str(tmp_path / "probe"))
+    if probe is None:
+        pytest.skip("no direct I/O on this file system")
+    os.close(probe)
+    monkeypatch.setattr(storage, "_COPY_BUFFER_SIZE", 8192)
+    writes = []
+    pwrite_all = storage.pwrite_all
+
+    def recording(fd, data, offset):
+        writes.append((bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT), len(memoryview(data).cast("B")), offset))
+        pwrite_all(fd, data, offset)
+
+    monkeypatch.setattr(storage, "pwrite_all", recording)
+    return writes
+
+
+def test_a_local_publication_writes_whole_stages_with_direct_io_and_its_last_block_through_the_cache(
+        tmp_path, recorded_writes):
+    sources, expected = random_parts(tmp_path, [5000, 1, 20000, 0, 3333])
+    storage.publish_concatenation(sources, str(tmp_path / "out.dcz"))
+    assert (tmp_path / "out.dcz").read_bytes() == expected
+    assert recorded_writes == [(True, 8192, 0), (True, 8192, 8192), (True, 8192, 16384), (False, 3758, 24576)]
+    assert not any(os.path.exists(source) for source in sources)
+
+
+def test_a_file_system_that_refuses_a_direct_write_gets_the_stages_through_the_cache(tmp_path, monkeypatch,
+                                                                                     recorded_writes):
+    recording = storage.pwrite_all
+
+    def refusing(fd, data, offset):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        recording(fd, data, offset)
+
+    monkeypatch.setattr(storage, "pwrite_all", refusing)
+    sources, expected = random_parts(tmp_path, [10000, 9000])
+    storage.publish_concatenation(sources, str(tmp_path / "out.dcz"))
+    assert (tmp_path / "out.dcz").read_bytes() == expected
+    assert recorded_writes == [(False, 8192, 0), (False, 8192, 8192), (False, 2616, 16384)]
+
+
+def test_a_source_shorter_than_its_size_fails_the_direct_copy_naming_it(tmp_path):
+    sources, _ = random_parts(tmp_path, [6000, 100])
+    with open(tmp_path / "out", "wb") as out:
+        with pytest.raises(RuntimeError, match="part1 ended after 100 of its 101 bytes"):
+            storage._copy_files_direct(sources, [6000, 101], out.fileno())
 
 
 @pytest.mark.parametrize("sizes, groups", [
