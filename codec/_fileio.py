@@ -84,13 +84,20 @@ def pread_into(fd: int, buffer, offset: int) -> int:
 
 class ThreadBuffers(threading.local):
     """One reusable read buffer per thread: reading each chunk into fresh memory costs a page fault
-    per 4 KiB, which the kernel spends zeroing pages the read then overwrites."""
+    per 4 KiB, which the kernel spends zeroing pages the read then overwrites. `keep_up_to`: a
+    buffer larger than this is not kept (for long-lived threads that may see a huge chunk once)."""
     buffer: np.ndarray | None = None
 
+    def __init__(self, keep_up_to: int | None = None):
+        self.keep_up_to = keep_up_to
+
     def get(self, size: int) -> np.ndarray:
-        if self.buffer is None or self.buffer.shape[0] < size:
-            self.buffer = np.empty(size, dtype=np.uint8)
-        return self.buffer[:size]
+        if self.buffer is not None and self.buffer.shape[0] >= size:
+            return self.buffer[:size]
+        buffer = np.empty(size, dtype=np.uint8)
+        if self.keep_up_to is None or size <= self.keep_up_to:
+            self.buffer = buffer
+        return buffer
 
 
 def start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:

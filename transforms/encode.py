@@ -24,8 +24,8 @@ _SYMBOLS = 256
 # Chunk byte counts in a PartRecord: one row of 256 per chunk. A chunk holds at most 2^30 bytes.
 _COUNT_TYPE = np.dtype("<u4")
 # Each worker thread reads its chunks into one buffer: a fresh one per chunk cost the worker ~2 CPU-s
-# per GB in page faults.
-_READ_BUFFERS = storage.ThreadBuffers()
+# per GB in page faults. Streaming workers live on: they keep none above 16 MiB (4 default chunks).
+_READ_BUFFERS = storage.ThreadBuffers(keep_up_to=16 * 2**20)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -430,3 +430,12 @@ def test_thread_buffers_give_each_thread_one_buffer_that_it_reuses():
     thread.join()
     assert not np.shares_memory(other[0], first)
     assert buffers.get(2000).shape == (2000,)  # larger: a new buffer, kept from now on
+
+
+def test_thread_buffers_do_not_keep_a_buffer_above_their_limit():
+    buffers = _fileio.ThreadBuffers(keep_up_to=1000)
+    kept = buffers.get(1000)
+    large = buffers.get(1001)
+    assert large.shape == (1001,) and not np.shares_memory(large, kept)
+    assert not np.shares_memory(buffers.get(1001), large)  # made again each time
+    assert np.shares_memory(buffers.get(10), kept)
