@@ -204,6 +204,9 @@ def input_file(size_gb: int, work_dir: Path = WORK_DIR) -> tuple[Path, dict, boo
         for _ in range(size_gb):
             with open(one_gb, "rb") as src:
                 shutil.copyfileobj(src, out, 2**24)
+        # On disk before the first round: its writeback would otherwise fall on the first commands.
+        out.flush()
+        os.fsync(out.fileno())
     return path, manifest, True
 
 
