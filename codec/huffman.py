@@ -8,6 +8,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from codec import _numba_compat  # noqa: F401 - patches numba's cache loader before any kernel loads
+
 # huff0's default limit: an 11-bit decode table (2048 two-byte entries) stays in L1 cache.
 MAX_CODE_LENGTH = 11
 DECODE_TABLE_SIZE = 1 << MAX_CODE_LENGTH

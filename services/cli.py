@@ -9,9 +9,13 @@ import sys
 # Run as the `dcas` program, Ctrl-C while the interpreter still imports (numba, the codec: a second
 # or more) ends the process quietly with the signal's default action instead of a traceback; main()
 # makes it KeyboardInterrupt for the work, and the default again for the shutdown.
+# The imports make ~100k objects that live as long as the process, which the collector would
+# traverse again and again for nothing (~0.04 s of a 0.3 s start-up): main() freezes them, then
+# turns it back on.
 _AS_PROGRAM = __name__ == "__main__" or os.path.basename(sys.argv[0]) == "dcas"
 if _AS_PROGRAM:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    gc.disable()
 
 import argparse  # noqa: E402 - after the handler above, on purpose
 import contextlib  # noqa: E402
@@ -656,15 +660,26 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     if not _AS_PROGRAM:
         return _main(argv, stdin=stdin, stdout=stdout, stderr=stderr)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    gc.freeze()  # what the imports made stays; collections from now on skip it
+    gc.enable()
     try:
         return _main(argv, stdin=stdin, stdout=stdout, stderr=stderr)
     finally:
         # Interpreter shutdown (joining threads, flushing) is no place for a traceback either.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        # Shutdown's garbage collections would walk every object the imports made (Beam, numba):
-        # ~0.5 s of a Beam run, ~0.1 s of a local one. Frozen, they are left for the exit to free.
-        gc.freeze()
+        _skip_final_collections()
+
+
+def _skip_final_collections() -> None:
+    """Moves every object to the collector's permanent generation just before the process exits.
+
+    Shutdown runs full collections over whatever is left, and numba leaves ~100k tracked objects
+    once its kernels are loaded (Beam ~250k): ~0.25 s of a local `dcas` run and ~0.5 s of a Beam
+    one, on one core, after the output is published. Frozen objects are never traversed (their
+    cycles are freed with the process); files, stdout and stderr are still flushed and atexit
+    handlers still run."""
+    gc.freeze()
 
 
 def _main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
