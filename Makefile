@@ -59,7 +59,7 @@ bench: $(STAMP) $(NUMBA_STAMP) pigz
 # End-to-end `dcas compress/decompress` of a 1 GB file and a pipe vs pigz (several minutes). Pass
 # E2E_ARGS, e.g. E2E_ARGS="--sizes 1,4" for the 4 GB memory check, "--beam" for the pipeline's cost
 # per GB beyond start-up (1 and 4 GB, ~15 more minutes).
-bench-e2e: $(STAMP) pigz
+bench-e2e: $(STAMP) $(NUMBA_STAMP) pigz
 	$(PY) -m benchmarks.e2e $(E2E_ARGS)
 
 # The HTTP services on the local stack: 8 concurrent 100 MB uploads (Manager RSS, throughput vs a plain
