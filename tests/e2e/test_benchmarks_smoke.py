@@ -278,3 +278,20 @@ def test_the_process_tree_walked_down_from_the_root_is_the_one_found_by_parent_p
             except ProcessLookupError:
                 pass
         shell.wait()
+
+
+def test_a_round_removes_each_output_once_no_later_step_reads_it(tmp_path):
+    src = tmp_path / "input.bin"
+    src.write_bytes(b"data")
+    work, listing = tmp_path / "work", tmp_path / "listing"
+    steps = [
+        e2e.Step("a", lambda s, w: e2e.shell('cp "$0" "$1"', s, w / "a.out"), "a.out"),
+        e2e.Step("b", lambda s, w: e2e.shell('cp "$0" "$1"', s, w / "b.out"), "b.out"),
+        e2e.Step("c", lambda s, w: e2e.shell('cp "$0" "$1"', w / "a.out", w / "c.out"), "c.out", reads=("a.out",)),
+        e2e.Step("d", lambda s, w: e2e.shell('ls "$0" > "$1" && cp "$2" "$3"', w, listing, w / "b.out", w / "d.out"),
+                 "d.out", reads=("b.out",)),
+    ]
+    results = e2e.run_rounds(steps, src, 1, work)
+    # When d runs, a.out (last read by c) and c.out (read by nobody) are gone; b.out is kept for d.
+    assert listing.read_text().split() == ["b.out"]
+    assert results["d"].output_size == 4 and sorted(os.listdir(work)) == []
