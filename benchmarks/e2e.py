@@ -280,7 +280,8 @@ def run_rounds(steps: list[Step], src: Path, repeats: int, work_dir: Path) -> di
     """`repeats` rounds of every step in turn (interleaved, so load from others falls on all alike);
     the first round checks every decompressed output against the input. Each output is removed as
     soon as no later step of its round reads it: kept to the end of the round, the 4 GB rounds' files
-    (up to 24 GB) filled the page cache, and reclaiming it slowed whichever command came next."""
+    (up to 24 GB) filled the page cache, and reclaiming it slowed whichever command came next.
+    Between steps, everything is synced."""
     work_dir.mkdir(parents=True, exist_ok=True)
     source_sha = sha256_of(src)
     results = {step.name: Result(step.name, src.stat().st_size) for step in steps}
@@ -304,6 +305,10 @@ def run_rounds(steps: list[Step], src: Path, repeats: int, work_dir: Path) -> di
                     if done.output not in still_read:
                         for path in work_dir.glob(done.output + "*"):  # and the pipeline's .meta.json
                             path.unlink(missing_ok=True)
+                # The root file system here is mounted with `discard`: freeing a file's blocks sends
+                # the disk discards at the next journal commit. Committed now, untimed, they do not
+                # fall on the next command.
+                os.sync()
     finally:
         for step in steps:
             for path in work_dir.glob(step.output + "*"):  # and the pipeline's .meta.json
