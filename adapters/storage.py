@@ -1,7 +1,6 @@
 """Storage adapter under the pipelines: ranged reads, part writes and atomic publication, locally and on gs://."""
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 import shutil
@@ -18,8 +17,8 @@ from adapters import cancellation, local_files
 from adapters.local_files import TEMP_DIR_NAME
 # Positional and direct writes live in the codec, which the in-process engine uses without Beam.
 from codec._fileio import (  # noqa: F401 - re-exported
-    DIRECT_IO_ALIGNMENT, ThreadBuffers, aligned_buffer, direct_io_allows, open_direct, pread_into, pwrite_all,
-    reopen_direct, start_writeback,
+    DIRECT_IO_ALIGNMENT, DirectStage, ThreadBuffers, aligned_buffer, direct_io_allows, open_direct, pread_into,
+    pwrite_all, reopen_direct, start_writeback,
 )
 
 __all__ = [
@@ -480,56 +479,33 @@ def _local_publish(sources: list[str], destination: str, overwrite: bool) -> Non
 
 def _copy_files_direct(sources: Sequence[str], sizes: Sequence[int], fd: int) -> bool:
     """Writes the local files `sources` (of `sizes` bytes) one after another into `fd` from its
-    start, through an aligned staging buffer written with direct I/O, as the in-process engine
-    writes its output; False, having written nothing, where the file system has no direct I/O.
+    start, with direct I/O as the in-process engine writes its output (DirectStage); False, having
+    written nothing, where the file system has no direct I/O.
 
     Why: on the benchmark machine, filling page-cache pages costs ~2.4 CPU-s per GB written, which
     copy_file_range pays as well (ext4 splices it into buffered writes). Reading the sources, still
-    in the page cache, costs ~0.13 s per GB; the disk then sets the pace. The last partial block
-    goes through `fd`."""
+    in the page cache, costs ~0.13 s per GB; the disk then sets the pace."""
     direct = reopen_direct(fd) if sum(sizes) >= DIRECT_IO_ALIGNMENT else None
     if direct is None:
         return False
+    stage = DirectStage(fd, direct, 0, _COPY_BUFFER_SIZE)
     try:
-        stage = aligned_buffer(_COPY_BUFFER_SIZE)
-        filled = position = 0
         for source, size in zip(sources, sizes):
             with open(source, "rb", buffering=0) as f:
                 done = 0
                 while done < size:
-                    want = min(size - done, stage.shape[0] - filled)
-                    got = pread_into(f.fileno(), stage[filled:filled + want], done)
-                    if got != want:
+                    cancellation.check()
+                    space = stage.space()[:size - done]
+                    got = pread_into(f.fileno(), space, done)
+                    if got != space.shape[0]:
                         raise RuntimeError(f"{source} ended after {done + got} of its {size} bytes while it "
                                            "was published")
-                    filled += got
                     done += got
-                    if filled == stage.shape[0]:
-                        cancellation.check()
-                        if direct >= 0:
-                            direct = _write_direct(direct, stage, position)
-                        if direct < 0:
-                            pwrite_all(fd, stage, position)
-                        position += filled
-                        filled = 0
-        pwrite_all(fd, stage[:filled], position)
+                    stage.advance(got)
+        stage.finish()
     finally:
-        if direct >= 0:
-            os.close(direct)
+        stage.close()
     return True
-
-
-def _write_direct(direct: int, stage, position: int) -> int:
-    """Writes a full stage through the direct fd; returns it, or -1 having closed it when the file
-    system refused direct writes after all (the caller writes the stage through the cache)."""
-    try:
-        pwrite_all(direct, stage, position)
-        return direct
-    except OSError as e:
-        if e.errno != errno.EINVAL:
-            raise
-    os.close(direct)
-    return -1
 
 
 def _local_copy_threads(total_bytes: int) -> int:

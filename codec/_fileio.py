@@ -1,6 +1,7 @@
 """Positional and direct (O_DIRECT) file writes and pipe sizes, shared by the in-process engine and the storage adapter."""
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import stat
@@ -9,7 +10,7 @@ import threading
 import numpy as np
 
 __all__ = ["DIRECT_IO_ALIGNMENT", "open_direct", "reopen_direct", "direct_io_allows", "aligned_buffer",
-           "pwrite_all", "pread_into", "ThreadBuffers", "start_writeback", "widen_pipe"]
+           "pwrite_all", "pread_into", "DirectStage", "ThreadBuffers", "start_writeback", "widen_pipe"]
 
 # Direct I/O: offsets, lengths and buffer addresses must be multiples of the device's logical block
 # size; 4096 covers both 512-byte and 4 KiB devices.
@@ -80,6 +81,62 @@ def pread_into(fd: int, buffer, offset: int) -> int:
             break
         got += n
     return got
+
+
+class DirectStage:
+    """Bytes appended to a regular file from `position` through an aligned staging buffer: each full
+    stage goes out with O_DIRECT through `direct_fd` (the page cache bypassed, see open_direct), the
+    last, partial one through `fd`. A file system that refuses a direct write after all (EINVAL)
+    gets that stage and the rest through `fd`. Fill it with `write`, or in place: `space()` then
+    `advance(n)`; end with `finish()`, and `close()` in any case."""
+
+    def __init__(self, fd: int, direct_fd: int, position: int, size: int = 8 * 2**20):
+        self.fd, self.direct_fd, self.position = fd, direct_fd, position
+        self.stage = aligned_buffer(size)
+        self.filled = 0
+
+    def space(self) -> np.ndarray:
+        """The stage's unfilled rest."""
+        return self.stage[self.filled:]
+
+    def advance(self, n: int) -> None:
+        """`n` more bytes of `space()` are filled; a full stage is written."""
+        self.filled += n
+        if self.filled == self.stage.shape[0]:
+            self._write_stage()
+
+    def write(self, data) -> None:
+        view = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+        while view.shape[0]:
+            n = min(view.shape[0], self.stage.shape[0] - self.filled)
+            self.stage[self.filled:self.filled + n] = view[:n]
+            view = view[n:]
+            self.advance(n)
+
+    def _write_stage(self) -> None:
+        if self.direct_fd >= 0:
+            try:
+                pwrite_all(self.direct_fd, self.stage, self.position)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                self.close()  # refused after all: the same bytes, through the cache
+        if self.direct_fd < 0:
+            pwrite_all(self.fd, self.stage, self.position)
+        self.position += self.filled
+        self.filled = 0
+
+    def finish(self) -> int:
+        """Writes the last partial stage through `fd`; returns the position after it."""
+        pwrite_all(self.fd, self.stage[:self.filled], self.position)
+        self.position += self.filled
+        self.filled = 0
+        return self.position
+
+    def close(self) -> None:
+        if self.direct_fd >= 0:
+            os.close(self.direct_fd)
+            self.direct_fd = -1
 
 
 class ThreadBuffers(threading.local):

@@ -178,63 +178,35 @@ def _writable_at_end(f) -> tuple[int, int] | None:
 class _Appender:
     """Appends frames to `dst`. A regular file that allows direct I/O gets them through an aligned
     staging buffer written with O_DIRECT, bypassing the page cache (filling it costs more CPU than
-    the coding on the benchmark machine, see codec._fileio.open_direct); its last partial block is
-    written normally. Anything else (a pipe, a BytesIO) gets plain writes."""
+    the coding on the benchmark machine, see codec._fileio.open_direct; _fileio.DirectStage).
+    Anything else (a pipe, a BytesIO) gets plain writes."""
 
     STAGE_SIZE = 8 * 2**20
 
     def __init__(self, dst: BinaryIO):
         self.dst = dst
-        self.direct_fd = None
+        self.stage = None
         at_end = _writable_at_end(dst)
         if at_end is not None and at_end[1] % _fileio.DIRECT_IO_ALIGNMENT == 0:
-            self.fd, self.position = at_end
-            self.direct_fd = _fileio.reopen_direct(self.fd)
-        if self.direct_fd is not None:
-            self.stage = _fileio.aligned_buffer(self.STAGE_SIZE)
-            self.filled = 0
+            fd, position = at_end
+            direct_fd = _fileio.reopen_direct(fd)
+            if direct_fd is not None:
+                self.stage = _fileio.DirectStage(fd, direct_fd, position, self.STAGE_SIZE)
 
     def write(self, data) -> None:
-        if self.direct_fd is None:
+        if self.stage is None:
             self.dst.write(data)
-            return
-        view = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
-        while view.shape[0]:
-            n = min(view.shape[0], self.STAGE_SIZE - self.filled)
-            self.stage[self.filled:self.filled + n] = view[:n]
-            self.filled += n
-            view = view[n:]
-            if self.filled == self.STAGE_SIZE:
-                self._write_stage()
-
-    def _write_stage(self) -> None:
-        try:
-            _fileio.pwrite_all(self.direct_fd if self.direct_fd >= 0 else self.fd, self.stage, self.position)
-        except OSError as e:
-            if self.direct_fd < 0 or e.errno != errno.EINVAL:
-                raise
-            # The filesystem refused a direct write after all: the same bytes, through the cache.
-            os.close(self.direct_fd)
-            self.direct_fd = _NO_DIRECT_FD
-            _fileio.pwrite_all(self.fd, self.stage, self.position)
-        self.position += self.filled
-        self.filled = 0
+        else:
+            self.stage.write(data)
 
     def finish(self) -> None:
         """Writes what is staged and leaves `dst` positioned at its end; call once, on success."""
-        if self.direct_fd is None:
-            return
-        _fileio.pwrite_all(self.fd, self.stage[:self.filled], self.position)
-        self.position += self.filled
-        self.filled = 0
-        self.dst.seek(self.position)
+        if self.stage is not None:
+            self.dst.seek(self.stage.finish())
 
     def close(self) -> None:
-        if self.direct_fd is not None and self.direct_fd >= 0:
-            os.close(self.direct_fd)
-
-
-_NO_DIRECT_FD = -1  # staging goes on, through the file's own fd
+        if self.stage is not None:
+            self.stage.close()
 
 
 def _encode(index: int, data, shared_histogram, counts=None):

@@ -12,6 +12,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from adapters import storage
+from codec import _fileio
 
 TB = 2**40
 MiB = 2**20
@@ -367,13 +368,13 @@ def recorded_writes(tmp_path, monkeypatch):
     os.close(probe)
     monkeypatch.setattr(storage, "_COPY_BUFFER_SIZE", 8192)
     writes = []
-    pwrite_all = storage.pwrite_all
+    pwrite_all = _fileio.pwrite_all
 
     def recording(fd, data, offset):
         writes.append((bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT), len(memoryview(data).cast("B")), offset))
         pwrite_all(fd, data, offset)
 
-    monkeypatch.setattr(storage, "pwrite_all", recording)
+    monkeypatch.setattr(_fileio, "pwrite_all", recording)
     return writes
 
 
@@ -388,14 +389,14 @@ def test_a_local_publication_writes_whole_stages_with_direct_io_and_its_last_blo
 
 def test_a_file_system_that_refuses_a_direct_write_gets_the_stages_through_the_cache(tmp_path, monkeypatch,
                                                                                      recorded_writes):
-    recording = storage.pwrite_all
+    recording = _fileio.pwrite_all
 
     def refusing(fd, data, offset):
         if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
             raise OSError(errno.EINVAL, "Invalid argument")
         recording(fd, data, offset)
 
-    monkeypatch.setattr(storage, "pwrite_all", refusing)
+    monkeypatch.setattr(_fileio, "pwrite_all", refusing)
     sources, expected = random_parts(tmp_path, [10000, 9000])
     storage.publish_concatenation(sources, str(tmp_path / "out.dcz"))
     assert (tmp_path / "out.dcz").read_bytes() == expected
