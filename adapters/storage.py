@@ -239,12 +239,20 @@ def read_range(path: str, offset: int, length: int, version: str | None = None) 
         with open(path, "rb", buffering=0) as f:
             f.seek(offset)
             data = _read_exactly(f, length)
-            if version is not None and local_files.local_version(os.fstat(f.fileno())) != version:
-                raise InputChangedError(f"{path} changed while the job was reading it")
+            _check_local_version(f, path, version)
     if len(data) != length:
-        raise EOFError(
-            f"{path}: wanted {length} bytes at offset {offset}, but the object ends after {len(data)}")
+        raise _ended_early(path, length, offset, len(data))
     return data
+
+
+def _check_local_version(f, path: str, version: str | None) -> None:
+    """InputChangedError unless the open local file `f` is still `version` (None: any)."""
+    if version is not None and local_files.local_version(os.fstat(f.fileno())) != version:
+        raise InputChangedError(f"{path} changed while the job was reading it")
+
+
+def _ended_early(path: str, length: int, offset: int, got: int) -> EOFError:
+    return EOFError(f"{path}: wanted {length} bytes at offset {offset}, but the object ends after {got}")
 
 
 def prepare_temp_dir(temp_dir: str) -> None:
@@ -267,10 +275,9 @@ def read_range_into(path: str, offset: int, buffer, version: str | None = None):
         raise ValueError(f"offset must be >= 0, got offset={offset!r}")
     with open(path, "rb", buffering=0) as f:
         got = pread_into(f.fileno(), view, offset)
-        if version is not None and local_files.local_version(os.fstat(f.fileno())) != version:
-            raise InputChangedError(f"{path} changed while the job was reading it")
+        _check_local_version(f, path, version)
     if got != len(view):
-        raise EOFError(f"{path}: wanted {len(view)} bytes at offset {offset}, but the object ends after {got}")
+        raise _ended_early(path, len(view), offset, got)
     return buffer
 
 
