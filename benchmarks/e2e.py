@@ -303,17 +303,20 @@ def run_rounds(steps: list[Step], src: Path, repeats: int, work_dir: Path) -> di
                 still_read = {name for later in steps[index + 1:] for name in later.reads}
                 for done in steps[:index + 1]:
                     if done.output not in still_read:
-                        for path in work_dir.glob(done.output + "*"):  # and the pipeline's .meta.json
-                            path.unlink(missing_ok=True)
+                        _remove_output(work_dir, done.output)
                 # The root file system here is mounted with `discard`: freeing a file's blocks sends
                 # the disk discards at the next journal commit. Committed now, untimed, they do not
                 # fall on the next command.
                 os.sync()
     finally:
         for step in steps:
-            for path in work_dir.glob(step.output + "*"):  # and the pipeline's .meta.json
-                path.unlink(missing_ok=True)
+            _remove_output(work_dir, step.output)
     return results
+
+
+def _remove_output(work_dir: Path, name: str) -> None:
+    for path in work_dir.glob(name + "*"):  # and the pipeline's .meta.json
+        path.unlink(missing_ok=True)
 
 
 def warm_up(src: Path, work_dir: Path, size: int = MiB) -> None:
