@@ -6,6 +6,7 @@ import mmap
 import os
 import stat
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -88,12 +89,21 @@ class DirectStage:
     stage goes out with O_DIRECT through `direct_fd` (the page cache bypassed, see open_direct), the
     last, partial one through `fd`. A file system that refuses a direct write after all (EINVAL)
     gets that stage and the rest through `fd`. Fill it with `write`, or in place: `space()` then
-    `advance(n)`; end with `finish()`, and `close()` in any case."""
+    `advance(n)`; end with `finish()`, and `close()` in any case.
+
+    A full stage is written by a thread of its own while the next one fills (two buffers, one write
+    in flight): a direct write waits for the disk, ~7 ms per 8 MiB here, and made on the coding
+    thread it left that core idle (~0.5 s of a 1 GB compress on one thread, ~0.2 s on two). A
+    failed write is raised by the next full stage, `finish()`, or not at all after a failure
+    elsewhere (`close()` only waits for it)."""
 
     def __init__(self, fd: int, direct_fd: int, position: int, size: int = 8 * 2**20):
         self.fd, self.direct_fd, self.position = fd, direct_fd, position
         self.stage = aligned_buffer(size)
         self.filled = 0
+        self._spare: np.ndarray | None = None  # the other buffer, allocated with the first full stage
+        self._writer: ThreadPoolExecutor | None = None
+        self._in_flight: Future | None = None
 
     def space(self) -> np.ndarray:
         """The stage's unfilled rest."""
@@ -114,26 +124,50 @@ class DirectStage:
             self.advance(n)
 
     def _write_stage(self) -> None:
-        if self.direct_fd >= 0:
-            try:
-                pwrite_all(self.direct_fd, self.stage, self.position)
-            except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-                self.close()  # refused after all: the same bytes, through the cache
-        if self.direct_fd < 0:
-            pwrite_all(self.fd, self.stage, self.position)
+        self._wait()  # the other buffer is free again; a failed write is raised here
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="dcz-write")
+            self._spare = aligned_buffer(self.stage.shape[0])
+        self._in_flight = self._writer.submit(self._write_out, self.stage, self.position)
+        self.stage, self._spare = self._spare, self.stage
         self.position += self.filled
         self.filled = 0
 
+    def _write_out(self, stage: np.ndarray, position: int) -> None:
+        """In the writer thread, one stage at a time."""
+        if self.direct_fd >= 0:
+            try:
+                pwrite_all(self.direct_fd, stage, position)
+                return
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                self._close_direct()  # refused after all: the same bytes, through the cache
+        pwrite_all(self.fd, stage, position)
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()
+
     def finish(self) -> int:
-        """Writes the last partial stage through `fd`; returns the position after it."""
+        """Waits for the stage in flight, writes the last partial one through `fd`; returns the
+        position after it."""
+        self._wait()
         pwrite_all(self.fd, self.stage[:self.filled], self.position)
         self.position += self.filled
         self.filled = 0
         return self.position
 
     def close(self) -> None:
+        """Waits for the write in flight, without raising its error, and ends the writer thread."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        self._in_flight = None
+        self._close_direct()
+
+    def _close_direct(self) -> None:
         if self.direct_fd >= 0:
             os.close(self.direct_fd)
             self.direct_fd = -1

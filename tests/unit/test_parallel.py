@@ -93,6 +93,68 @@ def test_direct_writes_through_a_small_staging_buffer_give_the_same_file(data, d
         assert (tmp_path / "prefix.dcz").read_bytes() == b"x" * 4096 + codec.encode(data, chunk_size=CHUNK)
 
 
+def direct_fd_or_skip(path: Path) -> int:
+    path.touch()
+    fd = _fileio.open_direct(str(path))
+    if fd is None:
+        pytest.skip("no direct I/O on this filesystem")
+    return fd
+
+
+def test_a_full_stage_is_written_by_its_own_thread_while_the_next_one_fills(tmp_path, monkeypatch):
+    direct_fd = direct_fd_or_skip(tmp_path / "out")
+    first_write_may_end = threading.Event()
+    writes = []
+    real_pwrite_all = _fileio.pwrite_all
+
+    def recording_pwrite_all(fd, buffer, offset):
+        writes.append((threading.current_thread().name, fd == direct_fd, offset))
+        if len(writes) == 1:
+            assert first_write_may_end.wait(10)
+        real_pwrite_all(fd, buffer, offset)
+
+    monkeypatch.setattr(_fileio, "pwrite_all", recording_pwrite_all)
+    data = np.random.default_rng(3).integers(0, 256, 3 * 8192 + 100, dtype=np.uint8).tobytes()
+    with open(tmp_path / "out", "r+b") as f:
+        stage = _fileio.DirectStage(f.fileno(), direct_fd, 0, 8192)
+        try:
+            stage.write(data[:8192 + 4096])  # the first stage goes out, and blocks there
+            assert [name.startswith("dcz-write") for name, _, _ in writes] == [True]
+            first_write_may_end.set()
+            stage.write(data[8192 + 4096:])
+            assert stage.finish() == len(data)
+        finally:
+            stage.close()
+    assert (tmp_path / "out").read_bytes() == data
+    assert [(direct, offset) for _, direct, offset in writes] == [(True, 0), (True, 8192), (True, 16384),
+                                                                 (False, 24576)]
+    assert writes[-1][0] == threading.current_thread().name  # the partial last stage, by the caller
+    assert threads_running() == []
+
+
+def test_a_stage_write_that_fails_in_its_thread_stops_compression_and_leaves_no_thread(data, data_file, tmp_path,
+                                                                                      monkeypatch):
+    os.close(direct_fd_or_skip(tmp_path / "probe"))
+    monkeypatch.setattr(parallel._Appender, "STAGE_SIZE", 8192)
+    real_pwrite_all = _fileio.pwrite_all
+    calls = []
+
+    def disk_full_on_second_write(fd, buffer, offset):
+        calls.append(offset)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_pwrite_all(fd, buffer, offset)
+
+    monkeypatch.setattr(_fileio, "pwrite_all", disk_full_on_second_write)
+    for threads in (1, 3):
+        calls.clear()
+        with pytest.raises(OSError) as raised:
+            compress_file(data_file, tmp_path / "out.dcz", threads)
+        assert raised.value.errno == errno.ENOSPC
+        assert len(calls) <= 3  # stopped at the next stage, not at the end of the input
+        assert threads_running() == []
+
+
 def test_an_output_opened_for_appending_gets_the_container_after_what_it_held(data, tmp_path):
     # `dcas ... -o - >> log`: positional writes on an O_APPEND file would land at its end anyway,
     # so the engine must not rely on them for either direction.
