@@ -5,6 +5,7 @@ import collections
 import errno
 import io
 import os
+import queue
 import stat
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -454,15 +455,74 @@ class _Writer:
         self._give_up_direct()
 
 
+class _WriteBehind:
+    """Decoded chunks written at their places by a thread of its own, from a pool of aligned buffers.
+
+    A direct write waits for the disk; made by the worker that decoded the chunk, it left that core
+    idle for a third of a 1 GB decompress. Workers take a buffer, decode into it and hand it over;
+    the writer gives it back once written. `count` buffers at most are allocated (as needed), so a
+    worker waits for one only while the disk is behind. After a failed write no other is made, and
+    `raise_if_failed` (called by workers before each chunk, and by `finish`) raises its error."""
+
+    def __init__(self, writer: _Writer, count: int, size: int):
+        self._writer, self._count, self._size = writer, count, size
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        self._allocated = 0
+        self._lock = threading.Lock()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="dcz-write")
+        self._error: BaseException | None = None
+        self._stopping = False
+
+    def buffer(self) -> np.ndarray:
+        self.raise_if_failed()
+        with self._lock:
+            if self._free.empty() and self._allocated < self._count:
+                self._allocated += 1
+                return _fileio.aligned_buffer(self._size)
+        return self._free.get()
+
+    def give_back(self, buffer: np.ndarray) -> None:
+        self._free.put(buffer)
+
+    def write(self, buffer: np.ndarray, size: int, position: int) -> None:
+        """Writes buffer[:size] at `position`, later; the buffer then goes back to the pool."""
+        self._thread.submit(self._write, buffer, size, position)
+
+    def _write(self, buffer: np.ndarray, size: int, position: int) -> None:
+        try:
+            if self._error is None and not self._stopping:
+                self._writer.write(buffer[:size], position)
+        except BaseException as e:  # noqa: BLE001 - raised in the workers and the caller
+            self._error = e
+        finally:
+            self.give_back(buffer)
+
+    def raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def finish(self) -> None:
+        """Waits for every write; raises the first that failed."""
+        self._thread.shutdown(wait=True)
+        self.raise_if_failed()
+
+    def close(self) -> None:
+        """Ends the writer thread; after a failure elsewhere, what is still queued is not written."""
+        self._stopping = True
+        self._thread.shutdown(wait=True)
+
+
 def _decompress_in_place(src_fd: int, dst: BinaryIO, dst_fd: int, base: int, entries: list[ChunkEntry],
                          threads: int, progress: Progress | None) -> dict:
     offsets, positions = frame_offsets(entries), original_offsets(entries)
     total = sum(entry.original_size for entry in entries)
     largest = max((entry.original_size for entry in entries), default=0)
     frames = _fileio.ThreadBuffers()
-    buffers = threading.local()
     os.ftruncate(dst_fd, base + total)
     writer = _Writer(dst_fd)
+    # One buffer per worker, one being written and one waiting its turn: a worker never waits for
+    # the disk unless the disk is slower than all the workers together.
+    behind = _WriteBehind(writer, threads + 2, largest)
 
     def decode(index: int) -> int:
         _hook(index)
@@ -470,28 +530,33 @@ def _decompress_in_place(src_fd: int, dst: BinaryIO, dst_fd: int, base: int, ent
         frame = frames.get(entry.frame_size)
         if _fileio.pread_into(src_fd, frame, offsets[index]) != entry.frame_size:
             raise FormatError(f"truncated container: chunk {index}'s frame runs past the end of the file")
-        out = getattr(buffers, "out", None)
-        if out is None:
-            out = buffers.out = _fileio.aligned_buffer(largest)
+        out = behind.buffer()
         try:
             size = decode_frame_into(frame, out, entry)
-        except FormatError as e:
-            raise _damaged_chunk(index, offsets[index], e) from e
-        writer.write(out[:size], base + positions[index])
+        except BaseException as e:
+            behind.give_back(out)
+            if isinstance(e, FormatError):
+                raise _damaged_chunk(index, offsets[index], e) from e
+            raise
+        behind.write(out, size, base + positions[index])
         return size
 
     done = 0
     try:
-        with _Tasks(threads) as tasks:
-            running: set[Future] = set()
-            for index in range(len(entries)):
-                running.add(tasks.submit(decode, index))
-                while len(running) >= tasks.window:
+        try:
+            with _Tasks(threads) as tasks:
+                running: set[Future] = set()
+                for index in range(len(entries)):
+                    running.add(tasks.submit(decode, index))
+                    while len(running) >= tasks.window:
+                        finished, running = wait(running, return_when=FIRST_COMPLETED)
+                        done = _count_done(finished, done, progress)
+                while running:
                     finished, running = wait(running, return_when=FIRST_COMPLETED)
                     done = _count_done(finished, done, progress)
-            while running:
-                finished, running = wait(running, return_when=FIRST_COMPLETED)
-                done = _count_done(finished, done, progress)
+            behind.finish()
+        finally:
+            behind.close()
     finally:
         writer.close()
     if total:

@@ -230,6 +230,35 @@ def test_in_place_decompression_writes_aligned_chunks_with_direct_io(tmp_path, m
     assert sorted(direct_writes) == [False] + [True] * 5
 
 
+@pytest.mark.parametrize("threads", (1, 2))
+def test_in_place_decompression_decodes_further_chunks_while_a_write_waits_for_the_disk(threads, data, tmp_path,
+                                                                                       monkeypatch):
+    (tmp_path / "c.dcz").write_bytes(codec.encode(data, chunk_size=CHUNK))
+    started: list[int] = []
+    later_chunk_started = threading.Event()
+    writers = set()
+    real_pwrite_all = _fileio.pwrite_all
+
+    def note_chunk(index):
+        started.append(index)
+        if index == threads + 1:
+            later_chunk_started.set()
+
+    def slow_first_write(fd, buffer, offset):
+        writers.add(threading.current_thread().name)
+        if offset == 0:  # the disk is busy: the workers must go on decoding meanwhile
+            assert later_chunk_started.wait(10)
+        real_pwrite_all(fd, buffer, offset)
+
+    monkeypatch.setattr(parallel, "_before_chunk", note_chunk)
+    monkeypatch.setattr(_fileio, "pwrite_all", slow_first_write)
+    with open(tmp_path / "c.dcz", "rb") as src, open(tmp_path / "out", "wb") as dst:
+        codec.decompress_stream(src, dst, threads=threads)
+    assert (tmp_path / "out").read_bytes() == data
+    assert all(name.startswith("dcz-write") for name in writers)
+    assert threads_running() == []
+
+
 def test_memory_stays_near_threads_plus_two_chunks_whatever_the_input_size():
     chunk = 64 * 1024
     data = mixed_data(64 * chunk)
