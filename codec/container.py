@@ -9,7 +9,7 @@ from typing import BinaryIO, Sequence
 import google_crc32c
 import numpy as np
 
-from codec.chunk import CODEC_HUFFMAN, CODEC_STORED, decode_chunk, decode_chunk_into, encode_chunk
+from codec.chunk import CODEC_HUFFMAN, CODEC_STORED, decode_chunk, decode_chunk_into, encode_chunk_view
 from codec.errors import FormatError
 from codec.sizes import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 
@@ -155,13 +155,14 @@ def encode_frame(data, shared_histogram=None) -> tuple[bytes, ChunkEntry]:
     return b"".join((header, payload)), entry
 
 
-def encode_frame_parts(data, shared_histogram=None, counts=None) -> tuple[bytes, bytes, ChunkEntry]:
+def encode_frame_parts(data, shared_histogram=None, counts=None) -> tuple[bytes, object, ChunkEntry]:
     """`encode_frame` as (24-byte header, payload, entry), for writers that can skip the join;
-    `counts` as in encode_chunk."""
+    `counts` as in encode_chunk. The payload is bytes-like and not copied (encode_chunk_view): a
+    stored chunk's is `data` itself, so a caller that reuses `data`'s buffer writes it first."""
     original_size = len(data)
     if not 1 <= original_size <= MAX_CHUNK_SIZE:
         raise ValueError(f"a chunk holds 1 to {MAX_CHUNK_SIZE} bytes, got {original_size}")
-    codec, payload = encode_chunk(data, shared_histogram, counts)
+    codec, payload = encode_chunk_view(data, shared_histogram, counts)
     if codec != CODEC_STORED and len(payload) >= original_size:
         codec, payload = CODEC_STORED, data
     crc = crc32c(data)

@@ -11,7 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codec import FormatError
-from codec.chunk import CODEC_HUFFMAN, CODEC_STORED, LEAF_SIZE, decode_chunk, encode_chunk, histogram
+from codec.chunk import (
+    CODEC_HUFFMAN, CODEC_STORED, LEAF_SIZE, decode_chunk, encode_chunk, encode_chunk_view, histogram,
+)
 
 
 def _round_trip(data: bytes, shared_histogram=None) -> tuple[int, bytes]:
@@ -140,6 +142,16 @@ def test_encoding_is_deterministic():
     data = _text_like(300_000) + os.urandom(5000)
     assert encode_chunk(data) == encode_chunk(data)
     assert encode_chunk(data, histogram(data)) == encode_chunk(bytearray(data), histogram(data))
+
+
+def test_the_view_variant_gives_the_same_payload_without_copying_it_out():
+    text = b"the quick brown fox jumps over the lazy dog " * 2000
+    noise = np.random.default_rng(5).integers(0, 256, 5000, dtype=np.uint8)
+    codec_id, payload = encode_chunk_view(text)
+    assert (codec_id, bytes(payload)) == encode_chunk(text) and codec_id == CODEC_HUFFMAN
+    assert isinstance(payload, memoryview) and payload.nbytes < len(text)  # the encoder's buffer
+    codec_id, payload = encode_chunk_view(noise)
+    assert codec_id == CODEC_STORED and payload is noise  # the input itself: callers reusing it must know
 
 
 def test_unknown_codec_and_impossible_sizes_raise_format_error():
