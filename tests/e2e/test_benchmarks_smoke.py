@@ -212,6 +212,22 @@ def test_the_harness_runs_interleaved_rounds_checks_round_trips_and_cleans_up(tm
     assert e2e.rerender(tmp_path / "e2e.json") == text
 
 
+def test_every_step_finds_the_files_it_reads_just_read_into_the_page_cache(tmp_path, monkeypatch):
+    source = tmp_path / "input.bin"
+    source.write_bytes(_text_like(1 << 16, seed=6))
+    steps = [step for step in e2e.local_steps(tmp_path / "tiny") if "pigz" not in step.name]
+    (tmp_path / "tiny").write_bytes(b"tiny\n")
+    events = []
+    real_run_watched = e2e.run_watched
+    monkeypatch.setattr(e2e, "bring_into_page_cache", lambda paths: events.append([p.name for p in paths]))
+    monkeypatch.setattr(e2e, "run_watched", lambda command: events.append("run") or real_run_watched(command))
+    e2e.run_rounds(steps, source, repeats=1, work_dir=tmp_path / "work")
+    cached = [events[i - 1] for i, event in enumerate(events) if event == "run"]
+    assert dict(zip((step.name for step in steps), cached)) == {
+        e2e.C2: ["input.bin"], e2e.C1: ["input.bin"], e2e.PIPE: ["input.bin"],
+        e2e.D2: ["c2.dcz"], e2e.D1: ["c1.dcz"], e2e.TINY_C: [], e2e.TINY_D: ["tiny.dcz"]}
+
+
 def test_a_decompressor_that_does_not_give_the_input_back_fails_the_benchmark(tmp_path):
     source = tmp_path / "input.bin"
     source.write_bytes(b"the input")
