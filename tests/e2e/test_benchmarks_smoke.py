@@ -187,6 +187,11 @@ def test_watching_a_command_finds_the_peak_memory_of_its_processes():
     assert stats.wall >= 1.0
 
 
+def test_a_watched_command_is_timed_to_its_exit_not_to_the_next_sample():
+    stats = e2e.run_watched(e2e.Command(["sleep", "0.05"]), interval=2.0)
+    assert 0.05 <= stats.wall < 1.0
+
+
 def test_a_failing_command_is_reported_with_its_error():
     with pytest.raises(RuntimeError, match="boom"):
         e2e.run_watched(e2e.Command([sys.executable, "-c", "import sys; sys.exit('boom')"]))
