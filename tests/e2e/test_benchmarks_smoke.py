@@ -258,6 +258,8 @@ def test_target_rows_compare_with_pigz_with_the_same_durability_and_check_the_me
     assert "time ÷ pigz -d (then sync) | ≤ 0.50 | 0.40 | **met**" in rows
     assert "pipe compress: time ÷ cat \\| pigz -H -p 2 (then sync) | ≤ 0.60 | 0.50 | **met**" in rows
     assert "time with 1 thread ÷ with 2 | ≥ 1.70 | 1.50 | **not met**" in rows
+    assert "CPU time with 2 threads ÷ with 1 | – | 0.67 |" in rows  # _result's CPU is its wall time
+    assert "time beyond the 6-byte run's, 1 thread ÷ 2 | – | 1.75 |" in rows  # (4.5 - 1) / (3 - 1)
     # 250 - 160 = 90 MiB above the 6-byte run: over 64 MiB + 4 chunks of 4 MiB; 150 - 120 = 30 is not.
     assert f"{e2e.C2}: peak RSS above the 6-byte run's | ≤ 80 MiB | 90 MiB | **not met**" in rows
     assert f"{e2e.D2}: peak RSS above the 6-byte run's | ≤ 80 MiB | 30 MiB | **met**" in rows
