@@ -520,9 +520,9 @@ def _decompress_in_place(src_fd: int, dst: BinaryIO, dst_fd: int, base: int, ent
     frames = _fileio.ThreadBuffers()
     os.ftruncate(dst_fd, base + total)
     writer = _Writer(dst_fd)
-    # One buffer per worker, one being written and one waiting its turn: a worker never waits for
-    # the disk unless the disk is slower than all the workers together.
-    behind = _WriteBehind(writer, threads + 2, largest)
+    # One buffer per worker and one being written: a worker waits for the disk only while it is
+    # slower than all the workers together (one more buffer gained nothing measurable).
+    behind = _WriteBehind(writer, threads + 1, largest)
 
     def decode(index: int) -> int:
         _hook(index)
@@ -543,21 +543,19 @@ def _decompress_in_place(src_fd: int, dst: BinaryIO, dst_fd: int, base: int, ent
 
     done = 0
     try:
-        try:
-            with _Tasks(threads) as tasks:
-                running: set[Future] = set()
-                for index in range(len(entries)):
-                    running.add(tasks.submit(decode, index))
-                    while len(running) >= tasks.window:
-                        finished, running = wait(running, return_when=FIRST_COMPLETED)
-                        done = _count_done(finished, done, progress)
-                while running:
+        with _Tasks(threads) as tasks:
+            running: set[Future] = set()
+            for index in range(len(entries)):
+                running.add(tasks.submit(decode, index))
+                while len(running) >= tasks.window:
                     finished, running = wait(running, return_when=FIRST_COMPLETED)
                     done = _count_done(finished, done, progress)
-            behind.finish()
-        finally:
-            behind.close()
+            while running:
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                done = _count_done(finished, done, progress)
+        behind.finish()
     finally:
+        behind.close()  # no write in flight after it, before the writer's fds close
         writer.close()
     if total:
         _fileio.start_writeback(dst_fd, base, total)
