@@ -68,6 +68,20 @@ def threads_running() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("dcz")]
 
 
+def disk_full_on_write(n: int, calls: list):
+    """A stand-in for _fileio.pwrite_all that notes each write's offset in `calls` and fails the
+    n-th with ENOSPC (take it before patching: it calls the real one)."""
+    real_pwrite_all = _fileio.pwrite_all
+
+    def pwrite_all(fd, buffer, offset):
+        calls.append(offset)
+        if len(calls) == n:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_pwrite_all(fd, buffer, offset)
+
+    return pwrite_all
+
+
 def test_compressed_bytes_are_the_same_for_every_thread_count_from_files_and_pipes(data, data_file, tmp_path):
     serial = codec.encode(data, chunk_size=CHUNK)
     table = codec.histogram(data)
@@ -136,16 +150,8 @@ def test_a_stage_write_that_fails_in_its_thread_stops_compression_and_leaves_no_
                                                                                       monkeypatch):
     os.close(direct_fd_or_skip(tmp_path / "probe"))
     monkeypatch.setattr(parallel._Appender, "STAGE_SIZE", 8192)
-    real_pwrite_all = _fileio.pwrite_all
     calls = []
-
-    def disk_full_on_second_write(fd, buffer, offset):
-        calls.append(offset)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_pwrite_all(fd, buffer, offset)
-
-    monkeypatch.setattr(_fileio, "pwrite_all", disk_full_on_second_write)
+    monkeypatch.setattr(_fileio, "pwrite_all", disk_full_on_write(2, calls))
     for threads in (1, 3):
         calls.clear()
         with pytest.raises(OSError) as raised:
@@ -338,16 +344,7 @@ def test_an_error_in_one_worker_stops_the_others_and_reaches_the_caller(threads,
 
 def test_a_full_disk_in_an_in_place_write_stops_decompression(data, tmp_path, monkeypatch):
     (tmp_path / "c.dcz").write_bytes(codec.encode(data, chunk_size=CHUNK))
-    real_pwrite_all = _fileio.pwrite_all
-    calls = []
-
-    def disk_full_on_third_write(fd, buffer, offset):
-        calls.append(offset)
-        if len(calls) == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_pwrite_all(fd, buffer, offset)
-
-    monkeypatch.setattr(_fileio, "pwrite_all", disk_full_on_third_write)
+    monkeypatch.setattr(_fileio, "pwrite_all", disk_full_on_write(3, []))
     with pytest.raises(OSError) as raised:
         with open(tmp_path / "c.dcz", "rb") as src, open(tmp_path / "out", "wb") as dst:
             codec.decompress_stream(src, dst, threads=3)
