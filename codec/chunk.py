@@ -7,8 +7,8 @@ from codec import _kernels
 from codec.errors import FormatError
 from codec.huffman import MAX_CODE_LENGTH, code_lengths, coded_bits, histogram, table_bits
 
-__all__ = ["CODEC_STORED", "CODEC_HUFFMAN", "histogram", "encode_chunk", "encode_chunk_view", "decode_chunk", "decode_chunk_into",
-           "shared_table_wins"]
+__all__ = ["CODEC_STORED", "CODEC_HUFFMAN", "histogram", "encode_chunk", "encode_chunk_view", "decode_chunk",
+           "decode_chunk_into", "shared_table_wins"]
 
 CODEC_STORED = 0
 CODEC_HUFFMAN = 1
@@ -76,7 +76,7 @@ def encode_chunk(data, shared_histogram: np.ndarray | None = None,
     `counts` (256 integers), if given, receives the chunk's byte histogram, which the encoder
     counts anyway."""
     codec_id, payload = encode_chunk_view(data, shared_histogram, counts)
-    return codec_id, bytes(payload)
+    return codec_id, _as_bytes_array(payload).tobytes()
 
 
 def encode_chunk_view(data, shared_histogram: np.ndarray | None = None,
@@ -113,7 +113,6 @@ def encode_chunk_view(data, shared_histogram: np.ndarray | None = None,
     if has_chunk_table and chunk_table_uses == 0:
         # No block needed the chunk table: leave it out rather than pay for it.
         size, _ = _kernels.encode_payload(arr, LEAF_SIZE, hists, bounds, chunk_lengths, False, out)
-    del hists, bounds
     if size >= n:
         return CODEC_STORED, data
     return CODEC_HUFFMAN, memoryview(out)[:size]

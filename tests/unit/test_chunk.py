@@ -152,6 +152,8 @@ def test_the_view_variant_gives_the_same_payload_without_copying_it_out():
     assert isinstance(payload, memoryview) and payload.nbytes < len(text)  # the encoder's buffer
     codec_id, payload = encode_chunk_view(noise)
     assert codec_id == CODEC_STORED and payload is noise  # the input itself: callers reusing it must know
+    wide = np.random.default_rng(6).integers(0, 2**16, 6000, dtype=np.uint16)[::2]  # any array, as before
+    assert encode_chunk(wide) == (CODEC_STORED, wide.tobytes())  # encode_chunk still copies it out
 
 
 def test_unknown_codec_and_impossible_sizes_raise_format_error():
