@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 __all__ = ["DIRECT_IO_ALIGNMENT", "open_direct", "reopen_direct", "direct_io_allows", "aligned_buffer",
-           "pwrite_all", "pread_into", "DirectStage", "ThreadBuffers", "start_writeback", "widen_pipe"]
+           "pwrite_all", "pread_into", "DirectWriter", "DirectStage", "ThreadBuffers", "start_writeback", "widen_pipe"]
 
 # Direct I/O: offsets, lengths and buffer addresses must be multiples of the device's logical block
 # size; 4096 covers both 512-byte and 4 KiB devices.
@@ -84,6 +84,35 @@ def pread_into(fd: int, buffer, offset: int) -> int:
     return got
 
 
+class DirectWriter:
+    """Positional writes to a regular file: with O_DIRECT through `direct_fd` (None: none) where the
+    place and size are aligned, through `fd` otherwise. After the file system refuses a direct
+    write (EINVAL), that write and every later one go through `fd`; any other error is raised.
+    Several threads may write at once. `close()` closes `direct_fd`, not `fd`."""
+
+    def __init__(self, fd: int, direct_fd: int | None):
+        self.fd, self.direct_fd = fd, direct_fd
+        self._lock = threading.Lock()
+
+    def write(self, data, position: int) -> None:
+        direct_fd = self.direct_fd
+        if direct_fd is not None and direct_io_allows(position, memoryview(data).nbytes):
+            try:
+                pwrite_all(direct_fd, data, position)
+                return
+            except OSError as e:
+                if e.errno != errno.EINVAL:  # a full disk, an I/O error: not a matter of the path
+                    raise
+                self.close()  # refused after all: the same bytes, through the cache
+        pwrite_all(self.fd, data, position)
+
+    def close(self) -> None:
+        with self._lock:
+            if self.direct_fd is not None:
+                os.close(self.direct_fd)
+                self.direct_fd = None
+
+
 class DirectStage:
     """Bytes appended to a regular file from `position` through an aligned staging buffer: each full
     stage goes out with O_DIRECT through `direct_fd` (the page cache bypassed, see open_direct), the
@@ -98,7 +127,8 @@ class DirectStage:
     elsewhere (`close()` only waits for it)."""
 
     def __init__(self, fd: int, direct_fd: int, position: int, size: int = 8 * 2**20):
-        self.fd, self.direct_fd, self.position = fd, direct_fd, position
+        self.fd, self.position = fd, position
+        self._out = DirectWriter(fd, direct_fd)  # used by the writer thread alone
         self.stage = aligned_buffer(size)
         self.filled = 0
         self._spare: np.ndarray | None = None  # the other buffer, allocated with the first full stage
@@ -128,22 +158,10 @@ class DirectStage:
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="dcz-write")
             self._spare = aligned_buffer(self.stage.shape[0])
-        self._in_flight = self._writer.submit(self._write_out, self.stage, self.position)
+        self._in_flight = self._writer.submit(self._out.write, self.stage, self.position)
         self.stage, self._spare = self._spare, self.stage
         self.position += self.filled
         self.filled = 0
-
-    def _write_out(self, stage: np.ndarray, position: int) -> None:
-        """In the writer thread, one stage at a time."""
-        if self.direct_fd >= 0:
-            try:
-                pwrite_all(self.direct_fd, stage, position)
-                return
-            except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-                self._close_direct()  # refused after all: the same bytes, through the cache
-        pwrite_all(self.fd, stage, position)
 
     def _wait(self) -> None:
         if self._in_flight is not None:
@@ -165,12 +183,7 @@ class DirectStage:
             self._writer.shutdown(wait=True)
             self._writer = None
         self._in_flight = None
-        self._close_direct()
-
-    def _close_direct(self) -> None:
-        if self.direct_fd >= 0:
-            os.close(self.direct_fd)
-            self.direct_fd = -1
+        self._out.close()
 
 
 class ThreadBuffers(threading.local):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import collections
-import errno
 import io
 import os
 import queue
@@ -424,37 +423,6 @@ def _damaged_chunk(index: int, offset: int, error: FormatError) -> FormatError:
     return FormatError(f"chunk {index} (frame at byte {offset}): {error}")
 
 
-class _Writer:
-    """Where one decoded chunk goes in the output file: direct I/O when the chunk's place and size
-    are aligned and the filesystem takes it, buffered positional writes otherwise."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.direct_fd = _fileio.reopen_direct(fd)
-        self._lock = threading.Lock()
-
-    def write(self, chunk, position: int) -> None:
-        direct_fd = self.direct_fd
-        if direct_fd is not None and _fileio.direct_io_allows(position, chunk.shape[0]):
-            try:
-                _fileio.pwrite_all(direct_fd, chunk, position)
-                return
-            except OSError as e:
-                if e.errno != errno.EINVAL:  # a full disk, an I/O error: not a matter of the path
-                    raise
-                self._give_up_direct()  # the filesystem refused direct writes: buffered from now
-        _fileio.pwrite_all(self.fd, chunk, position)
-
-    def _give_up_direct(self) -> None:
-        with self._lock:
-            if self.direct_fd is not None:
-                os.close(self.direct_fd)
-                self.direct_fd = None
-
-    def close(self) -> None:
-        self._give_up_direct()
-
-
 class _WriteBehind:
     """Decoded chunks written at their places by a thread of its own, from a pool of aligned buffers.
 
@@ -464,7 +432,7 @@ class _WriteBehind:
     worker waits for one only while the disk is behind. After a failed write no other is made, and
     `raise_if_failed` (called by workers before each chunk, and by `finish`) raises its error."""
 
-    def __init__(self, writer: _Writer, count: int, size: int):
+    def __init__(self, writer: _fileio.DirectWriter, count: int, size: int):
         self._writer, self._count, self._size = writer, count, size
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         self._allocated = 0
@@ -519,7 +487,8 @@ def _decompress_in_place(src_fd: int, dst: BinaryIO, dst_fd: int, base: int, ent
     largest = max((entry.original_size for entry in entries), default=0)
     frames = _fileio.ThreadBuffers()
     os.ftruncate(dst_fd, base + total)
-    writer = _Writer(dst_fd)
+    # Each chunk where it belongs: direct I/O when its place and size are aligned (all but the last).
+    writer = _fileio.DirectWriter(dst_fd, _fileio.reopen_direct(dst_fd))
     # One buffer per worker and one being written: a worker waits for the disk only while it is
     # slower than all the workers together (one more buffer gained nothing measurable).
     behind = _WriteBehind(writer, threads + 1, largest)
